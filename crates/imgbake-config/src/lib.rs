@@ -1,0 +1,232 @@
+//! # imgbake-config: the tree file
+//!
+//! A tree file (`tree.toml`) describes a tree of machine images: where each chain starts, which image
+//! is built from which, what runs on the build machine, and where the results go. This crate loads it,
+//! renders its templates, checks it, and gives back a typed [`Tree`] in which every value still knows
+//! its file, line and column — so every later error can point at the value that caused it.
+//!
+//! Nothing here touches the network: `imgbake validate` is this crate.
+//!
+//! ```
+//! use imgbake_config::{LoadOptions, Tree};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! std::fs::write(dir.path().join("patch.sh"), "apt-get -y upgrade\n").unwrap();
+//! std::fs::write(dir.path().join("tree.toml"), r#"
+//! [variables]
+//! region = "eu-west-1"
+//!
+//! [defaults]
+//! builder = "aws"
+//! communicator = { username = "admin" }
+//! aws = { region = "{{ var.region }}" }
+//!
+//! [images.base]
+//! source = { ami = "ami-0123456789abcdef0" }
+//! [[images.base.steps]]
+//! shell = { script = "patch.sh" }
+//!
+//! [images.web]
+//! parent = "base"
+//! [[images.web.steps]]
+//! shell = { inline = ["echo hello > /etc/motd"] }
+//! "#).unwrap();
+//!
+//! let tree = Tree::load(&dir.path().join("tree.toml"), &LoadOptions::default()).unwrap();
+//! assert_eq!(tree.order(), vec!["base", "web"]);
+//! let web = tree.image("web").unwrap();
+//! assert!(web.has_builder("aws"), "builder comes from [defaults]");
+//! assert_eq!(web.aws.as_ref().unwrap().region.as_ref().unwrap().get_ref(), "eu-west-1");
+//!
+//! // A typo is an error with its location and a suggestion:
+//! std::fs::write(dir.path().join("bad.toml"), "[images.x]\nbuilder = \"aws\"\nsourse = {}\n").unwrap();
+//! let err = Tree::load(&dir.path().join("bad.toml"), &LoadOptions::default()).unwrap_err();
+//! assert!(err.to_string().contains("bad.toml:3:1: unknown key `sourse` in images.x (did you mean `source`?)"), "{err}");
+//! ```
+
+mod diag;
+pub mod graph;
+mod load;
+pub mod model;
+pub mod os;
+mod render;
+mod source;
+mod suggest;
+pub mod template;
+pub mod units;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+pub use toml::Spanned;
+
+pub use diag::{Diagnostic, Diagnostics};
+pub use load::{ENV_PREFIX, LoadOptions, Project};
+pub use model::*;
+pub use os::Os;
+pub use render::{BUILDERS, PLANNED_BUILDERS};
+pub use source::{Location, SourceFile, SourceMap, Span};
+pub use suggest::did_you_mean;
+pub use template::Stamp;
+
+/// A loaded, rendered and checked tree.
+#[derive(Clone, Debug)]
+pub struct Tree {
+    project: Arc<Project>,
+    pub(crate) model: TreeModel,
+}
+
+impl Tree {
+    pub(crate) fn new(project: Arc<Project>, model: TreeModel) -> Self {
+        Tree { project, model }
+    }
+
+    /// Load, render (with placeholder build values) and check the tree at `path`.
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Tree, Diagnostics> {
+        Arc::new(Project::load(path, opts)?).render(&Stamp::placeholder())
+    }
+
+    /// Render the same files again with other build values (a real build, or masked for fingerprints).
+    pub fn rerender(&self, stamp: &Stamp) -> Result<Tree, Diagnostics> {
+        self.project.render(stamp)
+    }
+
+    /// The loaded files and variables.
+    pub fn project(&self) -> &Arc<Project> {
+        &self.project
+    }
+
+    /// Tree-wide settings.
+    pub fn settings(&self) -> &Settings {
+        &self.model.settings
+    }
+
+    /// The images, in file order.
+    pub fn images(&self) -> &IndexMap<String, Image> {
+        &self.model.images
+    }
+
+    /// One image.
+    pub fn image(&self, name: &str) -> Option<&Image> {
+        self.model.images.get(name)
+    }
+
+    /// The files of the tree.
+    pub fn sources(&self) -> &Arc<SourceMap> {
+        self.project.sources()
+    }
+
+    /// `file:line:col` of a span.
+    pub fn locate(&self, span: impl Into<Span>) -> String {
+        self.sources().describe(span.into())
+    }
+
+    /// A path value resolved against the file that names it.
+    pub fn path(&self, value: &Spanned<String>) -> PathBuf {
+        self.sources().resolve(Span::new(value.span()), value.get_ref())
+    }
+
+    /// The directory of the root tree file.
+    pub fn root_dir(&self) -> PathBuf {
+        self.sources().files().first().map(|f| f.dir().to_path_buf()).unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// Where the manifest goes.
+    pub fn manifest_path(&self) -> PathBuf {
+        match &self.model.settings.manifest {
+            Some(m) => self.path(m),
+            None => self.root_dir().join("imgbake-manifest.json"),
+        }
+    }
+
+    /// Where local state (cleanup journals) goes.
+    pub fn state_dir(&self) -> PathBuf {
+        match &self.model.settings.state_dir {
+            Some(m) => self.path(m),
+            None => self.root_dir().join(".imgbake"),
+        }
+    }
+
+    /// The tree's name (`settings.name`, else the root file's directory name).
+    pub fn name(&self) -> String {
+        if let Some(n) = &self.model.settings.name {
+            return n.clone();
+        }
+        let dir = self.root_dir();
+        let dir = dir.canonicalize().unwrap_or(dir);
+        dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "tree".into())
+    }
+
+    /// Image names, parents before children; independent images in file order.
+    pub fn order(&self) -> Vec<&str> {
+        validate::topo_order(&self.model.images)
+    }
+
+    /// Images whose parent is `name`.
+    pub fn children(&self, name: &str) -> Vec<&str> {
+        self.model
+            .images
+            .values()
+            .filter(|i| i.parent.as_ref().is_some_and(|p| p.get_ref() == name))
+            .map(|i| i.name.as_str())
+            .collect()
+    }
+
+    /// Everything below `name` (children, their children...), parents first.
+    pub fn descendants(&self, name: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut todo = self.children(name);
+        while let Some(n) = todo.first().copied() {
+            todo.remove(0);
+            out.push(n);
+            todo.extend(self.children(n));
+        }
+        out
+    }
+
+    /// `name`'s parent, grandparent... up to the root of its chain.
+    pub fn ancestors(&self, name: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut cur = self.image(name);
+        while let Some(p) = cur.and_then(|i| i.parent.as_ref()) {
+            let Some((k, img)) = self.model.images.get_key_value(p.get_ref()) else { break };
+            if out.contains(&k.as_str()) {
+                break;
+            }
+            out.push(k.as_str());
+            cur = Some(img);
+        }
+        out
+    }
+
+    /// Values of sensitive variables, to redact from all output.
+    pub fn secrets(&self) -> Vec<String> {
+        self.project.secrets()
+    }
+
+    /// Every local file an image uses (scripts, uploaded files and directories, tests, user-data), resolved.
+    /// Its content is part of the image's fingerprint.
+    pub fn local_files(&self, image: &Image) -> Vec<PathBuf> {
+        let mut v: Vec<&Spanned<String>> = Vec::new();
+        for s in &image.steps {
+            match &s.kind {
+                StepKind::Shell(sh) => v.extend(sh.script.iter().chain(&sh.scripts)),
+                StepKind::Powershell(p) => v.extend(p.script.iter().chain(&p.scripts)),
+                StepKind::File(f) if f.direction == Direction::Upload => v.extend(f.source.iter()),
+                StepKind::Test(t) => v.extend(t.source.iter()),
+                _ => {}
+            }
+        }
+        if let Some(a) = &image.aws {
+            v.extend(a.user_data_file.iter());
+        }
+        v.into_iter().map(|p| self.path(p)).collect()
+    }
+
+    /// A diagnostic at a value of this tree, ready to print.
+    pub fn error_at(&self, span: Option<Span>, message: impl Into<String>) -> Diagnostics {
+        Diagnostics::new(vec![Diagnostic::at(span, message)], self.sources().clone())
+    }
+}

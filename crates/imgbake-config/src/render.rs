@@ -1,0 +1,517 @@
+//! Rendering a loaded [`Project`] into a typed [`Tree`]: defaults merged into images, strings rendered
+//! as templates, values deserialized into the model, then checked.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use crate::Tree;
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::load::{FileRole, Project, parse_shifted, respan, span_of};
+use crate::model::*;
+use crate::source::{SourceMap, Span};
+use crate::suggest::did_you_mean;
+use crate::template::{Engine, Stamp, TemplateFailure};
+use crate::units::Duration;
+
+const ROOT_KEYS: &[&str] = &["include", "settings", "variables", "defaults", "images"];
+const INCLUDED_KEYS: &[&str] = &["include", "images"];
+/// Builders that exist.
+pub const BUILDERS: &[&str] = &["aws", "qemu"];
+/// Builders on the roadmap: named in errors so users know they are coming.
+pub const PLANNED_BUILDERS: &[&str] = &["vsphere", "virtualbox"];
+/// Keys whose strings are templates rendered later, per command (not at load).
+const DEFERRED_KEYS: &[&str] = &["execute_command"];
+
+/// `builder = "aws"` or `builder = ["aws", "qemu"]`.
+#[derive(Debug, Clone)]
+struct OneOrMany(Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![s.to_string()]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut v = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    v.push(s);
+                }
+                Ok(OneOrMany(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // the IgnoredAny fields only list keys handled elsewhere, for "did you mean".
+struct ImageRaw {
+    builder: Option<Spanned<OneOrMany>>,
+    description: Option<String>,
+    parent: Option<Spanned<String>>,
+    source: Option<Spanned<Source>>,
+    communicator: Option<Communicator>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    max_age: Option<Spanned<Duration>>,
+    keep: Option<Spanned<u32>>,
+    publish: Option<Publish>,
+    steps: Option<IgnoredAny>,
+    aws: Option<IgnoredAny>,
+    qemu: Option<IgnoredAny>,
+    vsphere: Option<IgnoredAny>,
+    virtualbox: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepRaw {
+    name: Option<String>,
+    only: Option<Spanned<OneOrMany>>,
+    except: Option<Spanned<OneOrMany>>,
+    timeout: Option<Duration>,
+    #[serde(default)]
+    retries: u32,
+    pause_before: Option<Spanned<Duration>>,
+    shell: Option<Shell>,
+    file: Option<FileStep>,
+    powershell: Option<Powershell>,
+    reboot: Option<Reboot>,
+    windows_update: Option<WindowsUpdate>,
+    test: Option<TestStep>,
+    local: Option<Local>,
+    breakpoint: Option<Breakpoint>,
+}
+
+fn spread(v: Option<Spanned<OneOrMany>>) -> Vec<Spanned<String>> {
+    match v {
+        Some(s) => {
+            let span = s.span();
+            s.into_inner().0.into_iter().map(|b| Spanned::new(span.clone(), b)).collect()
+        }
+        None => Vec::new(),
+    }
+}
+
+/// Turn a serde error into a diagnostic: location, key path, and "did you mean".
+pub(crate) fn serde_diag(e: &toml::de::Error, fallback: Span, section: &str) -> Diagnostic {
+    let span = e.span().map(Span::new).unwrap_or(fallback);
+    let msg = e.message().trim();
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let (field, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+        let d = Diagnostic::at(span, format!("unknown key `{field}` in {section}"));
+        return match did_you_mean(field, expected.iter().copied()) {
+            Some(s) => d.help(format!("did you mean `{s}`?")),
+            None if !expected.is_empty() => d.help(format!("expected one of: {}", expected.join(", "))),
+            None => d,
+        };
+    }
+    if let Some(rest) = msg.strip_prefix("unknown variant `") {
+        let (value, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+        let d = Diagnostic::at(span, format!("unknown value `{value}` in {section}"));
+        return match did_you_mean(value, expected.iter().copied()) {
+            Some(s) => d.help(format!("did you mean `{s}`?")),
+            None => d.help(format!("expected one of: {}", expected.join(", "))),
+        };
+    }
+    if let Some(rest) = msg.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or(rest);
+        return Diagnostic::at(span, format!("missing required key `{field}` in {section}"));
+    }
+    if let Some(rest) = msg.strip_prefix("invalid type: ") {
+        return Diagnostic::at(span, format!("wrong type in {section}: found {rest}"));
+    }
+    Diagnostic::at(span, format!("{msg} (in {section})"))
+}
+
+fn typed<'a, T: Deserialize<'a>>(v: Spanned<DeValue<'a>>, section: &str, diags: &mut Vec<Diagnostic>) -> Option<T> {
+    let fallback = span_of(&v);
+    match T::deserialize(ValueDeserializer::from(v)) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            diags.push(serde_diag(&e, fallback, section));
+            None
+        }
+    }
+}
+
+/// Deep merge: tables merge key by key (recursively); anything else in `over` replaces `base`.
+fn merge<'a>(base: &Spanned<DeValue<'a>>, over: Spanned<DeValue<'a>>) -> Spanned<DeValue<'a>> {
+    let DeValue::Table(bt) = base.get_ref() else { return over };
+    if !over.get_ref().is_table() {
+        return over;
+    }
+    let span = over.span();
+    let DeValue::Table(ot) = over.into_inner() else { unreachable!("checked above") };
+    let mut out = bt.clone();
+    for (k, v) in ot {
+        let merged = match out.remove(k.get_ref().as_ref()) {
+            Some(b) => merge(&b, v),
+            None => v,
+        };
+        out.insert(k, merged);
+    }
+    Spanned::new(span, DeValue::Table(out))
+}
+
+/// If `s` is exactly `{{ var.NAME }}`, the NAME.
+fn whole_var(s: &str) -> Option<&str> {
+    let inner = s.trim().strip_prefix("{{")?.strip_suffix("}}")?.trim();
+    let name = inner.strip_prefix("var.")?;
+    name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_').then_some(name)
+}
+
+struct Renderer<'p> {
+    project: &'p Project,
+    engine: Engine,
+    known_paths: Vec<String>,
+}
+
+impl<'p> Renderer<'p> {
+    fn render(
+        &self,
+        v: &mut Spanned<DeValue<'p>>,
+        key: Option<&str>,
+        ctx: &serde_json::Value,
+        diags: &mut Vec<Diagnostic>,
+    ) {
+        let span = v.span();
+        match v.get_mut() {
+            DeValue::String(s) => {
+                if key.is_some_and(|k| DEFERRED_KEYS.contains(&k)) || !s.contains("{{") {
+                    return;
+                }
+                if let Some(name) = whole_var(s)
+                    && let Some(var) = self.project.vars.get(name)
+                    && !var.value.is_str()
+                    && let Ok(mut nv) = DeValue::parse(&var.toml_text)
+                {
+                    respan(&mut nv, span);
+                    *v = nv;
+                    return;
+                }
+                match self.engine.render(s, ctx) {
+                    Ok(out) => *s = Cow::Owned(out),
+                    Err(f) => diags.push(self.template_diag(&f, Span::new(span), s)),
+                }
+            }
+            DeValue::Array(a) => a.iter_mut().for_each(|e| self.render(e, key, ctx, diags)),
+            DeValue::Table(t) => {
+                for (k, val) in t.iter_mut() {
+                    self.render(val, Some(k.get_ref().as_ref()), ctx, diags);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn template_diag(&self, f: &TemplateFailure, span: Span, template: &str) -> Diagnostic {
+        let sources = &self.project.sources;
+        let quote = match sources.snippet(span) {
+            Some(t) if t.starts_with("\"\"\"") || t.starts_with("'''") => 3,
+            Some(_) => 1,
+            None => 0,
+        };
+        let at = match f.position {
+            Some((line, col)) => {
+                let line_start: usize = template.split_inclusive('\n').take(line.saturating_sub(1)).map(str::len).sum();
+                let col_bytes: usize = template[line_start.min(template.len())..]
+                    .chars()
+                    .take(col.saturating_sub(1))
+                    .map(char::len_utf8)
+                    .sum();
+                let start = span.start + quote + line_start + col_bytes;
+                Span::new(start.min(span.end)..span.end)
+            }
+            None => span,
+        };
+        let mut d = Diagnostic::at(at, f.message.clone());
+        if let Some(missing) = &f.missing_variable {
+            if let Some(s) = did_you_mean(missing, self.known_paths.iter().map(String::as_str)) {
+                d = d.help(format!("did you mean `{s}`?"));
+            } else if missing.starts_with("var.") {
+                d = d.help("declare it under [variables]");
+            }
+        }
+        d
+    }
+}
+
+impl Project {
+    /// Render the tree with `stamp`'s build values and check it. Reports every problem found.
+    pub fn render(self: &Arc<Self>, stamp: &Stamp) -> Result<Tree, Diagnostics> {
+        let sources: &SourceMap = &self.sources;
+        let mut diags = Vec::new();
+        let engine = Engine::new(stamp, self.env.clone());
+        let mut known_paths: Vec<String> = self.vars.keys().map(|k| format!("var.{k}")).collect();
+        known_paths.extend(
+            ["image.name", "parent.name", "build.id", "build.timestamp", "tree.name", "tree.dir"].map(String::from),
+        );
+        let r = Renderer { project: self, engine, known_paths };
+
+        let mut root_table: Option<DeTable<'_>> = None;
+        let mut raw_images: IndexMap<String, (Span, Spanned<DeValue<'_>>)> = IndexMap::new();
+        for (i, f) in sources.files().iter().enumerate() {
+            let role = self.roles[i];
+            if role == FileRole::VarFile {
+                continue;
+            }
+            let mut table = parse_shifted(&f.text, f.base(), &mut diags);
+            let allowed = if role == FileRole::Root { ROOT_KEYS } else { INCLUDED_KEYS };
+            for k in table.keys() {
+                let name: &str = k.get_ref().as_ref();
+                if !allowed.contains(&name) {
+                    let d = if ROOT_KEYS.contains(&name) {
+                        Diagnostic::at(span_of(k), format!("`{name}` is only allowed in the root tree file"))
+                    } else {
+                        let d = Diagnostic::at(span_of(k), format!("unknown top-level key `{name}`"));
+                        match did_you_mean(name, allowed.iter().copied()) {
+                            Some(s) => d.help(format!("did you mean `{s}`?")),
+                            None => d.help(format!("expected one of: {}", allowed.join(", "))),
+                        }
+                    };
+                    diags.push(d);
+                }
+            }
+            if let Some(images) = table.remove("images") {
+                match images.into_inner() {
+                    DeValue::Table(t) => {
+                        for (k, v) in t {
+                            let name = k.get_ref().to_string();
+                            let kspan = span_of(&k);
+                            if !valid_image_name(&name) {
+                                diags.push(Diagnostic::at(kspan, format!("image name `{name}` must be lowercase letters, digits, `-` and `_`, starting with a letter")));
+                            }
+                            if let Some((first, _)) = raw_images.get(&name) {
+                                diags.push(
+                                    Diagnostic::at(kspan, format!("image `{name}` is defined twice"))
+                                        .related(*first, "first defined here"),
+                                );
+                                continue;
+                            }
+                            raw_images.insert(name, (kspan, v));
+                        }
+                    }
+                    other => diags
+                        .push(Diagnostic::at(None, format!("`images` must be a table, found {}", other.type_str()))),
+                }
+            }
+            if role == FileRole::Root {
+                root_table = Some(table);
+            }
+        }
+        let mut root_table = root_table.unwrap_or_default();
+        let tree_dir = sources.files().first().map(|f| f.dir().display().to_string()).unwrap_or_default();
+        let raw_name = root_table
+            .get("settings")
+            .and_then(|s| s.get_ref().get("name"))
+            .and_then(|n| n.get_ref().as_str())
+            .unwrap_or("")
+            .to_string();
+        let base_ctx = serde_json::json!({
+            "var": self.vars_json(),
+            "build": { "id": stamp.build_id, "timestamp": if stamp.masked { "{timestamp}".to_string() } else { stamp.time.timestamp().to_string() } },
+            "tree": { "name": raw_name, "dir": tree_dir },
+        });
+
+        let settings = match root_table.remove("settings") {
+            Some(mut s) => {
+                r.render(&mut s, None, &base_ctx, &mut diags);
+                typed::<Settings>(s, "[settings]", &mut diags).unwrap_or_default()
+            }
+            None => Settings::default(),
+        };
+        let defaults = match root_table.remove("defaults") {
+            Some(d) if d.get_ref().is_table() => {
+                if let Some(DeValue::Table(t)) = Some(d.get_ref())
+                    && let Some((k, _)) = t.get_key_value("parent")
+                {
+                    diags.push(Diagnostic::at(span_of(k), "`parent` cannot have a default: set it per image"));
+                }
+                d
+            }
+            Some(d) => {
+                diags.push(Diagnostic::at(
+                    span_of(&d),
+                    format!("`defaults` must be a table, found {}", d.get_ref().type_str()),
+                ));
+                Spanned::new(0..0, DeValue::Table(DeTable::default()))
+            }
+            None => Spanned::new(0..0, DeValue::Table(DeTable::default())),
+        };
+
+        let mut images = IndexMap::new();
+        for (name, (kspan, value)) in raw_images {
+            if !value.get_ref().is_table() {
+                diags.push(Diagnostic::at(
+                    span_of(&value),
+                    format!("image `{name}` must be a table, found {}", value.get_ref().type_str()),
+                ));
+                continue;
+            }
+            let mut merged = merge(&defaults, value);
+            let parent_name =
+                merged.get_ref().get("parent").and_then(|p| p.get_ref().as_str()).unwrap_or("").to_string();
+            let mut ctx = base_ctx.clone();
+            ctx["image"] = serde_json::json!({ "name": name });
+            ctx["parent"] = serde_json::json!({ "name": parent_name });
+            r.render(&mut merged, None, &ctx, &mut diags);
+            if let Some(img) = image_from(&name, kspan, merged, &mut diags) {
+                images.insert(name, img);
+            }
+        }
+        let model = TreeModel { settings, images };
+        let mut tree = Tree::new(self.clone(), model);
+        crate::validate::check(&mut tree, &mut diags);
+        if diags.is_empty() { Ok(tree) } else { Err(Diagnostics::new(diags, self.sources.clone())) }
+    }
+}
+
+fn valid_image_name(n: &str) -> bool {
+    let mut c = n.chars();
+    matches!(c.next(), Some(f) if f.is_ascii_lowercase())
+        && c.all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '_')
+        && n.len() <= 64
+}
+
+fn image_from<'a>(name: &str, kspan: Span, merged: Spanned<DeValue<'a>>, diags: &mut Vec<Diagnostic>) -> Option<Image> {
+    let span = merged.span();
+    let DeValue::Table(mut t) = merged.into_inner() else { return None };
+    let steps_v = t.remove("steps");
+    let aws_v = t.remove("aws");
+    let qemu_v = t.remove("qemu");
+    for planned in PLANNED_BUILDERS {
+        if let Some((k, _)) = t.remove_entry(*planned) {
+            diags.push(Diagnostic::at(
+                span_of(&k),
+                format!("the `{planned}` builder is not available in this version of imgbake (it is on the roadmap)"),
+            ));
+        }
+    }
+    let section = format!("images.{name}");
+    let before = diags.len();
+    let raw: Option<ImageRaw> = typed(Spanned::new(span.clone(), DeValue::Table(t)), &section, diags);
+
+    let mut steps = Vec::new();
+    if let Some(sv) = steps_v {
+        match sv.into_inner() {
+            DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let section = format!("images.{name}.steps[{}]", i + 1);
+                    let sspan = span_of(item);
+                    if let Some(raw) = typed::<StepRaw>(item.clone(), &section, diags)
+                        && let Some(step) = step_from(raw, sspan, &section, diags)
+                    {
+                        steps.push(step);
+                    }
+                }
+            }
+            other => diags.push(Diagnostic::at(
+                Span::new(span.clone()),
+                format!(
+                    "`steps` of image `{name}` must be a list ([[images.{name}.steps]]), found {}",
+                    other.type_str()
+                ),
+            )),
+        }
+    }
+    let aws = aws_v.and_then(|v| typed::<AwsSettings>(v, &format!("images.{name}.aws"), diags));
+    let qemu = qemu_v.and_then(|v| typed::<QemuSettings>(v, &format!("images.{name}.qemu"), diags));
+    let raw = raw?;
+    if diags.len() > before {
+        return None;
+    }
+    Some(Image {
+        name: name.to_string(),
+        builders: spread(raw.builder),
+        description: raw.description,
+        parent: raw.parent,
+        source: raw.source,
+        communicator: raw.communicator.unwrap_or_default(),
+        steps,
+        tags: raw.tags,
+        max_age: raw.max_age,
+        keep: raw.keep,
+        publish: raw.publish,
+        aws,
+        qemu,
+        span: kspan,
+    })
+}
+
+fn step_from(raw: StepRaw, span: Span, section: &str, diags: &mut Vec<Diagnostic>) -> Option<Step> {
+    let mut kinds = Vec::new();
+    if let Some(k) = raw.shell {
+        kinds.push(StepKind::Shell(k))
+    }
+    if let Some(k) = raw.file {
+        kinds.push(StepKind::File(k))
+    }
+    if let Some(k) = raw.powershell {
+        kinds.push(StepKind::Powershell(k))
+    }
+    if let Some(k) = raw.reboot {
+        kinds.push(StepKind::Reboot(k))
+    }
+    if let Some(k) = raw.windows_update {
+        kinds.push(StepKind::WindowsUpdate(k))
+    }
+    if let Some(k) = raw.test {
+        kinds.push(StepKind::Test(k))
+    }
+    if let Some(k) = raw.local {
+        kinds.push(StepKind::Local(k))
+    }
+    if let Some(k) = raw.breakpoint {
+        kinds.push(StepKind::Breakpoint(k))
+    }
+    if kinds.len() != 1 {
+        let msg = if kinds.is_empty() {
+            format!("{section} has no step kind")
+        } else {
+            let names: Vec<&str> = kinds.iter().map(StepKind::kind).collect();
+            format!("{section} has several kinds ({}); a step does one thing", names.join(", "))
+        };
+        diags.push(Diagnostic::at(span, msg).help(format!("use exactly one of: {}", STEP_KINDS.join(", "))));
+        return None;
+    }
+    Some(Step {
+        name: raw.name,
+        only: spread(raw.only),
+        except: spread(raw.except),
+        timeout: raw.timeout,
+        retries: raw.retries,
+        pause_before: raw.pause_before,
+        kind: kinds.pop()?,
+        span,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_var_pattern() {
+        assert_eq!(whole_var("{{ var.regions }}"), Some("regions"));
+        assert_eq!(whole_var("{{var.x}}"), Some("x"));
+        assert_eq!(whole_var("a-{{ var.x }}"), None);
+        assert_eq!(whole_var("{{ lower var.x }}"), None);
+    }
+}

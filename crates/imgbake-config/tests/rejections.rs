@@ -1,0 +1,367 @@
+//! Every kind of rejection `imgbake validate` promises, each with its exact location.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use imgbake_config::{LoadOptions, Tree};
+
+/// A tree in a temp dir: `files` are (relative path, content).
+fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (p, c) in files {
+        let path = dir.path().join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, c).unwrap();
+    }
+    dir
+}
+
+fn opts() -> LoadOptions {
+    LoadOptions { env: BTreeMap::new(), ..Default::default() }
+}
+
+/// Load and return the error text with the temp dir's path replaced by `T`.
+fn errors_with(dir: &Path, o: &LoadOptions) -> String {
+    let err = Tree::load(&dir.join("tree.toml"), o).expect_err("the tree should be rejected");
+    err.to_string().replace(&dir.display().to_string(), "T")
+}
+
+fn errors(dir: &Path) -> String {
+    errors_with(dir, &opts())
+}
+
+const OK_HEAD: &str = r#"[defaults]
+builder = "aws"
+communicator = { username = "admin" }
+aws = { region = "eu-west-1" }
+"#;
+
+fn with_head(rest: &str) -> String {
+    format!("{OK_HEAD}{rest}")
+}
+
+#[test]
+fn a_good_tree_loads() {
+    let d = tree(&[("tree.toml", &with_head("[images.base]\nsource = { ami = \"ami-0abc\" }\n")), ("x.sh", "")]);
+    let t = Tree::load(&d.path().join("tree.toml"), &opts()).unwrap();
+    assert_eq!(t.order(), vec!["base"]);
+}
+
+#[test]
+fn toml_syntax_error() {
+    let d = tree(&[("tree.toml", "[images.base]\nbuilder = \"aws\"\nsource = { ami = }\n")]);
+    let e = errors(d.path());
+    assert!(e.starts_with("T/tree.toml:3:"), "{e}");
+    assert!(e.contains("TOML syntax error"), "{e}");
+}
+
+#[test]
+fn unknown_key_with_suggestion_at_every_level() {
+    let d = tree(&[(
+        "tree.toml",
+        &with_head(
+            r#"[images.base]
+source = { ami = "ami-0abc" }
+desciption = "x"
+[images.base.aws]
+instnce_type = "t3.micro"
+[[images.base.steps]]
+shel = { inline = ["true"] }
+"#,
+        ),
+    )]);
+    let e = errors(d.path());
+    assert!(
+        e.contains("T/tree.toml:7:1: unknown key `desciption` in images.base (did you mean `description`?)"),
+        "{e}"
+    );
+    assert!(
+        e.contains("T/tree.toml:9:1: unknown key `instnce_type` in images.base.aws (did you mean `instance_type`?)"),
+        "{e}"
+    );
+    assert!(e.contains("T/tree.toml:11:1: unknown key `shel` in images.base.steps[1] (did you mean `shell`?)"), "{e}");
+    assert!(e.ends_with("3 errors"), "several errors at once: {e}");
+}
+
+#[test]
+fn unknown_top_level_key() {
+    let d = tree(&[("tree.toml", &with_head("[image.base]\nx = 1\n"))]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:5:2: unknown top-level key `image` (did you mean `images`?)"), "{e}");
+}
+
+#[test]
+fn wrong_type() {
+    let d = tree(&[(
+        "tree.toml",
+        &with_head(
+            "[images.base]\nsource = { ami = \"ami-0abc\" }\n[[images.base.steps]]\nretries = \"two\"\nshell = { inline = [\"true\"] }\n",
+        ),
+    )]);
+    let e = errors(d.path());
+    assert!(
+        e.contains("T/tree.toml:8:11: wrong type in images.base.steps[1]: found string \"two\", expected u32"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_required_key() {
+    let d = tree(&[(
+        "tree.toml",
+        &with_head(
+            "[images.base]\nsource = { ami = \"ami-0abc\" }\n[[images.base.steps]]\nfile = { content = \"hi\" }\n",
+        ),
+    )]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:8:8: missing required key `destination` in images.base.steps[1]"), "{e}");
+}
+
+#[test]
+fn missing_script_file() {
+    let d = tree(&[(
+        "tree.toml",
+        &with_head(
+            "[images.base]\nsource = { ami = \"ami-0abc\" }\n[[images.base.steps]]\nshell = { script = \"scripts/patch.sh\" }\n",
+        ),
+    )]);
+    let e = errors(d.path());
+    assert!(
+        e.contains("T/tree.toml:8:20: script `scripts/patch.sh` does not exist (looked for T/scripts/patch.sh"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_parent() {
+    let d = tree(&[(
+        "tree.toml",
+        &with_head("[images.base]\nsource = { ami = \"ami-0abc\" }\n[images.web]\nparent = \"bsae\"\n"),
+    )]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:8:10: image `web` has unknown parent `bsae` (did you mean `base`?)"), "{e}");
+}
+
+#[test]
+fn cycle_is_printed() {
+    let d = tree(&[(
+        "tree.toml",
+        &with_head(
+            "[images.a]\nparent = \"c\"\n[images.b]\nparent = \"a\"\n[images.c]\nparent = \"b\"\n[images.ok]\nsource = { ami = \"ami-0abc\" }\n",
+        ),
+    )]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:6:10: images form a cycle through their parents: a → c → b → a"), "{e}");
+    assert!(e.ends_with("1 error"), "one cycle reported once: {e}");
+}
+
+#[test]
+fn undefined_variable_points_into_the_string() {
+    let d = tree(&[(
+        "tree.toml",
+        "[variables]\nregion = \"eu-west-1\"\n[defaults]\nbuilder = \"aws\"\ncommunicator = { username = \"admin\" }\naws = { region = \"x-{{ var.regon }}\" }\n[images.base]\nsource = { ami = \"ami-0abc\" }\n",
+    )]);
+    let e = errors(d.path());
+    // `{{` starts at column 21 of line 6: the error points at the expression, not the key.
+    assert!(e.contains("T/tree.toml:6:21: undefined variable `var.regon` (did you mean `var.region`?)"), "{e}");
+}
+
+#[test]
+fn undefined_helper_and_unset_env() {
+    let d = tree(&[(
+        "tree.toml",
+        &with_head(
+            "[images.base]\nsource = { ami = \"ami-0abc\" }\ndescription = \"{{ shout 1 }}\"\ntags = { owner = \"{{ env \\\"TEAM_OWNER\\\" }}\" }\n",
+        ),
+    )]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:7:16: unknown helper `shout`"), "{e}");
+    assert!(e.contains("T/tree.toml:8:19: environment variable `TEAM_OWNER` is not set"), "{e}");
+    let mut o = opts();
+    o.env.insert("TEAM_OWNER".into(), "platform".into());
+    let e = errors_with(d.path(), &o);
+    assert!(!e.contains("TEAM_OWNER"), "{e}");
+}
+
+#[test]
+fn unknown_and_planned_builders() {
+    let d = tree(&[(
+        "tree.toml",
+        "[defaults]\ncommunicator = { username = \"u\" }\n[images.a]\nbuilder = \"amazon\"\nsource = { ami = \"ami-0abc\" }\n[images.b]\nbuilder = \"vsphere\"\nsource = { ami = \"ami-0abc\" }\n",
+    )]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:4:11: image `a`: unknown builder `amazon`"), "{e}");
+    assert!(
+        e.contains("T/tree.toml:7:11: image `b`: the `vsphere` builder is not available in this version of imgbake"),
+        "{e}"
+    );
+}
+
+#[test]
+fn step_kinds_none_or_several() {
+    let d = tree(&[(
+        "tree.toml",
+        &with_head(
+            "[images.base]\nsource = { ami = \"ami-0abc\" }\n[[images.base.steps]]\nname = \"nothing\"\n[[images.base.steps]]\nshell = { inline = [\"a\"] }\nreboot = {}\n",
+        ),
+    )]);
+    let e = errors(d.path());
+    assert!(
+        e.contains("T/tree.toml:7:1: images.base.steps[1] has no step kind (use exactly one of: shell, file"),
+        "{e}"
+    );
+    assert!(e.contains("T/tree.toml:9:1: images.base.steps[2] has several kinds (shell, reboot)"), "{e}");
+}
+
+#[test]
+fn bad_durations_and_sizes() {
+    let d = tree(&[(
+        "tree.toml",
+        &with_head(
+            "[images.base]\nsource = { ami = \"ami-0abc\" }\nmax_age = \"7 fortnights\"\n[[images.base.aws.block_devices]]\ndevice_name = \"/dev/xvda\"\nvolume_size = \"lots\"\n",
+        ),
+    )]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:7:11: invalid duration `7 fortnights`"), "{e}");
+    assert!(e.contains("T/tree.toml:10:15: invalid size `lots`"), "{e}");
+    let d = tree(&[(
+        "tree.toml",
+        &with_head(
+            "[images.base]\nsource = { ami = \"ami-0abc\" }\n[[images.base.aws.block_devices]]\ndevice_name = \"/dev/xvda\"\nvolume_size = \"1.5GiB\"\n",
+        ),
+    )]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:9:15: volume_size 1.5 GiB is not a whole number of GiB"), "{e}");
+}
+
+#[test]
+fn variables_undeclared_missing_and_typed() {
+    let d = tree(&[(
+        "tree.toml",
+        &with_head(
+            "[variables]\nsecret = { sensitive = true }\nsize = 8\n[images.base]\nsource = { ami = \"ami-0abc\" }\n",
+        ),
+    )]);
+    let mut o = opts();
+    o.vars = vec![("sise".into(), "9".into())];
+    let e = errors_with(d.path(), &o);
+    assert!(e.contains("variable `sise` is not declared in [variables] (did you mean `size`?)"), "{e}");
+    assert!(e.contains("T/tree.toml:6:1: variable `secret` has no value (pass --var secret=..."), "{e}");
+    let mut o = opts();
+    o.vars = vec![("size".into(), "nine".into()), ("secret".into(), "s".into())];
+    let e = errors_with(d.path(), &o);
+    assert!(e.contains("T/tree.toml:7:1: --var size: `nine` is not a valid integer"), "{e}");
+}
+
+#[test]
+fn variable_precedence_and_whole_value_substitution() {
+    let d = tree(&[
+        (
+            "tree.toml",
+            "[variables]\nregion = \"eu-west-1\"\ncopies = [\"us-east-1\"]\ntoken = { sensitive = true, default = \"s3cr3t\" }\n[defaults]\nbuilder = \"aws\"\ncommunicator = { username = \"admin\" }\naws = { region = \"{{ var.region }}\", copy_regions = \"{{ var.copies }}\" }\n[images.base]\nsource = { ami = \"ami-0abc\" }\n",
+        ),
+        ("prod.toml", "region = \"us-east-2\"\ncopies = [\"eu-central-1\", \"ap-south-1\"]\n"),
+    ]);
+    let mut o = opts();
+    o.env.insert("IMGBAKE_VAR_region".into(), "eu-north-1".into());
+    let t = Tree::load(&d.path().join("tree.toml"), &o).unwrap();
+    let aws = t.image("base").unwrap().aws.clone().unwrap();
+    assert_eq!(aws.region.unwrap().get_ref(), "eu-north-1", "env beats default");
+    assert_eq!(aws.copy_regions.len(), 1);
+    o.var_files = vec![d.path().join("prod.toml")];
+    let t = Tree::load(&d.path().join("tree.toml"), &o).unwrap();
+    let aws = t.image("base").unwrap().aws.clone().unwrap();
+    assert_eq!(aws.region.unwrap().get_ref(), "us-east-2", "var file beats env");
+    let copies: Vec<String> = aws.copy_regions.iter().map(|c| c.get_ref().clone()).collect();
+    assert_eq!(copies, vec!["eu-central-1", "ap-south-1"], "a list variable stays a list");
+    o.vars = vec![("region".into(), "sa-east-1".into())];
+    let t = Tree::load(&d.path().join("tree.toml"), &o).unwrap();
+    assert_eq!(
+        t.image("base").unwrap().aws.as_ref().unwrap().region.as_ref().unwrap().get_ref(),
+        "sa-east-1",
+        "--var beats all"
+    );
+    assert_eq!(t.secrets(), vec!["s3cr3t"]);
+}
+
+#[test]
+fn includes_keep_their_own_locations_and_paths() {
+    let d = tree(&[
+        (
+            "tree.toml",
+            &format!("include = [\"apps/*.toml\"]\n{}", with_head("[images.base]\nsource = { ami = \"ami-0abc\" }\n")),
+        ),
+        ("apps/web.toml", "[images.web]\nparent = \"base\"\n[[images.web.steps]]\nshell = { script = \"web.sh\" }\n"),
+        ("apps/web.sh", "echo web\n"),
+        (
+            "apps/api.toml",
+            "[images.api]\nparent = \"base\"\n[[images.api.steps]]\nshell = { script = \"missing.sh\" }\n",
+        ),
+    ]);
+    let e = errors(d.path());
+    // web.sh resolves next to apps/web.toml; missing.sh is reported in apps/api.toml.
+    assert!(
+        e.contains("T/apps/api.toml:4:20: script `missing.sh` does not exist (looked for T/apps/missing.sh"),
+        "{e}"
+    );
+    assert!(e.ends_with("1 error"), "{e}");
+    std::fs::write(d.path().join("apps/missing.sh"), "").unwrap();
+    let t = Tree::load(&d.path().join("tree.toml"), &opts()).unwrap();
+    assert_eq!(t.order(), vec!["base", "api", "web"]);
+    let web = t.image("web").unwrap();
+    assert_eq!(t.local_files(web), vec![d.path().join("apps/web.sh")]);
+}
+
+#[test]
+fn include_matching_nothing_and_defaults_outside_root() {
+    let d = tree(&[
+        ("tree.toml", &format!("include = [\"aps/*.toml\", \"other.toml\"]\n{OK_HEAD}")),
+        ("other.toml", "[defaults]\nbuilder = \"qemu\"\n"),
+    ]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:1:12: include `aps/*.toml` matches no file"), "{e}");
+    std::fs::create_dir(d.path().join("aps")).unwrap();
+    std::fs::write(d.path().join("aps/x.toml"), "").unwrap();
+    let e = errors(d.path());
+    assert!(e.contains("T/other.toml:1:2: `defaults` is only allowed in the root tree file"), "{e}");
+}
+
+#[test]
+fn errors_in_defaults_point_at_the_defaults() {
+    let d = tree(&[(
+        "tree.toml",
+        "[defaults]\nbuilder = \"aws\"\ncommunicator = { username = \"admin\", host_key = \"trust-me\" }\naws = { region = \"eu-west-1\" }\n[images.base]\nsource = { ami = \"ami-0abc\" }\n",
+    )]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:3:49: unknown host_key policy `trust-me`"), "{e}");
+}
+
+#[test]
+fn source_rules() {
+    let d = tree(&[(
+        "tree.toml",
+        &with_head(
+            "[images.a]\n[images.b]\nsource = { ami = \"ami-0abc\", ami_filter = { name = \"x-*\" } }\n[images.c]\nparent = \"b\"\nsource = { ami = \"nope\" }\n",
+        ),
+    )]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:5:9: image `a` has neither `parent` nor `source`"), "{e}");
+    assert!(
+        e.contains(
+            "source of image `b` (aws) takes only one of ami, ami_filter, ssm_parameter, found ami and ami_filter"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("ami_filter needs `owners`"), "{e}");
+    assert!(e.contains("T/tree.toml:10:10: image `c` has both a `parent` and a `source`"), "{e}");
+}
+
+#[test]
+fn rendered_values_are_checked() {
+    let d = tree(&[(
+        "tree.toml",
+        &with_head("[images.base]\nsource = { ami = \"ami-0abc\" }\naws = { ami_name = \"base:{{ timestamp }}\" }\n"),
+    )]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:7:20: AMI name `base:"), "{e}");
+}

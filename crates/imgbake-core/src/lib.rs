@@ -1,0 +1,10 @@
+//! imgbake's core (work in progress): traits, events, waiters.
+
+pub mod artifact;
+pub mod cleanup;
+pub mod command;
+pub mod communicator;
+pub mod error;
+pub mod event;
+pub mod reboot;
+pub mod wait;
