@@ -1,0 +1,204 @@
+//! The [`Builder`] trait: how a platform turns a source into an artifact.
+//!
+//! A builder owns everything platform-specific — finding the source image, launching a machine,
+//! capturing the result, finding artifacts again by their tags, removing what a build left behind.
+//! Everything else is shared: the steps run through [`Provision`] over a
+//! [`Communicator`](crate::communicator::Communicator), resources are recorded in the build's
+//! [`Journal`], and progress goes to the [`EventSink`].
+//!
+//! A build, as every builder runs it:
+//!
+//! 1. prepare: resolve the source (the root's [`ResolvedSource`] or the parent's [`Artifact`]),
+//!    create temporary resources (keys, firewall rules), pushing each on the journal;
+//! 2. launch the machine (journal), wait until it runs;
+//! 3. connect a communicator and call [`BuildJob::provisioner`] — the same steps for every builder;
+//! 4. capture: stop the machine and make the artifact (journal it until it is complete, then mark it
+//!    done so it is kept), copy/share it;
+//! 5. return the [`Artifact`]. The scheduler unwinds the journal afterwards on every path — success,
+//!    failure, or Ctrl-C — so temporary resources never outlive the build.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use imgbake_config::{Image, Tree};
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::Artifact;
+use crate::cleanup::{Journal, Resource};
+use crate::communicator::Communicator;
+use crate::error::BuildError;
+use crate::event::EventSink;
+use crate::reboot::PlatformReboot;
+
+/// Where a chain starts, resolved to an exact, immutable thing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedSource {
+    /// Stable id: an AMI id, a disk file's path and content hash...
+    pub id: String,
+    /// For people, e.g. `ami-0abc (debian-12-amd64-20261101-1234, newest of 3 matches)`.
+    pub description: String,
+}
+
+/// What one build starts from.
+#[derive(Clone, Debug)]
+pub enum BuildSource {
+    /// The start of a chain.
+    Root(ResolvedSource),
+    /// The parent image's artifact.
+    Parent(Artifact),
+}
+
+impl BuildSource {
+    /// The source id (an AMI id, a file...), in `location` when the parent exists in several.
+    pub fn id_in(&self, location: &str) -> String {
+        match self {
+            BuildSource::Root(r) => r.id.clone(),
+            BuildSource::Parent(a) => a.id_in(location).to_string(),
+        }
+    }
+}
+
+/// Runs an image's steps on a machine (the core step runner implements it; builders only call it).
+#[async_trait]
+pub trait Provision: Send + Sync {
+    /// Run every step for this builder, in order. `platform` offers the platform's own reboot
+    /// (EC2 RebootInstances, QEMU system_reset) to reboot steps that ask for it.
+    async fn provision(
+        &self,
+        comm: &dyn Communicator,
+        platform: Option<Arc<dyn PlatformReboot>>,
+    ) -> Result<(), BuildError>;
+}
+
+/// Everything a builder needs for one build.
+#[derive(Clone)]
+pub struct BuildJob {
+    /// The tree, rendered with this build's values (build id, timestamp).
+    pub tree: Arc<Tree>,
+    /// The image being built.
+    pub image: String,
+    /// This build's id; every resource is tagged with it.
+    pub build_id: String,
+    /// The fingerprint the artifact will carry.
+    pub fingerprint: String,
+    /// What the build starts from.
+    pub source: BuildSource,
+    /// Progress, stamped with the image.
+    pub events: EventSink,
+    /// The undo stack: push every resource the moment it exists.
+    pub journal: Arc<Journal>,
+    /// Runs the steps.
+    pub provisioner: Arc<dyn Provision>,
+    /// Debug mode: keep the machine's temporary SSH key in a 0600 file and say how to connect.
+    pub debug: bool,
+}
+
+impl BuildJob {
+    /// The image's settings.
+    ///
+    /// # Panics
+    /// Never for jobs made by the scheduler, which only names images of `tree`.
+    pub fn image(&self) -> &Image {
+        self.tree.image(&self.image).expect("a build job names an image of its tree")
+    }
+
+    /// Record a resource on the journal and say so.
+    pub fn record(&self, resource: Resource) -> Result<(), BuildError> {
+        self.journal.push(resource.clone()).map_err(|e| {
+            BuildError::new(crate::error::ErrorKind::Local, format!("cannot journal {}", resource.describe())).caused_by(e)
+        })?;
+        self.events.emit(crate::event::EventKind::ResourceCreated {
+            kind: format!("{}.{}", resource.builder, resource.kind),
+            id: resource.id.clone(),
+            region: resource.region.clone(),
+        });
+        Ok(())
+    }
+
+    /// A resource was removed normally, or is kept for good (it is the artifact): take it off the journal.
+    pub fn release(&self, resource: &Resource) -> Result<(), BuildError> {
+        self.journal.done(resource).map_err(|e| {
+            BuildError::new(crate::error::ErrorKind::Local, format!("cannot journal {}", resource.describe())).caused_by(e)
+        })
+    }
+}
+
+/// What `imgbake clean` looks for.
+#[derive(Clone, Debug, Default)]
+pub struct SweepFilter {
+    /// Only resources of this build.
+    pub build_id: Option<String>,
+    /// Only resources created longer ago than this.
+    pub older_than: Option<std::time::Duration>,
+}
+
+/// A platform that builds images.
+#[async_trait]
+pub trait Builder: Send + Sync {
+    /// Its name in tree files (`aws`, `qemu`).
+    fn kind(&self) -> &'static str;
+
+    /// Resolve where a root image starts (an AMI filter to the newest matching AMI id...).
+    async fn resolve_source(&self, tree: &Tree, image: &Image) -> Result<ResolvedSource, BuildError>;
+
+    /// Every artifact this builder can find for these images (by their tags), in as few calls as the
+    /// platform allows — planning a large tree must not cost a call per image.
+    async fn list_artifacts(&self, tree: &Tree, images: &[&Image]) -> Result<Vec<Artifact>, BuildError>;
+
+    /// Build one image.
+    async fn build(&self, job: BuildJob) -> Result<Artifact, BuildError>;
+
+    /// Remove one resource recorded in a journal (or found by [`Builder::sweep`]). Removing something
+    /// that is already gone is success.
+    async fn destroy(&self, tree: &Tree, resource: &Resource, events: &EventSink) -> Result<(), BuildError>;
+
+    /// Find resources imgbake created that are still around (leaked temporary resources, half-made
+    /// artifacts of failed builds), for `imgbake clean`. Complete artifacts are never returned.
+    async fn sweep(&self, tree: &Tree, filter: &SweepFilter) -> Result<Vec<Resource>, BuildError>;
+
+    /// Delete an artifact for good (pruning): everywhere it was copied, with its storage.
+    async fn delete_artifact(&self, tree: &Tree, artifact: &Artifact, events: &EventSink) -> Result<(), BuildError>;
+
+    /// Announce an image's newest artifact (e.g. SSM parameters). Returns what was written, for people.
+    async fn publish(&self, _tree: &Tree, _image: &Image, _artifact: &Artifact) -> Result<Vec<String>, BuildError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Remove everything still on `journal`, newest first, through `builder`. Failures do not stop the
+/// unwinding; they are returned (the journal keeps them, so `imgbake clean` can retry). The journal
+/// file is deleted once nothing is pending.
+pub async fn unwind(
+    journal: &Journal,
+    builder: &dyn Builder,
+    tree: &Tree,
+    events: &EventSink,
+) -> Vec<(Resource, BuildError)> {
+    let mut failed = Vec::new();
+    let pending = journal.pending();
+    if !pending.is_empty() {
+        events.emit(crate::event::EventKind::Phase { phase: "cleanup".into() });
+    }
+    for r in pending.into_iter().rev() {
+        match builder.destroy(tree, &r, events).await {
+            Ok(()) => {
+                if let Err(e) = journal.done(&r) {
+                    events.warn(format!("removed {} but could not update the journal: {e}", r.describe()));
+                }
+                events.emit(crate::event::EventKind::ResourceDeleted {
+                    kind: format!("{}.{}", r.builder, r.kind),
+                    id: r.id.clone(),
+                    region: r.region.clone(),
+                });
+            }
+            Err(e) => {
+                events.warn(format!("could not remove {}: {}", r.describe(), e.chain()));
+                failed.push((r, e));
+            }
+        }
+    }
+    if let Err(e) = journal.finish() {
+        events.warn(format!("could not remove the cleanup journal: {e}"));
+    }
+    failed
+}
