@@ -1,0 +1,215 @@
+//! `cargo bench -p imgbake-ssh --bench ssh`: the communicator's two performance goals, on loopback.
+//!
+//! 1. SFTP upload throughput of a 1 GiB file: imgbake vs OpenSSH's `sftp` client, same server (the
+//!    bed's sshd), same cipher (aes128-gcm@openssh.com). Goal: imgbake ≥ 100 % of OpenSSH.
+//! 2. Reboot latency on the bed's QEMU guest: from the moment the guest's SSH server accepts again
+//!    (seen by an independent prober that opens raw TCP connections and reads the banner) to the
+//!    moment `imgbake_core::reboot::reboot` reports the machine settled. Goal: ≤ 1 s.
+//!
+//! Environment: `IMGBAKE_BENCH_RUNS` (upload rounds, default 3), `IMGBAKE_BENCH_REBOOTS` (default 3),
+//! `IMGBAKE_BENCH_ONLY=upload|reboot`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use imgbake_core::communicator::Communicator;
+use imgbake_core::event::{EventKind, EventSink};
+use imgbake_core::reboot::{RebootOptions, reboot};
+use imgbake_core::wait::Wait;
+use imgbake_ssh::{Auth, HostKeyPolicy, SshCommunicator, SshConfig};
+use imgbake_testbed::{GuestOptions, QemuGuest, SshTarget, Sshd};
+use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
+
+const CIPHER: &str = "aes128-gcm@openssh.com";
+const SIZE: u64 = 1 << 30;
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn config_for(t: &impl SshTarget) -> SshConfig {
+    SshConfig::new(t.host(), t.port(), t.user())
+        .with_auth(Auth::key_file(t.client_key_path()))
+        .with_host_key(HostKeyPolicy::Pinned(vec![t.host_public_key().to_string()]))
+}
+
+fn mb_per_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
+}
+
+async fn upload_bench() {
+    let runs = env_num("IMGBAKE_BENCH_RUNS", 3).max(1);
+    let sshd = Sshd::start().await.expect("the bed's sshd (run tests/bed/install.sh)");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let local = dir.path().join("1GiB.bin");
+    {
+        // Incompressible-looking content without spending the run on a CSPRNG.
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&local).expect("create the test file"));
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..(SIZE >> 20) {
+            for chunk in block.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                chunk.copy_from_slice(&x.to_le_bytes());
+            }
+            f.write_all(&block).expect("write the test file");
+        }
+    }
+    let remote = sshd.dir().join("upload.bin");
+    let mut cfg = config_for(&sshd);
+    cfg.ciphers = vec![CIPHER.to_string()];
+    let c = SshCommunicator::new(cfg);
+    c.connect(&Wait::new(Duration::from_secs(30))).await.expect("connect");
+    // Warm the page cache and the SFTP session once, untimed.
+    c.upload(&local, remote.to_str().unwrap_or_default(), &EventSink::discard()).await.expect("warm-up upload");
+
+    let batch = dir.path().join("batch");
+    std::fs::write(&batch, format!("put {} {}\n", local.display(), remote.display())).expect("batch file");
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 1..=runs {
+        let t = Instant::now();
+        let sent = c.upload(&local, remote.to_str().unwrap_or_default(), &EventSink::discard()).await.expect("upload");
+        let d = t.elapsed();
+        assert_eq!(sent, SIZE);
+        assert_eq!(std::fs::metadata(&remote).map(|m| m.len()).unwrap_or(0), SIZE);
+        ours.push(mb_per_s(SIZE, d));
+
+        let t = Instant::now();
+        let out = tokio::process::Command::new("sftp")
+            .args(["-F", "/dev/null", "-q", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", sshd.known_hosts_path().display()))
+            .arg("-o")
+            .arg(format!("Ciphers={CIPHER}"))
+            .arg("-i")
+            .arg(sshd.client_key_path())
+            .arg("-P")
+            .arg(sshd.port().to_string())
+            .arg("-b")
+            .arg(&batch)
+            .arg("root@127.0.0.1")
+            .output()
+            .await
+            .expect("run OpenSSH sftp (openssh-client)");
+        let d = t.elapsed();
+        assert!(out.status.success(), "sftp failed: {}", String::from_utf8_lossy(&out.stderr));
+        theirs.push(mb_per_s(SIZE, d));
+        println!(
+            "upload round {round}: imgbake {:.0} MB/s, OpenSSH sftp {:.0} MB/s",
+            ours[ours.len() - 1],
+            theirs[theirs.len() - 1]
+        );
+    }
+    c.disconnect().await;
+    let (o, t) = (median(&mut ours), median(&mut theirs));
+    println!(
+        "SFTP upload of 1 GiB over loopback, {CIPHER}, median of {runs}: imgbake {o:.0} MB/s, OpenSSH sftp {t:.0} MB/s => {:.0} % (goal >= 100 %)",
+        100.0 * o / t
+    );
+}
+
+/// Reads the SSH banner from a fresh TCP connection; QEMU accepts TCP while the guest is down, so
+/// only a banner means the guest's SSH server accepts.
+async fn banner(addr: SocketAddr, timeout: Duration) -> bool {
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).await.ok()?;
+        (&buf == b"SSH-").then_some(())
+    };
+    matches!(tokio::time::timeout(timeout, probe).await, Ok(Some(())))
+}
+
+/// Probes every 50 ms (each probe waits up to 300 ms; few in flight, as dropbear refuses more than 5
+/// unauthenticated connections from one address) and records when SSH went down, then the first
+/// banner after that.
+async fn prober(addr: SocketAddr, down_at: Arc<Mutex<Option<Instant>>>, up_at: Arc<Mutex<Option<Instant>>>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        let (down_at, up_at) = (down_at.clone(), up_at.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let ok = banner(addr, Duration::from_millis(300)).await;
+            let now = Instant::now();
+            let mut down = down_at.lock().unwrap_or_else(|p| p.into_inner());
+            if !ok {
+                // Down from the first failed probe's start.
+                if down.is_none() {
+                    *down = Some(started);
+                }
+            } else if down.is_some_and(|d| started > d) {
+                let mut up = up_at.lock().unwrap_or_else(|p| p.into_inner());
+                if up.is_none_or(|u| now < u) {
+                    *up = Some(now);
+                }
+            }
+        });
+    }
+}
+
+async fn reboot_bench() {
+    let rounds = env_num("IMGBAKE_BENCH_REBOOTS", 3).max(1);
+    let guest = QemuGuest::start(GuestOptions::default()).await.expect("the bed's QEMU guest (run tests/bed/install.sh)");
+    guest.wait_ssh_banner(Duration::from_secs(120)).await.expect("guest SSH");
+    let c = SshCommunicator::new(config_for(&guest));
+    c.connect(&Wait::new(Duration::from_secs(60))).await.expect("connect to the guest");
+    let addr = SocketAddr::from(([127, 0, 0, 1], guest.port()));
+    let opts = RebootOptions { timeout: Duration::from_secs(180), ..RebootOptions::default() };
+    let mut latencies = Vec::new();
+    for round in 1..=rounds {
+        let down_at = Arc::new(Mutex::new(None));
+        let up_at = Arc::new(Mutex::new(None));
+        let settled_at = Arc::new(Mutex::new(None));
+        let keep = settled_at.clone();
+        let events = EventSink::callback(move |e| {
+            if matches!(e.kind, EventKind::Settled { .. }) {
+                *keep.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            }
+        });
+        let probe = tokio::spawn(prober(addr, down_at.clone(), up_at.clone()));
+        let report = reboot(&c, &opts, &events).await.unwrap_or_else(|e| panic!("reboot: {e}"));
+        probe.abort();
+        let settled = settled_at.lock().unwrap_or_else(|p| p.into_inner()).expect("a settled event");
+        let up = up_at.lock().unwrap_or_else(|p| p.into_inner()).expect("the prober saw SSH come back");
+        let latency = settled.saturating_duration_since(up);
+        latencies.push(latency.as_secs_f64());
+        println!(
+            "reboot round {round}: {} -> {} in {:.1} s; SSH accepting -> settled: {:.0} ms",
+            report.before,
+            report.after,
+            report.waited.as_secs_f64(),
+            latency.as_secs_f64() * 1000.0
+        );
+    }
+    c.disconnect().await;
+    println!(
+        "reboot latency (guest SSH accepting again -> communicator settled), median of {rounds}: {:.0} ms (goal <= 1000 ms; default Linux settle window {:?})",
+        median(&mut latencies) * 1000.0,
+        imgbake_core::reboot::default_settle(imgbake_config::Os::Linux)
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else to parse.
+    let only = std::env::var("IMGBAKE_BENCH_ONLY").unwrap_or_default();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    rt.block_on(async {
+        if only.is_empty() || only == "upload" {
+            upload_bench().await;
+        }
+        if only.is_empty() || only == "reboot" {
+            reboot_bench().await;
+        }
+    });
+}

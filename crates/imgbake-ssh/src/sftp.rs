@@ -1,0 +1,293 @@
+//! File transfers over the SFTP subsystem: single files and whole trees, keeping modes, with many
+//! requests in flight and large packets (the defaults of SFTP clients are much slower).
+
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use imgbake_core::communicator::CommError;
+use imgbake_core::event::EventSink;
+use russh::ChannelMsg;
+use russh_sftp::client::SftpSession;
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+
+use crate::config::SshConfig;
+use crate::progress::Progress;
+use crate::session::{Session, describe_ssh_error};
+
+/// Local read / remote write chunk: big enough to keep all write requests of a file in flight.
+const CHUNK: usize = 8 << 20;
+
+/// An open SFTP session and a flag that turns true when its channel has closed (the SSH session died
+/// or the server ended the subsystem): pending requests would otherwise only fail at their timeout.
+pub(crate) struct Sftp {
+    pub session: SftpSession,
+    closed: watch::Receiver<bool>,
+    target: String,
+}
+
+/// Why SFTP could not be opened.
+pub(crate) enum OpenError {
+    /// The server has no SFTP subsystem: use the exec fallback.
+    Unsupported(String),
+    /// Anything else.
+    Comm(CommError),
+}
+
+impl Sftp {
+    /// Open the SFTP subsystem on `session`.
+    pub(crate) async fn open(session: &Session, cfg: &SshConfig) -> Result<Sftp, OpenError> {
+        let target = cfg.target();
+        let lost = |e: russh::Error| {
+            OpenError::Comm(CommError::Disconnected { target: target.clone(), reason: describe_ssh_error(&e) })
+        };
+        let mut channel = session.handle.channel_open_session().await.map_err(lost)?;
+        channel.request_subsystem(true, "sftp").await.map_err(lost)?;
+        // Wait for the answer ourselves: a refusal would otherwise look like a hung SFTP init.
+        loop {
+            match channel.wait().await {
+                Some(ChannelMsg::Success) => break,
+                Some(ChannelMsg::Failure) => return Err(OpenError::Unsupported("the server refused the sftp subsystem".into())),
+                Some(ChannelMsg::Close | ChannelMsg::Eof) | None => {
+                    return Err(OpenError::Unsupported("the channel closed when the sftp subsystem was asked for".into()));
+                }
+                Some(_) => {}
+            }
+        }
+        let (tx, closed) = watch::channel(false);
+        let stream = EofWatch { inner: channel.into_stream(), tx };
+        let sftp_cfg = russh_sftp::client::Config {
+            max_packet_len: cfg.sftp_packet_len,
+            max_write_packet_len: cfg.sftp_packet_len,
+            max_concurrent_reads: cfg.sftp_requests_in_flight.max(1),
+            max_concurrent_writes: cfg.sftp_requests_in_flight.max(1),
+            request_timeout_secs: 60,
+        };
+        let mut closed_rx = closed.clone();
+        tokio::select! {
+            s = SftpSession::new_with_config(stream, sftp_cfg) => match s {
+                Ok(session) => Ok(Sftp { session, closed, target }),
+                Err(e) => Err(OpenError::Unsupported(format!("SFTP init failed: {e}"))),
+            },
+            // Some servers accept the request, then fail to start their sftp-server program (dropbear
+            // without one): the channel closes at once.
+            _ = closed_rx.wait_for(|c| *c) => Err(OpenError::Unsupported(
+                "the sftp subsystem ended at once (no sftp-server program on the server?)".into(),
+            )),
+        }
+    }
+
+    /// `true` once the channel under this session has closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    /// Run a transfer, failing promptly with `Disconnected` if the channel closes under it.
+    async fn guarded<T>(&self, fut: impl Future<Output = Result<T, CommError>>) -> Result<T, CommError> {
+        let mut closed = self.closed.clone();
+        tokio::select! {
+            r = fut => r,
+            _ = closed.wait_for(|c| *c) => Err(CommError::Disconnected {
+                target: self.target.clone(),
+                reason: "the SFTP channel closed during a transfer".into(),
+            }),
+        }
+    }
+
+    fn remote_err(&self, path: &str, e: SftpError) -> CommError {
+        if self.is_closed() {
+            return CommError::Disconnected { target: self.target.clone(), reason: format!("during SFTP on {path}: {e}") };
+        }
+        let reason = match &e {
+            SftpError::Status(s) if s.status_code == StatusCode::NoSuchFile => "no such file or directory".to_string(),
+            SftpError::Status(s) if s.status_code == StatusCode::PermissionDenied => "permission denied".to_string(),
+            other => other.to_string(),
+        };
+        CommError::RemoteFile { path: path.to_string(), reason }
+    }
+
+    /// Upload a file or a directory tree. Returns the bytes sent.
+    pub(crate) async fn upload(&self, local: &Path, remote: &str, events: &EventSink) -> Result<u64, CommError> {
+        let plan = crate::tree::local_tree(local)?;
+        let mut progress = Progress::new(events, remote, plan.total_bytes());
+        self.guarded(async {
+            // Directories stay writable for us while they are filled; exact modes are set last.
+            for dir in &plan.dirs {
+                let path = crate::tree::join_remote(remote, &dir.rel);
+                self.mkdir(&path, dir.mode | 0o700).await?;
+            }
+            for file in &plan.files {
+                let path = crate::tree::join_remote(remote, &file.rel);
+                self.upload_file(&file.local, &path, file.mode, &mut progress).await?;
+            }
+            for dir in plan.dirs.iter().rev().filter(|d| d.mode & 0o700 != 0o700) {
+                let path = crate::tree::join_remote(remote, &dir.rel);
+                let attrs = FileAttributes { permissions: Some(dir.mode), ..Default::default() };
+                self.session.set_metadata(path.as_str(), attrs).await.map_err(|e| self.remote_err(&path, e))?;
+            }
+            Ok(())
+        })
+        .await?;
+        progress.finish();
+        Ok(progress.done())
+    }
+
+    async fn mkdir(&self, path: &str, mode: u32) -> Result<(), CommError> {
+        let attrs = FileAttributes { permissions: Some(mode), ..Default::default() };
+        match self.session.create_dir(path).await {
+            Ok(()) => {}
+            // An existing directory is fine (uploading into it again); anything else is reported by setstat.
+            Err(SftpError::Status(s)) if s.status_code == StatusCode::Failure => {}
+            Err(e) => return Err(self.remote_err(path, e)),
+        }
+        self.session.set_metadata(path, attrs).await.map_err(|e| self.remote_err(path, e))
+    }
+
+    async fn upload_file(&self, local: &Path, remote: &str, mode: u32, progress: &mut Progress<'_>) -> Result<(), CommError> {
+        let local_err = |source| CommError::LocalFile { path: local.to_path_buf(), source };
+        let mut src = tokio::fs::File::open(local).await.map_err(local_err)?;
+        let attrs = FileAttributes { permissions: Some(mode), ..Default::default() };
+        let mut dst = self
+            .session
+            .open_with_flags_and_attributes(remote, OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE, attrs.clone())
+            .await
+            .map_err(|e| self.remote_err(remote, e))?;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = src.read(&mut buf).await.map_err(local_err)?;
+            if n == 0 {
+                break;
+            }
+            dst.write_all(&buf[..n]).await.map_err(|e| self.remote_err(remote, e.into()))?;
+            progress.add(n as u64);
+        }
+        // Waits for every write to be acknowledged, then closes the handle.
+        dst.shutdown().await.map_err(|e| self.remote_err(remote, e.into()))?;
+        // The create mode went through the server's umask: set it exactly.
+        self.session.set_metadata(remote, attrs).await.map_err(|e| self.remote_err(remote, e))
+    }
+
+    /// Write `data` to `remote` with `mode`.
+    pub(crate) async fn upload_bytes(&self, data: &[u8], remote: &str, mode: u32) -> Result<(), CommError> {
+        self.guarded(async {
+            let attrs = FileAttributes { permissions: Some(mode), ..Default::default() };
+            let mut dst = self
+                .session
+                .open_with_flags_and_attributes(remote, OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE, attrs.clone())
+                .await
+                .map_err(|e| self.remote_err(remote, e))?;
+            dst.write_all(data).await.map_err(|e| self.remote_err(remote, e.into()))?;
+            dst.shutdown().await.map_err(|e| self.remote_err(remote, e.into()))?;
+            self.session.set_metadata(remote, attrs).await.map_err(|e| self.remote_err(remote, e))
+        })
+        .await
+    }
+
+    /// Download a file or a directory tree (symbolic links are followed, like `scp -r`).
+    pub(crate) async fn download(&self, remote: &str, local: &Path, events: &EventSink) -> Result<u64, CommError> {
+        let meta = self.session.metadata(remote).await.map_err(|e| self.remote_err(remote, e))?;
+        let mut progress = Progress::new(events, remote, None);
+        self.guarded(async {
+            if meta.is_dir() {
+                self.download_dir(remote, local, &mut progress, 0).await
+            } else {
+                self.download_file(remote, local, meta.permissions.unwrap_or(0o644), &mut progress).await
+            }
+        })
+        .await?;
+        progress.finish();
+        Ok(progress.done())
+    }
+
+    async fn download_dir(&self, remote: &str, local: &Path, progress: &mut Progress<'_>, depth: usize) -> Result<(), CommError> {
+        if depth > crate::tree::MAX_DEPTH {
+            return Err(CommError::RemoteFile {
+                path: remote.into(),
+                reason: format!("more than {} directory levels (a symbolic link loop?)", crate::tree::MAX_DEPTH),
+            });
+        }
+        let meta = self.session.metadata(remote).await.map_err(|e| self.remote_err(remote, e))?;
+        crate::tree::make_local_dir(local)?;
+        let entries = self.session.read_dir(remote).await.map_err(|e| self.remote_err(remote, e))?;
+        for entry in entries {
+            let path = crate::tree::join_remote(remote, &entry.file_name());
+            let target = local.join(entry.file_name());
+            let mut meta = entry.metadata();
+            if meta.is_symlink() {
+                match self.session.metadata(path.as_str()).await {
+                    Ok(m) => meta = m,
+                    // A dangling link has nothing to copy.
+                    Err(_) => continue,
+                }
+            }
+            if meta.is_dir() {
+                Box::pin(self.download_dir(&path, &target, progress, depth + 1)).await?;
+            } else if meta.is_regular() {
+                self.download_file(&path, &target, meta.permissions.unwrap_or(0o644), progress).await?;
+            }
+        }
+        crate::tree::set_local_mode(local, meta.permissions.unwrap_or(0o755))
+    }
+
+    async fn download_file(&self, remote: &str, local: &Path, mode: u32, progress: &mut Progress<'_>) -> Result<(), CommError> {
+        let local_err = |source| CommError::LocalFile { path: local.to_path_buf(), source };
+        let mut src = self.session.open(remote).await.map_err(|e| self.remote_err(remote, e))?;
+        let mut dst = tokio::fs::File::create(local).await.map_err(local_err)?;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = src.read(&mut buf).await.map_err(|e| self.remote_err(remote, e.into()))?;
+            if n == 0 {
+                break;
+            }
+            dst.write_all(&buf[..n]).await.map_err(local_err)?;
+            progress.add(n as u64);
+        }
+        dst.flush().await.map_err(local_err)?;
+        let _ = src.shutdown().await;
+        crate::tree::set_local_mode(local, mode)
+    }
+}
+
+/// A stream that reports (once) when reading reached its end.
+struct EofWatch<S> {
+    inner: S,
+    tx: watch::Sender<bool>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for EofWatch<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        match &r {
+            Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => {
+                self.tx.send_replace(true);
+            }
+            Poll::Ready(Err(_)) => {
+                self.tx.send_replace(true);
+            }
+            _ => {}
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for EofWatch<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S> Drop for EofWatch<S> {
+    fn drop(&mut self) {
+        self.tx.send_replace(true);
+    }
+}

@@ -1,0 +1,134 @@
+//! File transfers over SFTP and over the exec fallback: trees, modes, content, progress, errors.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use imgbake_core::communicator::{CommError, Communicator};
+use imgbake_core::event::{EventKind, EventSink};
+use imgbake_testbed::SshdOptions;
+
+use crate::support::*;
+
+/// A tree with modes that matter: executable, private, read-only directory, nested, a larger file.
+fn make_tree(root: &Path) {
+    let w = |p: &str, data: &[u8], mode: u32| {
+        let path = root.join(p);
+        std::fs::write(&path, data).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    std::fs::create_dir_all(root.join("conf/private")).unwrap();
+    std::fs::create_dir_all(root.join("ro")).unwrap();
+    w("run.sh", b"#!/bin/sh\necho hi\n", 0o755);
+    w("conf/app.toml", b"x = 1\n", 0o644);
+    w("conf/private/key", b"secret", 0o600);
+    w("ro/readme", b"read only dir", 0o444);
+    w("empty", b"", 0o640);
+    // 3 MiB + 1 byte of varied content: several SFTP packets, an odd tail.
+    let big: Vec<u8> = (0..(3 << 20) + 1).map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    w("conf/big.bin", &big, 0o644);
+    std::fs::set_permissions(root.join("conf/private"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(root.join("ro"), std::fs::Permissions::from_mode(0o555)).unwrap();
+}
+
+/// Relative path → (mode, content) for everything under `root`.
+fn snapshot(root: &Path) -> BTreeMap<String, (u32, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    for e in walk(root) {
+        let meta = std::fs::metadata(&e).unwrap();
+        let rel = e.strip_prefix(root).unwrap().display().to_string();
+        let data = if meta.is_file() { std::fs::read(&e).unwrap() } else { b"<dir>".to_vec() };
+        out.insert(rel, (meta.permissions().mode() & 0o7777, data));
+    }
+    out
+}
+
+fn walk(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if out[i].is_dir() {
+            let mut kids: Vec<_> = std::fs::read_dir(&out[i]).unwrap().map(|e| e.unwrap().path()).collect();
+            kids.sort();
+            out.extend(kids);
+        }
+        i += 1;
+    }
+    out
+}
+
+async fn round_trip(sftp: bool) {
+    let sshd = sshd_with(SshdOptions { sftp, ..Default::default() }).await;
+    let (events, conn_log) = EventSink::memory();
+    let c = imgbake_ssh::SshCommunicator::new(config_for(&sshd)).with_events(events);
+    c.connect(&quick()).await.unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let src = local.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o750)).unwrap();
+    make_tree(&src);
+    let expected = snapshot(&src);
+    let total: u64 = expected.values().filter(|(_, d)| d != b"<dir>").map(|(_, d)| d.len() as u64).sum();
+
+    // Upload: the server side is this machine, inside sshd's private dir.
+    let remote = remote_path(&sshd, "dst");
+    let (sink, log) = EventSink::memory();
+    let sent = c.upload(&src, &remote, &sink).await.unwrap();
+    assert_eq!(sent, total);
+    assert_eq!(snapshot(Path::new(&remote)), expected, "uploaded tree differs (sftp: {sftp})");
+    let last = log.events().into_iter().rev().find_map(|e| match e.kind {
+        EventKind::Transfer { done, total, .. } => Some((done, total)),
+        _ => None,
+    });
+    assert_eq!(last, Some((total, Some(total))));
+
+    // Uploading again over the existing tree works (directories exist, files are replaced).
+    c.upload(&src, &remote, &EventSink::discard()).await.unwrap();
+
+    // Download it back elsewhere.
+    let back = local.path().join("back");
+    let got = c.download(&remote, &back, &EventSink::discard()).await.unwrap();
+    assert_eq!(got, total);
+    assert_eq!(snapshot(&back), expected, "downloaded tree differs (sftp: {sftp})");
+
+    // Single files, and bytes with an exact mode (umask does not apply).
+    let one = local.path().join("one");
+    c.download(&format!("{remote}/run.sh"), &one, &EventSink::discard()).await.unwrap();
+    assert_eq!(std::fs::read(&one).unwrap(), b"#!/bin/sh\necho hi\n");
+    assert_eq!(std::fs::metadata(&one).unwrap().permissions().mode() & 0o7777, 0o755);
+    let target = remote_path(&sshd, "bytes.txt");
+    c.upload_bytes(b"payload", &target, 0o604).await.unwrap();
+    assert_eq!(std::fs::read(&target).unwrap(), b"payload");
+    assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777, 0o604);
+
+    // Errors name the path.
+    let err = c.download(&remote_path(&sshd, "missing"), &local.path().join("x"), &EventSink::discard()).await.unwrap_err();
+    assert!(matches!(&err, CommError::RemoteFile { path, .. } if path.ends_with("missing")), "{err}");
+    let err = c.upload(&local.path().join("nope"), &remote, &EventSink::discard()).await.unwrap_err();
+    assert!(matches!(&err, CommError::LocalFile { path, .. } if path.ends_with("nope")), "{err}");
+
+    let fell_back = conn_log
+        .events()
+        .iter()
+        .any(|e| matches!(&e.kind, EventKind::Info { message } if message.contains("no SFTP")));
+    assert_eq!(fell_back, !sftp, "{:#?}", conn_log.events());
+    c.disconnect().await;
+    // Let the read-only directories go with the temp dirs.
+    for root in [Path::new(&remote), back.as_path(), src.as_path()] {
+        for p in walk(root) {
+            if p.is_dir() {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn sftp_round_trip_keeps_modes_and_content() {
+    round_trip(true).await;
+}
+
+#[tokio::test]
+async fn exec_fallback_without_sftp_keeps_modes_and_content() {
+    round_trip(false).await;
+}
