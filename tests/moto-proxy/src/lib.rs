@@ -1,0 +1,463 @@
+//! A small HTTP proxy in front of moto for what moto cannot do (see `/work/shared/bed.md`): moto makes
+//! every instance `running` and every AMI `available` at once and never throttles. Through this proxy:
+//!
+//! - new instances stay `pending`, stopped ones `stopping`, terminated ones `shutting-down`, new AMIs
+//!   `pending` (or end `failed`) for configured times ([`Delays`], [`ImageOutcome`]);
+//! - chosen actions answer throttling (`RequestLimitExceeded`, HTTP 503), 5xx or any error a chosen
+//!   number of times ([`FaultRule`]);
+//! - every API call is counted per action and logged, and every state transition is logged with the
+//!   moment it really happened and the moment a client first saw it ([`Transition`]), so a benchmark
+//!   can tell how late a client noticed;
+//! - a hook sees each RunInstances' user data (to act like cloud-init would on the bed, e.g. install
+//!   an injected SSH host key into the bed's sshd).
+//!
+//! In-process for tests, or as the `imgbake-moto-proxy` binary (control endpoints under `/_proxy/`).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use imgbake_moto_proxy::{Delays, Fault, FaultRule, MotoProxy};
+//! # async fn demo(moto_endpoint: &str) -> Result<(), imgbake_moto_proxy::ProxyError> {
+//! let proxy = MotoProxy::start(moto_endpoint).await?;
+//! proxy.set_delays(Delays { instance_pending: Duration::from_secs(2), ..Delays::default() });
+//! proxy.inject(FaultRule::new("DescribeInstances", Fault::throttle(), 2));
+//! // ... point an SDK client at proxy.endpoint() ...
+//! println!("{:?} calls", proxy.calls());
+//! # Ok(()) }
+//! ```
+
+mod faults;
+mod lifecycle;
+pub mod request;
+pub mod rewrite;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+pub use faults::{Fault, FaultRule};
+use lifecycle::Lifecycle;
+pub use lifecycle::{Delays, ImageOutcome, Transition};
+pub use request::ApiCall;
+use rewrite::{rewrite_states, shapes};
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The upstream URL is not `http://host:port`.
+    #[error("upstream `{0}` is not an http://host:port URL (the moto server's endpoint)")]
+    BadUpstream(String),
+    /// The listening socket.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// One API call that went through the proxy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// The action (`DescribeInstances`).
+    pub action: String,
+    /// The service (`ec2`, `ssm`, `sts`).
+    pub service: String,
+    /// The region.
+    pub region: String,
+    /// When it arrived (Unix milliseconds).
+    pub at_unix_ms: u64,
+    /// The HTTP status answered.
+    pub status: u16,
+    /// The answer was an injected fault.
+    pub injected: bool,
+}
+
+/// A RunInstances call, as the user-data hook sees it.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// The region.
+    pub region: String,
+    /// The user data, base64-decoded (lossy UTF-8), if any.
+    pub user_data: Option<String>,
+    /// Every form parameter of the call.
+    pub params: Vec<(String, String)>,
+}
+
+type LaunchHook = Arc<dyn Fn(&Launch) + Send + Sync>;
+
+/// Everything the proxy recorded, for reports (`GET /_proxy/report`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    /// The delays in force.
+    pub delays: Delays,
+    /// Calls per action.
+    pub calls: BTreeMap<String, u32>,
+    /// All calls.
+    pub total_calls: u32,
+    /// Every call in order.
+    pub log: Vec<CallRecord>,
+    /// Every transition.
+    pub transitions: Vec<Transition>,
+}
+
+#[derive(Default)]
+struct State {
+    lifecycle: Lifecycle,
+    rules: Vec<FaultRule>,
+    log: Vec<CallRecord>,
+    hook: Option<LaunchHook>,
+}
+
+struct Shared {
+    upstream: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running proxy; stops (with every open connection) when dropped.
+pub struct MotoProxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for MotoProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MotoProxy").field("addr", &self.addr).field("upstream", &self.shared.upstream).finish()
+    }
+}
+
+impl MotoProxy {
+    /// A proxy to `upstream` (moto's `http://127.0.0.1:PORT`) on a free loopback port, with no delays
+    /// and no faults.
+    pub async fn start(upstream: &str) -> Result<MotoProxy, ProxyError> {
+        Self::start_on(upstream, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// The same on a given address (port 0: any free port).
+    pub async fn start_on(upstream: &str, listen: SocketAddr) -> Result<MotoProxy, ProxyError> {
+        let upstream = upstream.trim_end_matches('/').to_string();
+        let authority = upstream.strip_prefix("http://").ok_or_else(|| ProxyError::BadUpstream(upstream.clone()))?;
+        if authority.is_empty() || authority.contains('/') {
+            return Err(ProxyError::BadUpstream(upstream));
+        }
+        let listener = TcpListener::bind(listen).await.map_err(|source| ProxyError::Bind { addr: listen, source })?;
+        let addr = listener.local_addr().map_err(|source| ProxyError::Bind { addr: listen, source })?;
+        let shared = Arc::new(Shared {
+            upstream,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            state: Mutex::new(State::default()),
+        });
+        let task = tokio::spawn(serve(listener, shared.clone()));
+        Ok(MotoProxy { addr, shared, task })
+    }
+
+    /// `http://127.0.0.1:PORT`: the endpoint URL for SDK clients.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Delays for resources created from now on.
+    pub fn set_delays(&self, delays: Delays) {
+        self.shared.state().lifecycle.delays = delays;
+    }
+
+    /// What AMIs created from now on turn into after their pending time.
+    pub fn set_image_outcome(&self, outcome: ImageOutcome) {
+        self.shared.state().lifecycle.image_outcome = outcome;
+    }
+
+    /// Add a fault rule (rules are checked in the order added; the first that applies answers).
+    pub fn inject(&self, rule: FaultRule) {
+        self.shared.state().rules.push(rule);
+    }
+
+    /// Remove every fault rule.
+    pub fn clear_faults(&self) {
+        self.shared.state().rules.clear();
+    }
+
+    /// How many faults were answered to `action` (`*` for all).
+    pub fn injected(&self, action: &str) -> u32 {
+        self.shared.state().log.iter().filter(|c| c.injected && (action == "*" || c.action == action)).count() as u32
+    }
+
+    /// Call `hook` with every RunInstances call, before it reaches moto.
+    pub fn on_launch(&self, hook: impl Fn(&Launch) + Send + Sync + 'static) {
+        self.shared.state().hook = Some(Arc::new(hook));
+    }
+
+    /// Calls per action so far (injected faults included).
+    pub fn calls(&self) -> BTreeMap<String, u32> {
+        count(&self.shared.state().log)
+    }
+
+    /// Calls of one action so far.
+    pub fn count(&self, action: &str) -> u32 {
+        self.shared.state().log.iter().filter(|c| c.action == action).count() as u32
+    }
+
+    /// Every call so far, in order.
+    pub fn call_log(&self) -> Vec<CallRecord> {
+        self.shared.state().log.clone()
+    }
+
+    /// Every state transition so far.
+    pub fn transitions(&self) -> Vec<Transition> {
+        self.shared.state().lifecycle.transitions()
+    }
+
+    /// Everything recorded.
+    pub fn report(&self) -> Report {
+        report(&self.shared.state())
+    }
+
+    /// Forget calls, transitions, holds and faults (delays and the hook stay).
+    pub fn reset(&self) {
+        let mut s = self.shared.state();
+        s.log.clear();
+        s.rules.clear();
+        s.lifecycle.clear();
+    }
+}
+
+impl Drop for MotoProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn count(log: &[CallRecord]) -> BTreeMap<String, u32> {
+    let mut m = BTreeMap::new();
+    for c in log {
+        *m.entry(c.action.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+fn report(s: &State) -> Report {
+    Report {
+        delays: s.lifecycle.delays,
+        calls: count(&s.log),
+        total_calls: s.log.len() as u32,
+        log: s.log.clone(),
+        transitions: s.lifecycle.transitions(),
+    }
+}
+
+async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    // Owned here: aborting the accept task drops the set, which aborts every connection.
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let shared = shared.clone();
+                conns.spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+fn plain(status: StatusCode, body: String, content_type: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Ok(plain(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"), "text/plain"));
+        }
+    };
+    if parts.uri.path().starts_with("/_proxy/") {
+        return Ok(control(&shared, parts.method.as_str(), parts.uri.path(), &body));
+    }
+    let call = ApiCall::parse(&parts.headers, &body);
+    let json = parts.headers.contains_key("x-amz-target");
+
+    let (fault, hook) = {
+        let mut s = shared.state();
+        let fault = s.rules.iter_mut().find_map(|r| r.applies(&call.action).then(|| r.fault.clone()));
+        (fault, s.hook.clone())
+    };
+    if let Some(f) = fault {
+        record(&shared, &call, f.status, true);
+        let (text, ct) = f.body(json);
+        return Ok(plain(StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), text, ct));
+    }
+    if call.action == "RunInstances"
+        && let Some(hook) = hook
+    {
+        let user_data = call.param("UserData").map(|b64| {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .unwrap_or_else(|_| b64.as_bytes().to_vec());
+            String::from_utf8_lossy(&raw).into_owned()
+        });
+        hook(&Launch { region: call.region.clone(), user_data, params: call.params.clone() });
+    }
+
+    let uri = format!("{}{}", shared.upstream, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    let mut up = Request::builder().method(parts.method.clone()).uri(uri);
+    for (k, v) in &parts.headers {
+        up = up.header(k, v);
+    }
+    let up = match up.body(Full::new(body.clone())) {
+        Ok(r) => r,
+        Err(e) => return Ok(plain(StatusCode::BAD_GATEWAY, format!("cannot forward: {e}"), "text/plain")),
+    };
+    let resp = match shared.client.request(up).await {
+        Ok(r) => r,
+        Err(e) => {
+            record(&shared, &call, 502, false);
+            return Ok(plain(
+                StatusCode::BAD_GATEWAY,
+                format!("moto at {} did not answer: {e}", shared.upstream),
+                "text/plain",
+            ));
+        }
+    };
+    let (mut rparts, rbody) = resp.into_parts();
+    let rbody = match rbody.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Ok(plain(StatusCode::BAD_GATEWAY, format!("moto's answer broke off: {e}"), "text/plain")),
+    };
+    let status = rparts.status.as_u16();
+    let rbody = if rparts.status.is_success() { adjust(&shared, &call, rbody) } else { rbody };
+    record(&shared, &call, status, false);
+    rparts.headers.remove(hyper::header::CONTENT_LENGTH);
+    rparts.headers.remove(hyper::header::TRANSFER_ENCODING);
+    Ok(Response::from_parts(rparts, Full::new(rbody)))
+}
+
+fn record(shared: &Shared, call: &ApiCall, status: u16, injected: bool) {
+    if call.action.is_empty() {
+        return;
+    }
+    shared.state().log.push(CallRecord {
+        action: call.action.clone(),
+        service: call.service.clone(),
+        region: call.region.clone(),
+        at_unix_ms: now_ms(),
+        status,
+        injected,
+    });
+}
+
+/// Track new resources and show held states in moto's answer.
+fn adjust(shared: &Shared, call: &ApiCall, body: Bytes) -> Bytes {
+    let Ok(text) = std::str::from_utf8(&body) else { return body };
+    let mut s = shared.state();
+    let lc = &mut s.lifecycle;
+    let region = call.region.as_str();
+    let out = match call.action.as_str() {
+        "RunInstances" => rewrite_states(text, shapes::INSTANCES, |id, _| {
+            lc.launched(id, region);
+            None
+        }),
+        "DescribeInstances" => rewrite_states(text, shapes::INSTANCES, |id, real| lc.show(id, real)),
+        "DescribeInstanceStatus" => rewrite_states(text, shapes::INSTANCE_STATUS, |id, real| lc.show(id, real)),
+        "StopInstances" => rewrite_states(text, shapes::STATE_CHANGES, |id, real| {
+            lc.stopping(id, region);
+            lc.show(id, real)
+        }),
+        "TerminateInstances" => rewrite_states(text, shapes::STATE_CHANGES, |id, real| {
+            lc.terminating(id, region);
+            lc.show(id, real)
+        }),
+        "CreateImage" | "CopyImage" => {
+            if let Some(id) = element_text(text, "imageId") {
+                lc.image_created(&id, region);
+            }
+            return body;
+        }
+        "DescribeImages" => rewrite_states(text, shapes::IMAGES, |id, real| lc.show(id, real)),
+        _ => return body,
+    };
+    match out {
+        Ok(t) => Bytes::from(t),
+        // An answer we cannot parse goes through as it is.
+        Err(_) => body,
+    }
+}
+
+fn element_text(xml: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find('<')? + start;
+    Some(xml[start..end].trim().to_string())
+}
+
+fn control(shared: &Shared, method: &str, path: &str, body: &[u8]) -> Response<Full<Bytes>> {
+    let ok = || plain(StatusCode::OK, "{}".into(), "application/json");
+    let bad = |e: String| plain(StatusCode::BAD_REQUEST, e, "text/plain");
+    match (method, path) {
+        ("GET", "/_proxy/report") => {
+            let r = report(&shared.state());
+            plain(StatusCode::OK, serde_json::to_string_pretty(&r).unwrap_or_default(), "application/json")
+        }
+        ("POST", "/_proxy/reset") => {
+            let mut s = shared.state();
+            s.log.clear();
+            s.rules.clear();
+            s.lifecycle.clear();
+            ok()
+        }
+        ("POST", "/_proxy/delays") => match serde_json::from_slice::<Delays>(body) {
+            Ok(d) => {
+                shared.state().lifecycle.delays = d;
+                ok()
+            }
+            Err(e) => bad(format!("delays: {e}")),
+        },
+        ("POST", "/_proxy/faults") => match serde_json::from_slice::<FaultRule>(body) {
+            Ok(r) => {
+                shared.state().rules.push(r);
+                ok()
+            }
+            Err(e) => bad(format!("fault rule: {e}")),
+        },
+        _ => plain(StatusCode::NOT_FOUND, format!("no control endpoint {method} {path}"), "text/plain"),
+    }
+}
