@@ -15,6 +15,7 @@ mod hostkey;
 mod progress;
 mod session;
 mod sftp;
+pub mod spec;
 mod tree;
 
 pub use communicator::SshCommunicator;
