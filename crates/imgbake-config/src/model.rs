@@ -146,6 +146,7 @@ pub struct Communicator {
     /// The command printing the boot identity (default per OS).
     pub boot_id_command: Option<String>,
     /// Default `execute_command` for every step (e.g. `sudo -n env {{vars}} sh -c {{quote command}}`).
+    /// An empty string means the OS default (useful to undo a wrapper set in `[defaults]`).
     pub execute_command: Option<String>,
     /// Reach the machine through this jump host.
     pub bastion: Option<Bastion>,

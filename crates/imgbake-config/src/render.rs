@@ -356,6 +356,20 @@ impl Project {
             None => Spanned::new(0..0, DeValue::Table(DeTable::default())),
         };
 
+        // Layering: [defaults] < the parent's effective value (for INHERITED_KEYS) < the image's own.
+        let mut effective: IndexMap<String, Spanned<DeValue<'_>>> = IndexMap::new();
+        for name in raw_order(&raw_images) {
+            let Some((_, value)) = raw_images.get(&name) else { continue };
+            if !value.get_ref().is_table() {
+                continue;
+            }
+            let parent = value.get_ref().get("parent").and_then(|p| p.get_ref().as_str()).map(str::to_string);
+            let base = match parent.as_deref().and_then(|p| effective.get(p)) {
+                Some(parent_eff) => inherited_part(parent_eff, &defaults),
+                None => defaults.clone(),
+            };
+            effective.insert(name, merge(&base, value.clone()));
+        }
         let mut images = IndexMap::new();
         for (name, (kspan, value)) in raw_images {
             if !value.get_ref().is_table() {
@@ -365,7 +379,7 @@ impl Project {
                 ));
                 continue;
             }
-            let mut merged = merge(&defaults, value);
+            let mut merged = effective.shift_remove(&name).unwrap_or_else(|| merge(&defaults, value));
             let parent_name =
                 merged.get_ref().get("parent").and_then(|p| p.get_ref().as_str()).unwrap_or("").to_string();
             let mut ctx = base_ctx.clone();
@@ -381,6 +395,48 @@ impl Project {
         crate::validate::check(&mut tree, &mut diags);
         if diags.is_empty() { Ok(tree) } else { Err(Diagnostics::new(diags, self.sources.clone())) }
     }
+}
+
+/// Keys a child takes from its parent: it runs the parent's machine image, so it has the same OS,
+/// login, region and machine shape unless it says otherwise.
+pub const INHERITED_KEYS: &[&str] = &["builder", "communicator", "aws", "qemu"];
+
+/// `defaults` with the parent's effective values of the inherited keys laid over it.
+fn inherited_part<'a>(parent: &Spanned<DeValue<'a>>, defaults: &Spanned<DeValue<'a>>) -> Spanned<DeValue<'a>> {
+    let mut t = DeTable::default();
+    if let DeValue::Table(pt) = parent.get_ref() {
+        for (k, v) in pt {
+            if INHERITED_KEYS.contains(&k.get_ref().as_ref()) {
+                t.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    merge(defaults, Spanned::new(defaults.span(), DeValue::Table(t)))
+}
+
+/// Image names with parents first, by the raw `parent` strings (unknown parents and cycles are
+/// reported later; here they just end the walk).
+fn raw_order(images: &IndexMap<String, (Span, Spanned<DeValue<'_>>)>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for start in images.keys() {
+        let mut chain = vec![start.clone()];
+        let mut cur = start.clone();
+        while let Some(p) =
+            images.get(&cur).and_then(|(_, v)| v.get_ref().get("parent")).and_then(|p| p.get_ref().as_str())
+        {
+            if !images.contains_key(p) || chain.iter().any(|c| c == p) {
+                break;
+            }
+            chain.push(p.to_string());
+            cur = p.to_string();
+        }
+        for n in chain.into_iter().rev() {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    }
+    out
 }
 
 fn valid_image_name(n: &str) -> bool {

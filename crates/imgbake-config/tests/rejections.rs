@@ -365,3 +365,23 @@ fn rendered_values_are_checked() {
     let e = errors(d.path());
     assert!(e.contains("T/tree.toml:7:20: AMI name `base:"), "{e}");
 }
+
+#[test]
+fn children_inherit_machine_settings_from_their_parent() {
+    let d = tree(&[(
+        "tree.toml",
+        &with_head(
+            "[images.win]\nsource = { ami = \"ami-0abc\" }\ncommunicator = { username = \"Administrator\", os = \"windows\" }\naws = { instance_type = \"t3.large\", region = \"us-east-2\" }\n[images.iis]\nparent = \"win\"\naws = { instance_type = \"t3.xlarge\" }\n[[images.iis.steps]]\npowershell = { inline = [\"Install-WindowsFeature Web-Server\"] }\n[images.linux]\nsource = { ami = \"ami-0abc\" }\n",
+        ),
+    )]);
+    let t = Tree::load(&d.path().join("tree.toml"), &opts()).unwrap();
+    let iis = t.image("iis").unwrap();
+    assert_eq!(iis.communicator.os, Some(imgbake_config::Os::Windows), "communicator comes from the parent");
+    assert_eq!(iis.communicator.username.as_ref().unwrap().get_ref(), "Administrator");
+    let aws = iis.aws.as_ref().unwrap();
+    assert_eq!(aws.region.as_ref().unwrap().get_ref(), "us-east-2", "region comes from the parent, not [defaults]");
+    assert_eq!(aws.instance_type.as_ref().unwrap().get_ref(), "t3.xlarge", "its own value wins");
+    let linux = t.image("linux").unwrap();
+    assert_eq!(linux.aws.as_ref().unwrap().region.as_ref().unwrap().get_ref(), "eu-west-1");
+    assert!(linux.communicator.os.is_none());
+}
