@@ -63,7 +63,9 @@ pub(crate) fn check(tree: &mut Tree, diags: &mut Vec<Diagnostic>) {
             cur = p;
         }
     }
-    if !diags.is_empty() {
+    // A cycle makes every later check meaningless; an unknown parent does not: keep going so one run
+    // reports everything.
+    if !reported.is_empty() {
         return;
     }
     // Builders: inherited from the parent when not set.
