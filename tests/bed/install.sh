@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Installs imgbake's local test bed: Debian packages (OpenSSH, QEMU, guest parts, network tools),
+# moto server in a private venv, and the QEMU test guest. Idempotent: a second run only checks
+# (a few seconds, no network). Prints one line per component.
+#
+#   IMGBAKE_CACHE   cache dir (default ~/.cache/imgbake): venv/, guest/
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cache=${IMGBAKE_CACHE:-$HOME/.cache/imgbake}
+venv=$cache/venv
+moto_version=5.2.5
+
+apt_packages=(
+    openssh-server openssh-client # the bed's sshd, and the client tests compare against
+    qemu-system-x86               # the rebooting guest (TCG)
+    busybox-static dropbear-bin   # guest userland and SSH server (guest/build.sh)
+    xz-utils                      # guest/build.sh unpacks the kernel for direct (PVH) boot
+    python3-venv                  # moto's venv
+    iproute2 nftables             # network namespaces, outage simulation
+    ca-certificates               # pip over TLS
+)
+
+sudo=()
+[ "$(id -u)" = 0 ] || sudo=(sudo)
+
+die() { echo "install.sh: $*" >&2; exit 1; }
+
+# --- apt ---
+missing=()
+for p in "${apt_packages[@]}"; do
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "apt: ok (${#apt_packages[@]} packages present)"
+else
+    # Keep package scripts from starting services (sshd) on the machine; remove the guard even
+    # on failure, and never touch a policy-rc.d someone else put there.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=0
+    cleanup_policy() { if [ $own_policy = 1 ]; then "${sudo[@]}" rm -f "$policy"; fi; }
+    trap cleanup_policy EXIT
+    if [ ! -e "$policy" ]; then
+        own_policy=1
+        printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+        "${sudo[@]}" chmod 755 "$policy"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    log=$(mktemp)
+    if ! { "${sudo[@]}" apt-get update -qq &&
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}"; } >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        die "apt-get failed installing: ${missing[*]}"
+    fi
+    rm -f "$log"
+    cleanup_policy
+    own_policy=0
+    echo "apt: installed ${missing[*]}"
+fi
+
+# --- moto server (PyPI) in a private venv ---
+moto_ok() {
+    [ -x "$venv/bin/moto_server" ] &&
+        "$venv/bin/python" - "$moto_version" >/dev/null 2>&1 <<'EOF'
+import sys
+from importlib.metadata import version
+import moto.server  # the server extra (flask etc.) must import, not only moto itself
+sys.exit(0 if version("moto") == sys.argv[1] else 1)
+EOF
+}
+if moto_ok; then
+    echo "moto: ok ($moto_version in $venv)"
+else
+    mkdir -p "$cache"
+    # A venv whose python no longer runs (python upgraded, half-written) is rebuilt from scratch.
+    if ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+    fi
+    log=$(mktemp)
+    if ! "$venv/bin/pip" install -q --disable-pip-version-check "moto[server]==$moto_version" >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        die "pip install moto[server]==$moto_version into $venv failed"
+    fi
+    rm -f "$log"
+    moto_ok || die "moto $moto_version in $venv does not import after install"
+    echo "moto: installed $moto_version in $venv"
+fi
+
+# --- QEMU guest ---
+guest=$(IMGBAKE_CACHE=$cache "$here/guest/build.sh") || die "guest build failed"
+echo "guest: ok ($guest, kernel $(cat "$guest/kernel-version"))"
