@@ -21,6 +21,9 @@ pub enum ErrorKind {
     Timeout,
     /// The user interrupted the build.
     Cancelled,
+    /// The user chose to stop after a failure and leave the machine running for inspection
+    /// (`--on-error=ask` → abort): nothing is cleaned up.
+    Aborted,
     /// Local I/O (journal, manifest, output files).
     Local,
 }

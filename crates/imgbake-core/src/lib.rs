@@ -6,5 +6,6 @@ pub mod command;
 pub mod communicator;
 pub mod error;
 pub mod event;
+pub mod provision;
 pub mod reboot;
 pub mod wait;
