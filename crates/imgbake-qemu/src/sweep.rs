@@ -1,0 +1,116 @@
+//! `imgbake clean` for local builds: what a build that was killed may have left — QEMU processes
+//! (found by the `-name imgbake:BUILD:IMAGE` they carry), temp work directories (with a `build.json`
+//! marker), `.partial.qcow2` overlays and disks without a sidecar in the output directories.
+//! Complete artifacts (disk + sidecar) are never returned.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use imgbake_config::Tree;
+use imgbake_core::builder::SweepFilter;
+use imgbake_core::cleanup::Resource;
+use imgbake_core::error::BuildError;
+
+use crate::KIND;
+use crate::process;
+use crate::settings::Settings;
+
+fn keep(filter: &SweepFilter, build_id: &str, age: Option<Duration>) -> bool {
+    if filter.build_id.as_deref().is_some_and(|b| b != build_id) {
+        return false;
+    }
+    match (filter.older_than, age) {
+        (Some(min), Some(age)) => age >= min,
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
+}
+
+fn age_of(path: &Path) -> Option<Duration> {
+    SystemTime::now().duration_since(std::fs::metadata(path).ok()?.modified().ok()?).ok()
+}
+
+/// How long ago a process started, from its start time in clock ticks since boot.
+fn process_age(started: u64) -> Option<Duration> {
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
+    // SAFETY: plain libc query.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks <= 0 {
+        return None;
+    }
+    Some(Duration::from_secs_f64((uptime - started as f64 / ticks as f64).max(0.0)))
+}
+
+/// Everything left behind, for `tree`'s images.
+pub fn sweep(tree: &Tree, filter: &SweepFilter) -> Result<Vec<Resource>, BuildError> {
+    let mut out = Vec::new();
+    let images: Vec<_> = tree.images().values().filter(|i| i.has_builder(KIND)).collect();
+    let names: BTreeSet<&str> = images.iter().map(|i| i.name.as_str()).collect();
+
+    for pid in process::all_pids() {
+        let Some(args) = process::cmdline(pid) else { continue };
+        let Some(name) = args.windows(2).find(|w| w[0] == "-name").map(|w| w[1].clone()) else { continue };
+        let Some((build_id, image)) = name.strip_prefix("imgbake:").and_then(|r| r.split_once(':')) else { continue };
+        let Some(started) = process::start_time(pid) else { continue };
+        if names.contains(image) && keep(filter, build_id, process_age(started)) {
+            out.push(
+                Resource::new(KIND, "process", pid.to_string())
+                    .with("started", started.to_string())
+                    .with("build_id", build_id),
+            );
+        }
+    }
+
+    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+        for e in entries.flatten() {
+            let path = e.path();
+            if !e.file_name().to_string_lossy().starts_with("imgbake-qemu-") {
+                continue;
+            }
+            let Ok(text) = std::fs::read(path.join("build.json")) else { continue };
+            let Ok(marker) = serde_json::from_slice::<serde_json::Value>(&text) else { continue };
+            let (Some(b), Some(i)) = (marker["build_id"].as_str(), marker["image"].as_str()) else { continue };
+            if names.contains(i) && keep(filter, b, age_of(&path)) {
+                out.push(Resource::new(KIND, "dir", path.display().to_string()).with("build_id", b));
+            }
+        }
+    }
+
+    let mut dirs = BTreeSet::new();
+    for image in &images {
+        dirs.insert(Settings::resolve(tree, image)?.output_dir);
+    }
+    for dir in dirs {
+        out.extend(leftover_files(&dir, &names, filter));
+    }
+    Ok(out)
+}
+
+fn leftover_files(dir: &PathBuf, names: &BTreeSet<&str>, filter: &SweepFilter) -> Vec<Resource> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let path = e.path();
+        let file = e.file_name().to_string_lossy().into_owned();
+        let (stem, partial) = match file.strip_suffix(".partial.qcow2") {
+            Some(s) => (s.to_string(), true),
+            None => match file.rsplit_once('.') {
+                Some((s, ext)) if ["qcow2", "raw", "vmdk", "vdi"].contains(&ext) => (s.to_string(), false),
+                _ => continue,
+            },
+        };
+        if !partial && crate::sidecar::path_for(&path).exists() {
+            continue; // a complete artifact
+        }
+        // `IMAGE-BUILD`: the longest image name that prefixes it.
+        let Some(image) = names.iter().filter(|n| stem.starts_with(&format!("{n}-"))).max_by_key(|n| n.len()) else {
+            continue;
+        };
+        let build_id = &stem[image.len() + 1..];
+        if keep(filter, build_id, age_of(&path)) {
+            out.push(Resource::new(KIND, "file", path.display().to_string()).with("build_id", build_id));
+        }
+    }
+    out
+}
