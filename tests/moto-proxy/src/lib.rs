@@ -99,6 +99,7 @@ pub struct Launch {
 }
 
 type LaunchHook = Arc<dyn Fn(&Launch) + Send + Sync>;
+type CallHook = Arc<dyn Fn(&ApiCall) + Send + Sync>;
 
 /// Everything the proxy recorded, for reports (`GET /_proxy/report`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -121,6 +122,7 @@ struct State {
     rules: Vec<FaultRule>,
     log: Vec<CallRecord>,
     hook: Option<LaunchHook>,
+    call_hook: Option<CallHook>,
 }
 
 struct Shared {
@@ -211,6 +213,12 @@ impl MotoProxy {
     /// Call `hook` with every RunInstances call, before it reaches moto.
     pub fn on_launch(&self, hook: impl Fn(&Launch) + Send + Sync + 'static) {
         self.shared.state().hook = Some(Arc::new(hook));
+    }
+
+    /// Call `hook` with every API call that goes on to moto (not with injected faults), before it
+    /// reaches moto: to play what AWS does besides the API (e.g. install an imported key pair).
+    pub fn on_call(&self, hook: impl Fn(&ApiCall) + Send + Sync + 'static) {
+        self.shared.state().call_hook = Some(Arc::new(hook));
     }
 
     /// Calls per action so far (injected faults included).
@@ -316,15 +324,18 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let call = ApiCall::parse(&parts.headers, &body);
     let json = parts.headers.contains_key("x-amz-target");
 
-    let (fault, hook) = {
+    let (fault, hook, call_hook) = {
         let mut s = shared.state();
         let fault = s.rules.iter_mut().find_map(|r| r.applies(&call.action).then(|| r.fault.clone()));
-        (fault, s.hook.clone())
+        (fault, s.hook.clone(), s.call_hook.clone())
     };
     if let Some(f) = fault {
         record(&shared, &call, f.status, true);
         let (text, ct) = f.body(json);
         return Ok(plain(StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), text, ct));
+    }
+    if let Some(h) = call_hook {
+        h(&call);
     }
     if call.action == "RunInstances"
         && let Some(hook) = hook

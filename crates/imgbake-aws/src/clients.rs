@@ -1,0 +1,255 @@
+//! AWS clients, one set per (region, profile, endpoint, role), made once and shared.
+//!
+//! Credentials come from the standard aws-config chain (environment, shared profile files, SSO,
+//! `credential_process`, web identity, ECS, IMDS) unless the library user hands in a provider; a role
+//! to assume wraps them. TLS is rustls on ring only (no aws-lc), through an explicitly built client.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_ec2::config::{ProvideCredentials, Region, SharedCredentialsProvider, SharedHttpClient};
+use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+use imgbake_config::AwsSettings;
+use imgbake_core::cleanup::Resource;
+use imgbake_core::error::{BuildError, ErrorKind};
+
+use crate::error::SdkResultExt;
+
+/// Which AWS session a set of clients talks to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Session {
+    /// The region.
+    pub region: String,
+    /// Named profile of the shared config files.
+    pub profile: Option<String>,
+    /// Endpoint override for every service the builder uses (EC2, SSM, STS).
+    pub endpoint: Option<String>,
+    /// Role assumed on top of the base credentials.
+    pub role: Option<String>,
+}
+
+impl Session {
+    /// The session of an image's settings, in `region`.
+    pub fn of(settings: &AwsSettings, region: &str) -> Self {
+        Session {
+            region: region.to_string(),
+            profile: settings.profile.clone(),
+            endpoint: settings.endpoint.as_ref().map(|e| e.get_ref().clone()),
+            role: settings.assume_role_arn.clone(),
+        }
+    }
+
+    /// The same session in another region.
+    pub fn in_region(&self, region: &str) -> Self {
+        Session { region: region.to_string(), ..self.clone() }
+    }
+
+    /// The session a journaled resource was created in (so `imgbake clean` reaches it again).
+    pub fn of_resource(r: &Resource) -> Self {
+        Session {
+            region: r.region.clone().unwrap_or_default(),
+            profile: r.extra.get("profile").cloned(),
+            endpoint: r.extra.get("endpoint").cloned(),
+            role: r.extra.get("role").cloned(),
+        }
+    }
+
+    /// A resource of this session: region and the session's details in `extra`.
+    pub fn resource(&self, kind: &str, id: &str) -> Resource {
+        let mut r = Resource::new("aws", kind, id).region(&self.region);
+        if let Some(p) = &self.profile {
+            r = r.with("profile", p);
+        }
+        if let Some(e) = &self.endpoint {
+            r = r.with("endpoint", e);
+        }
+        if let Some(role) = &self.role {
+            r = r.with("role", role);
+        }
+        r
+    }
+}
+
+/// Where the credentials chain looks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Environment {
+    /// The process environment and the user's shared config files (the normal case).
+    #[default]
+    Process,
+    /// Nothing from the process environment or the user's profile files: only what the options hand
+    /// in (tests, embedding).
+    Isolated,
+}
+
+/// Who the credentials belong to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The account id.
+    pub account: String,
+    /// The caller's ARN.
+    pub arn: String,
+}
+
+/// One session's clients.
+#[derive(Debug)]
+pub struct Clients {
+    /// The session.
+    pub session: Session,
+    /// EC2.
+    pub ec2: aws_sdk_ec2::Client,
+    /// SSM.
+    pub ssm: aws_sdk_ssm::Client,
+    /// STS.
+    pub sts: aws_sdk_sts::Client,
+    credentials: Option<SharedCredentialsProvider>,
+    identity: tokio::sync::OnceCell<Identity>,
+}
+
+impl Clients {
+    /// The region.
+    pub fn region(&self) -> &str {
+        &self.session.region
+    }
+
+    /// Check the credentials (STS GetCallerIdentity, once per session): a missing or refused
+    /// credential is a clear error before anything is created.
+    pub async fn identity(&self) -> Result<&Identity, BuildError> {
+        self.identity
+            .get_or_try_init(|| async {
+                let profile = self.session.profile.as_deref().map(|p| format!(" (profile `{p}`)")).unwrap_or_default();
+                let Some(provider) = &self.credentials else {
+                    return Err(BuildError::new(ErrorKind::Config, format!("no AWS credentials are configured{profile}")));
+                };
+                if let Err(e) = provider.provide_credentials().await {
+                    return Err(BuildError::new(
+                        ErrorKind::Config,
+                        format!(
+                            "no usable AWS credentials{profile}: {}; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, choose a profile (aws.profile or AWS_PROFILE), log in with `aws sso login`, or run with an instance role",
+                            aws_smithy_types::error::display::DisplayErrorContext(&e)
+                        ),
+                    )
+                    .caused_by(e));
+                }
+                let out = self.sts.get_caller_identity().send().await.api("GetCallerIdentity", self.region(), None)?;
+                Ok(Identity {
+                    account: out.account().unwrap_or_default().to_string(),
+                    arn: out.arn().unwrap_or_default().to_string(),
+                })
+            })
+            .await
+    }
+}
+
+/// How the builder talks to AWS: credentials, environment, retries, HTTP client.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Use these credentials instead of the standard chain.
+    pub credentials: Option<SharedCredentialsProvider>,
+    /// Where the chain looks.
+    pub environment: Environment,
+    /// Attempts per API call (the SDK's standard retry mode: throttling, 5xx and transient network
+    /// errors are retried with jittered exponential backoff). Default 8.
+    pub max_attempts: u32,
+    /// First backoff of those retries. Default 500 ms (grows to 20 s).
+    pub initial_backoff: Duration,
+    /// The HTTP client; default hyper + rustls on ring.
+    pub http_client: Option<SharedHttpClient>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            credentials: None,
+            environment: Environment::Process,
+            max_attempts: 8,
+            initial_backoff: Duration::from_millis(500),
+            http_client: None,
+        }
+    }
+}
+
+/// The HTTP client the builder uses by default: hyper + rustls on ring.
+pub fn default_http_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
+}
+
+/// Clients made so far, by session.
+#[derive(Debug)]
+pub struct ClientCache {
+    options: ClientOptions,
+    http: SharedHttpClient,
+    sessions: tokio::sync::Mutex<HashMap<Session, Arc<Clients>>>,
+}
+
+impl ClientCache {
+    /// An empty cache.
+    pub fn new(options: ClientOptions) -> Self {
+        let http = options.http_client.clone().unwrap_or_else(default_http_client);
+        ClientCache { options, http, sessions: tokio::sync::Mutex::new(HashMap::new()) }
+    }
+
+    /// The clients of `session`, made on first use.
+    pub async fn get(&self, session: &Session) -> Arc<Clients> {
+        let mut map = self.sessions.lock().await;
+        if let Some(c) = map.get(session) {
+            return c.clone();
+        }
+        let c = Arc::new(self.make(session).await);
+        map.insert(session.clone(), c.clone());
+        c
+    }
+
+    async fn make(&self, session: &Session) -> Clients {
+        let o = &self.options;
+        let retry = RetryConfig::standard()
+            .with_max_attempts(o.max_attempts.max(1))
+            .with_initial_backoff(o.initial_backoff)
+            .with_max_backoff(Duration::from_secs(20));
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .operation_attempt_timeout(Duration::from_secs(60))
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(session.region.clone()))
+            .http_client(self.http.clone())
+            .retry_config(retry)
+            .timeout_config(timeouts);
+        if o.environment == Environment::Isolated {
+            use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
+            loader = loader
+                .empty_test_environment()
+                .profile_files(EnvConfigFiles::builder().with_contents(EnvConfigFileKind::Config, "").build());
+        }
+        if let Some(p) = &session.profile {
+            loader = loader.profile_name(p);
+        }
+        if let Some(e) = &session.endpoint {
+            loader = loader.endpoint_url(e);
+        }
+        if let Some(c) = &o.credentials {
+            loader = loader.credentials_provider(c.clone());
+        }
+        let mut conf = loader.load().await;
+        if let Some(role) = &session.role {
+            let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+                .session_name("imgbake")
+                .region(Region::new(session.region.clone()))
+                .configure(&conf)
+                .build()
+                .await;
+            conf = conf.into_builder().credentials_provider(SharedCredentialsProvider::new(provider)).build();
+        }
+        Clients {
+            session: session.clone(),
+            ec2: aws_sdk_ec2::Client::new(&conf),
+            ssm: aws_sdk_ssm::Client::new(&conf),
+            sts: aws_sdk_sts::Client::new(&conf),
+            credentials: conf.credentials_provider(),
+            identity: tokio::sync::OnceCell::new(),
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Launching the build machine: one RunInstances call with everything set at once (tags on the
+//! instance and its volumes, IMDSv2, user data, disks), idempotent through a client token so the
+//! SDK's retries never start a second machine.
+
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification, Image as Ami,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceNetworkInterfaceSpecification,
+    InstanceType, ResourceType, Tag, VolumeType,
+};
+use imgbake_config::AwsSettings;
+
+use crate::clients::Clients;
+use crate::error::{ApiError, SdkResultExt};
+use crate::tags;
+
+/// What to launch.
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    /// The source AMI.
+    pub image_id: String,
+    /// Instance type.
+    pub instance_type: String,
+    /// Key pair for cloud-init to install.
+    pub key_name: Option<String>,
+    /// Security groups.
+    pub security_groups: Vec<String>,
+    /// Subnet (`None`: EC2 picks one of the default VPC).
+    pub subnet_id: Option<String>,
+    /// Give it a public IP (needs an explicit network interface).
+    pub associate_public_ip: Option<bool>,
+    /// Instance profile name.
+    pub iam_instance_profile: Option<String>,
+    /// User data, base64.
+    pub user_data: String,
+    /// Require IMDSv2 tokens.
+    pub imds_v2: bool,
+    /// Disks.
+    pub block_devices: Vec<BlockDeviceMapping>,
+    /// Tags of the instance.
+    pub instance_tags: Vec<Tag>,
+    /// Tags of its volumes.
+    pub volume_tags: Vec<Tag>,
+    /// Idempotency token.
+    pub client_token: String,
+}
+
+/// Launch; returns the instance id.
+pub async fn run(c: &Clients, l: &Launch) -> Result<String, ApiError> {
+    let mut req = c
+        .ec2
+        .run_instances()
+        .image_id(&l.image_id)
+        .instance_type(InstanceType::from(l.instance_type.as_str()))
+        .min_count(1)
+        .max_count(1)
+        .client_token(&l.client_token)
+        .set_key_name(l.key_name.clone())
+        .user_data(&l.user_data)
+        .set_block_device_mappings((!l.block_devices.is_empty()).then(|| l.block_devices.clone()))
+        .tag_specifications(tags::spec(ResourceType::Instance, &l.instance_tags))
+        .tag_specifications(tags::spec(ResourceType::Volume, &l.volume_tags));
+    if l.imds_v2 {
+        req = req.metadata_options(
+            InstanceMetadataOptionsRequest::builder()
+                .http_tokens(HttpTokensState::Required)
+                .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                .http_put_response_hop_limit(2)
+                .build(),
+        );
+    }
+    if let Some(p) = &l.iam_instance_profile {
+        let spec = if p.starts_with("arn:") {
+            IamInstanceProfileSpecification::builder().arn(p).build()
+        } else {
+            IamInstanceProfileSpecification::builder().name(p).build()
+        };
+        req = req.iam_instance_profile(spec);
+    }
+    req = match l.associate_public_ip {
+        // The public IP choice exists only on an explicit network interface, which then carries the
+        // subnet and groups too.
+        Some(public) => req.network_interfaces(
+            InstanceNetworkInterfaceSpecification::builder()
+                .device_index(0)
+                .associate_public_ip_address(public)
+                .delete_on_termination(true)
+                .set_subnet_id(l.subnet_id.clone())
+                .set_groups(Some(l.security_groups.clone()))
+                .build(),
+        ),
+        None => req.set_subnet_id(l.subnet_id.clone()).set_security_group_ids(Some(l.security_groups.clone())),
+    };
+    let out = req.send().await.api("RunInstances", c.region(), Some(l.image_id.clone()))?;
+    out.instances().first().and_then(|i| i.instance_id()).map(str::to_string).ok_or_else(|| ApiError {
+        operation: "RunInstances",
+        region: c.region().into(),
+        target: Some(l.image_id.clone()),
+        code: None,
+        status: None,
+        detail: "the answer lists no instance".into(),
+    })
+}
+
+/// The disks: `aws.block_devices`, and with `aws.encrypt` every EBS disk of the source encrypted (so
+/// the image's snapshots are encrypted from the start).
+pub fn block_devices(a: &AwsSettings, source: &Ami) -> Vec<BlockDeviceMapping> {
+    let encrypt = a.encrypt.unwrap_or(false);
+    let mut out: Vec<BlockDeviceMapping> = a
+        .block_devices
+        .iter()
+        .map(|d| {
+            let ebs = EbsBlockDevice::builder()
+                .set_volume_size(d.volume_size.as_ref().and_then(|s| s.get_ref().whole_gib()).map(|g| g as i32))
+                .volume_type(VolumeType::from(d.volume_type.as_deref().unwrap_or("gp3")))
+                .set_iops(d.iops)
+                .set_throughput(d.throughput)
+                .delete_on_termination(d.delete_on_termination.unwrap_or(true))
+                .set_encrypted(d.encrypted.or(encrypt.then_some(true)))
+                .set_kms_key_id(d.kms_key_id.clone().or_else(|| if encrypt { a.kms_key_id.clone() } else { None }))
+                .build();
+            BlockDeviceMapping::builder().device_name(&d.device_name).ebs(ebs).build()
+        })
+        .collect();
+    if encrypt {
+        for m in source.block_device_mappings() {
+            let Some(name) = m.device_name() else { continue };
+            if m.ebs().is_none() || out.iter().any(|o| o.device_name() == Some(name)) {
+                continue;
+            }
+            let ebs = EbsBlockDevice::builder()
+                .encrypted(true)
+                .set_kms_key_id(a.kms_key_id.clone())
+                .delete_on_termination(true)
+                .build();
+            out.push(BlockDeviceMapping::builder().device_name(name).ebs(ebs).build());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::types::BlockDeviceMapping as Bdm;
+
+    #[test]
+    fn encryption_covers_the_source_disks() {
+        let source = Ami::builder()
+            .block_device_mappings(Bdm::builder().device_name("/dev/xvda").ebs(EbsBlockDevice::builder().volume_size(8).build()).build())
+            .block_device_mappings(Bdm::builder().device_name("/dev/sdb").virtual_name("ephemeral0").build())
+            .build();
+        let a = AwsSettings { encrypt: Some(true), kms_key_id: Some("alias/k".into()), ..Default::default() };
+        let m = block_devices(&a, &source);
+        assert_eq!(m.len(), 1, "instance store disks are not EBS");
+        let ebs = m[0].ebs().unwrap();
+        assert_eq!((ebs.encrypted(), ebs.kms_key_id()), (Some(true), Some("alias/k")));
+        assert!(block_devices(&AwsSettings::default(), &source).is_empty());
+    }
+}

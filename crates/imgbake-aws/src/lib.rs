@@ -1,0 +1,196 @@
+//! # imgbake-aws: the EC2/EBS builder
+//!
+//! Source AMI → build machine → provisioning over SSH → AMI (copied, shared, tagged), with every
+//! resource tagged at creation and on the build's undo journal the moment it exists, so nothing leaks
+//! on any exit path. One module per step: [`source`], [`preflight`], [`keypair`], [`security_group`],
+//! [`userdata`], [`launch`], [`waiters`], [`address`], [`image`], [`copy`], [`share`], [`tags`];
+//! [`destroy`], [`sweep`], [`artifacts`] and [`publish`] serve `imgbake clean`, `plan` and `publish`.
+//!
+//! ```no_run
+//! use imgbake_aws::{AwsBuilder, AwsOptions};
+//! use imgbake_core::builder::Builder;
+//! # async fn demo(tree: &imgbake_config::Tree) -> Result<(), imgbake_core::error::BuildError> {
+//! let aws = AwsBuilder::new(AwsOptions::default());
+//! let images: Vec<_> = tree.images().values().collect();
+//! for artifact in aws.list_artifacts(tree, &images).await? {
+//!     println!("{} {} ({})", artifact.image, artifact.id, artifact.fingerprint);
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod address;
+pub mod artifacts;
+mod build;
+pub mod clients;
+pub mod copy;
+pub mod destroy;
+pub mod error;
+pub mod image;
+pub mod keypair;
+pub mod launch;
+pub mod preflight;
+pub mod public_ip;
+pub mod publish;
+pub mod reboot;
+pub mod security_group;
+pub mod share;
+pub mod source;
+pub mod sweep;
+pub mod tags;
+pub mod userdata;
+pub mod waiters;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use imgbake_config::{AwsSettings, Image, Spanned, Tree};
+use imgbake_core::artifact::Artifact;
+use imgbake_core::builder::{BuildJob, Builder, ResolvedSource, SweepFilter};
+use imgbake_core::cleanup::Resource;
+use imgbake_core::error::BuildError;
+use imgbake_core::event::EventSink;
+
+pub use clients::{ClientCache, ClientOptions, Clients, Environment, Session};
+pub use tags::COMPLETE;
+pub use waiters::Polling;
+
+/// How the builder works, beyond what the tree says.
+#[derive(Clone, Debug)]
+pub struct AwsOptions {
+    /// Credentials, environment, retries, HTTP client.
+    pub client: ClientOptions,
+    /// How waits poll.
+    pub polling: Polling,
+    /// The "what is my IP" service for the default SSH source CIDR.
+    pub public_ip_url: String,
+    /// Where Windows older than Server 2019 gets Win32-OpenSSH (`None`: the script's default release).
+    pub windows_openssh_url: Option<String>,
+    /// How long removing one resource may take (terminating an instance, a security group still in
+    /// use). Default 15 minutes.
+    pub cleanup_timeout: Duration,
+}
+
+impl Default for AwsOptions {
+    fn default() -> Self {
+        AwsOptions {
+            client: ClientOptions::default(),
+            polling: Polling::default(),
+            public_ip_url: public_ip::DEFAULT_URL.to_string(),
+            windows_openssh_url: None,
+            cleanup_timeout: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// The `aws` builder.
+#[derive(Debug)]
+pub struct AwsBuilder {
+    clients: ClientCache,
+    options: AwsOptions,
+    /// Known regions per (profile, endpoint, role), asked once.
+    regions: tokio::sync::Mutex<HashMap<(Option<String>, Option<String>, Option<String>), Vec<String>>>,
+}
+
+impl AwsBuilder {
+    /// A builder with these options.
+    pub fn new(options: AwsOptions) -> Self {
+        AwsBuilder {
+            clients: ClientCache::new(options.client.clone()),
+            options,
+            regions: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The options.
+    pub fn options(&self) -> &AwsOptions {
+        &self.options
+    }
+
+    /// The clients of a session (made on first use, then shared).
+    pub async fn clients(&self, session: &Session) -> std::sync::Arc<Clients> {
+        self.clients.get(session).await
+    }
+
+    /// Check that the build region and every copy region exist (DescribeRegions, once per account
+    /// setup), pointing at the value that names a wrong one.
+    pub async fn check_regions(&self, c: &Clients, a: &AwsSettings, region: &Spanned<String>) -> Result<(), BuildError> {
+        let key = (c.session.profile.clone(), c.session.endpoint.clone(), c.session.role.clone());
+        let mut cache = self.regions.lock().await;
+        if !cache.contains_key(&key) {
+            let known = match preflight::known_regions(c).await {
+                Ok(k) => k,
+                // A region that does not exist has no endpoint to answer: ask a region that does, to
+                // tell "no such region" from "no network".
+                Err(e) if c.session.endpoint.is_none() && c.region() != "us-east-1" => {
+                    let other = self.clients.get(&c.session.in_region("us-east-1")).await;
+                    match preflight::known_regions(&other).await {
+                        Ok(k) => k,
+                        Err(_) => return Err(e.at(imgbake_config::Span::new(region.span()))),
+                    }
+                }
+                Err(e) => return Err(e.at(imgbake_config::Span::new(region.span()))),
+            };
+            cache.insert(key.clone(), known);
+        }
+        let known = cache.get(&key).map(Vec::as_slice).unwrap_or_default();
+        preflight::check_region(known, region.get_ref(), imgbake_config::Span::new(region.span()), "aws.region")?;
+        for r in &a.copy_regions {
+            preflight::check_region(known, r.get_ref(), imgbake_config::Span::new(r.span()), "aws.copy_regions")?;
+        }
+        Ok(())
+    }
+}
+
+/// The image's `aws` settings.
+pub fn settings(image: &Image) -> Result<&AwsSettings, BuildError> {
+    image.aws.as_ref().ok_or_else(|| {
+        error::config(format!("image `{}` builds with aws but has no [aws] settings", image.name)).at(image.span)
+    })
+}
+
+/// The image's build region.
+pub fn region(image: &Image) -> Result<&Spanned<String>, BuildError> {
+    settings(image)?
+        .region
+        .as_ref()
+        .ok_or_else(|| error::config(format!("image `{}` has no aws.region", image.name)).at(image.span))
+}
+
+#[async_trait]
+impl Builder for AwsBuilder {
+    fn kind(&self) -> &'static str {
+        "aws"
+    }
+
+    async fn resolve_source(&self, _tree: &Tree, image: &Image) -> Result<ResolvedSource, BuildError> {
+        let a = settings(image)?;
+        let region = region(image)?;
+        let c = self.clients.get(&Session::of(a, region.get_ref())).await;
+        source::resolve(&c, image).await
+    }
+
+    async fn list_artifacts(&self, tree: &Tree, images: &[&Image]) -> Result<Vec<Artifact>, BuildError> {
+        artifacts::list(&self.clients, tree, images).await
+    }
+
+    async fn build(&self, job: BuildJob) -> Result<Artifact, BuildError> {
+        build::build(self, job).await
+    }
+
+    async fn destroy(&self, _tree: &Tree, resource: &Resource, events: &EventSink) -> Result<(), BuildError> {
+        destroy::destroy(self, resource, events).await
+    }
+
+    async fn sweep(&self, tree: &Tree, filter: &SweepFilter) -> Result<Vec<Resource>, BuildError> {
+        sweep::sweep(&self.clients, tree, filter).await
+    }
+
+    async fn delete_artifact(&self, tree: &Tree, artifact: &Artifact, events: &EventSink) -> Result<(), BuildError> {
+        artifacts::delete(self, tree, artifact, events).await
+    }
+
+    async fn publish(&self, _tree: &Tree, image: &Image, artifact: &Artifact) -> Result<Vec<String>, BuildError> {
+        publish::publish(&self.clients, image, artifact).await
+    }
+}

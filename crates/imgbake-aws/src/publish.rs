@@ -1,0 +1,35 @@
+//! Announcing an image's newest AMI: an SSM parameter (type String, data type `aws:ec2:image`) in
+//! every region the AMI is in, holding that region's AMI id.
+
+use aws_sdk_ssm::types::ParameterType;
+use imgbake_config::{Image, Span};
+use imgbake_core::artifact::Artifact;
+use imgbake_core::error::BuildError;
+
+use crate::clients::{ClientCache, Session};
+use crate::error::SdkResultExt;
+
+/// Write the image's `publish.ssm_parameter` for `artifact`; returns what was written, for people.
+pub async fn publish(clients: &ClientCache, image: &Image, artifact: &Artifact) -> Result<Vec<String>, BuildError> {
+    let Some(p) = image.publish.as_ref().and_then(|p| p.ssm_parameter.as_ref()) else { return Ok(Vec::new()) };
+    let Some(a) = &image.aws else { return Ok(Vec::new()) };
+    let name = p.get_ref();
+    let mut written = Vec::new();
+    for (region, ami) in &artifact.locations {
+        let c = clients.get(&Session::of(a, region)).await;
+        c.ssm
+            .put_parameter()
+            .name(name)
+            .value(ami)
+            .r#type(ParameterType::String)
+            .data_type("aws:ec2:image")
+            .overwrite(true)
+            .description(format!("imgbake: newest AMI of image `{}` (build {})", image.name, artifact.build_id))
+            .send()
+            .await
+            .api("PutParameter", region, Some(name.clone()))
+            .map_err(|e| BuildError::from(e).at(Span::new(p.span())))?;
+        written.push(format!("SSM parameter {name} = {ami} ({region})"));
+    }
+    Ok(written)
+}

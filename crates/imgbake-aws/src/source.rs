@@ -1,0 +1,144 @@
+//! Where a chain starts: an AMI id, an AMI filter, or an SSM parameter holding an AMI id, resolved to
+//! one exact AMI. Nothing matching, or several matches without `most_recent`, is an error that points
+//! at the filter.
+
+use aws_sdk_ec2::types::Image as Ami;
+use imgbake_config::{AmiFilter, Image, Span, Spanned};
+use imgbake_core::builder::ResolvedSource;
+use imgbake_core::error::BuildError;
+
+use crate::clients::Clients;
+use crate::error::{SdkResultExt, config};
+use crate::tags;
+use crate::waiters::describe_image;
+
+fn span<T>(v: &Spanned<T>) -> Span {
+    Span::new(v.span())
+}
+
+/// Resolve the source of a root image in the image's build region.
+pub async fn resolve(c: &Clients, image: &Image) -> Result<ResolvedSource, BuildError> {
+    let Some(source) = &image.source else {
+        return Err(config(format!("image `{}` has no source (and no parent)", image.name)).at(image.span));
+    };
+    let s = source.get_ref();
+    if let Some(id) = &s.ami {
+        let ami = existing(c, id.get_ref()).await.map_err(|e| e.at(span(id)))?;
+        return Ok(ResolvedSource { id: id.get_ref().clone(), description: describe(&ami, None) });
+    }
+    if let Some(f) = &s.ami_filter {
+        return by_filter(c, f).await;
+    }
+    if let Some(p) = &s.ssm_parameter {
+        let name = p.get_ref();
+        let out = c.ssm.get_parameter().name(name).send().await.api("GetParameter", c.region(), Some(name.clone()));
+        let value = match out {
+            Ok(o) => o.parameter().and_then(|p| p.value()).unwrap_or_default().trim().to_string(),
+            Err(e) if e.is_not_found() => {
+                return Err(config(format!("SSM parameter `{name}` does not exist in {}", c.region())).at(span(p)));
+            }
+            Err(e) => return Err(BuildError::from(e).at(span(p))),
+        };
+        if !value.starts_with("ami-") {
+            return Err(
+                config(format!("SSM parameter `{name}` in {} holds `{value}`, not an AMI id", c.region())).at(span(p))
+            );
+        }
+        let ami = existing(c, &value).await.map_err(|e| e.at(span(p)))?;
+        return Ok(ResolvedSource { id: value, description: describe(&ami, Some(format!("from SSM {name}"))) });
+    }
+    Err(config(format!("image `{}`: source has no ami, ami_filter or ssm_parameter for the aws builder", image.name))
+        .at(span(source)))
+}
+
+/// The AMI `id` as EC2 describes it; an error when it is missing or not available.
+pub async fn existing(c: &Clients, id: &str) -> Result<Ami, BuildError> {
+    let ami = describe_image(c, id).await?.ok_or_else(|| {
+        config(format!(
+            "AMI {id} does not exist in {} (or is not visible to this account); AMIs are regional: use the id of the copy in this region",
+            c.region()
+        ))
+    })?;
+    match ami.state().map(|s| s.as_str()) {
+        Some("available") => Ok(ami),
+        other => Err(config(format!("AMI {id} in {} is `{}`, not available", c.region(), other.unwrap_or("unknown")))),
+    }
+}
+
+fn describe(ami: &Ami, how: Option<String>) -> String {
+    let id = ami.image_id().unwrap_or_default();
+    let name = ami.name().unwrap_or("unnamed");
+    match how {
+        Some(h) => format!("{id} ({name}, {h})"),
+        None => format!("{id} ({name})"),
+    }
+}
+
+async fn by_filter(c: &Clients, f: &Spanned<AmiFilter>) -> Result<ResolvedSource, BuildError> {
+    let at = span(f);
+    let filter = f.get_ref();
+    let mut req = c.ec2.describe_images().filters(tags::attr("state", &["available"]));
+    if !filter.owners.is_empty() {
+        req = req.set_owners(Some(filter.owners.clone()));
+    }
+    if let Some(n) = &filter.name {
+        req = req.filters(tags::attr("name", &[n]));
+    }
+    if let Some(a) = &filter.architecture {
+        req = req.filters(tags::attr("architecture", &[a]));
+    }
+    for (k, v) in &filter.tags {
+        req = req.filters(tags::filter(k, v));
+    }
+    for (k, vs) in &filter.filters {
+        let vs: Vec<&str> = vs.iter().map(String::as_str).collect();
+        req = req.filters(tags::attr(k, &vs));
+    }
+    let out = req.send().await.api("DescribeImages", c.region(), None).map_err(|e| BuildError::from(e).at(at))?;
+    let mut found: Vec<Ami> = out.images().to_vec();
+    // Newest first; creation dates are ISO 8601, so text order is time order.
+    found.sort_by(|a, b| b.creation_date().cmp(&a.creation_date()).then_with(|| a.image_id().cmp(&b.image_id())));
+    let summary = summary(filter);
+    match found.len() {
+        0 => Err(config(format!("the AMI filter ({summary}) matches no available AMI in {}", c.region())).at(at)),
+        1 => Ok(ResolvedSource { id: found[0].image_id().unwrap_or_default().into(), description: describe(&found[0], None) }),
+        n if filter.most_recent => Ok(ResolvedSource {
+            id: found[0].image_id().unwrap_or_default().into(),
+            description: describe(&found[0], Some(format!("newest of {n} matches"))),
+        }),
+        n => {
+            let shown: Vec<String> = found
+                .iter()
+                .take(5)
+                .map(|a| format!("{} ({}, {})", a.image_id().unwrap_or("?"), a.name().unwrap_or("?"), a.creation_date().unwrap_or("?")))
+                .collect();
+            Err(config(format!(
+                "the AMI filter ({summary}) matches {n} AMIs in {}: {}{}; set most_recent = true to take the newest, or narrow the filter",
+                c.region(),
+                shown.join(", "),
+                if n > 5 { ", ..." } else { "" }
+            ))
+            .at(at))
+        }
+    }
+}
+
+fn summary(f: &AmiFilter) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = &f.name {
+        parts.push(format!("name `{n}`"));
+    }
+    if !f.owners.is_empty() {
+        parts.push(format!("owners {}", f.owners.join(", ")));
+    }
+    if let Some(a) = &f.architecture {
+        parts.push(format!("architecture {a}"));
+    }
+    for (k, v) in &f.tags {
+        parts.push(format!("tag {k}={v}"));
+    }
+    for (k, v) in &f.filters {
+        parts.push(format!("{k}={}", v.join("|")));
+    }
+    if parts.is_empty() { "no conditions".into() } else { parts.join(", ") }
+}

@@ -1,0 +1,111 @@
+//! A whole build, end to end, and what it leaves behind: the AMI with its tags, copies and launch
+//! permissions — and nothing else.
+
+use std::time::Duration;
+
+use imgbake_core::builder::Builder;
+use imgbake_moto_proxy::Delays;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn full_build_leaves_only_the_tagged_shared_copied_image() {
+    let bed = Bed::start().await;
+    bed.proxy.set_delays(Delays::all(Duration::from_millis(800)));
+    let builder = bed.builder();
+    let tree = bed.tree(
+        r#"copy_regions = ["us-east-1"]
+ami_tags = { release = "2024.1" }
+snapshot_tags = { backup = "no" }
+share = { accounts = ["111122223333"] }"#,
+        "[images.base.publish]\nssm_parameter = \"/images/base/latest\"",
+    );
+    let remote = bed.sshd.home_dir().join("imgbake-uploaded.txt");
+    let steps = Steps::with_upload(&["test \"$(id -u)\" = 0", "echo provisioned"], b"hello from imgbake\n", remote.to_str().unwrap());
+    let (job, log) = bed.job(&builder, &tree, "base", steps.clone()).await;
+
+    let artifact = builder.build(job.clone()).await.unwrap_or_else(|e| panic!("build failed: {}", e.chain()));
+    bed.unwind(&builder, &job).await;
+
+    // Provisioning ran over SSH, with the pinned host key (the proxy installed it, like cloud-init).
+    assert_eq!(std::fs::read(&remote).unwrap(), b"hello from imgbake\n");
+    let seen = steps.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].as_deref().unwrap().starts_with("EC2 RebootInstances i-"), "{seen:?}");
+
+    // The artifact: the AMI in the build region and its copy, with everything about it.
+    assert_eq!(artifact.builder, "aws");
+    assert_eq!(artifact.locations.len(), 2);
+    assert_eq!(artifact.locations[REGION], artifact.id);
+    assert_eq!(artifact.source, bed.source);
+    assert_eq!(artifact.fingerprint, "fp-0123456789");
+    for (region, ami) in &artifact.locations {
+        let ec2 = bed.ec2(region).await;
+        let img = ec2.describe_images().image_ids(ami).send().await.unwrap().images()[0].clone();
+        assert_eq!(img.state().unwrap().as_str(), "available");
+        let t = image_tags(&img);
+        assert_eq!(t["imgbake:build-id"], artifact.build_id, "{region}");
+        assert_eq!(t["imgbake:image"], "base");
+        assert_eq!(t["imgbake:tree"], "aws-test");
+        assert_eq!(t["imgbake:role"], "artifact");
+        assert_eq!(t["imgbake:fingerprint"], "fp-0123456789");
+        assert_eq!(t["imgbake:source"], bed.source);
+        assert_eq!(t["imgbake:complete"], "true");
+        assert_eq!(t["team"], "core");
+        assert_eq!(t["release"], "2024.1");
+        assert!(t.contains_key("imgbake:created"));
+        let perms = ec2.describe_image_attribute().image_id(ami).attribute("launchPermission".into()).send().await.unwrap();
+        let users: Vec<&str> = perms.launch_permissions().iter().filter_map(|p| p.user_id()).collect();
+        assert_eq!(users, vec!["111122223333"], "{region}");
+        let snaps = imgbake_aws::image::snapshots(&img);
+        assert!(!snaps.is_empty(), "{region}");
+        let s = ec2.describe_snapshots().set_snapshot_ids(Some(snaps)).send().await.unwrap();
+        for snap in s.snapshots() {
+            let t: std::collections::BTreeMap<_, _> =
+                snap.tags().iter().map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string())).collect();
+            assert_eq!(t.get("imgbake:build-id"), Some(&artifact.build_id), "{region} {:?}", snap.snapshot_id());
+            assert_eq!(t.get("backup").map(String::as_str), Some("no"));
+        }
+    }
+
+    // Nothing else: no machine, key pair, security group, volume, AMI or stray snapshot.
+    let keep: Vec<&str> = artifact.locations.values().map(String::as_str).collect();
+    assert_eq!(bed.leftovers(&keep).await, Vec::<String>::new());
+
+    // Each state change was noticed promptly (polls every ≤ 300 ms here).
+    for t in bed.proxy.transitions() {
+        let late = t.lateness().unwrap_or_else(|| panic!("never noticed: {t:?}"));
+        assert!(late < Duration::from_millis(1500), "{t:?} noticed {late:?} late");
+    }
+    // The events tell the story.
+    let phases: Vec<String> = log
+        .events()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            imgbake_core::event::EventKind::Phase { phase } => Some(phase.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(phases, vec!["prepare", "launch", "connect", "provision", "capture", "copy"]);
+
+    // Planning finds it again with one DescribeImages per region.
+    bed.proxy.reset();
+    let img = tree.image("base").unwrap();
+    let found = builder.list_artifacts(&tree, &[img]).await.unwrap();
+    assert_eq!(found, vec![artifact.clone()]);
+    assert_eq!(bed.proxy.count("DescribeImages"), 2, "{:?}", bed.proxy.calls());
+
+    // Publishing writes the SSM parameter in both regions.
+    let written = builder.publish(&tree, img, &artifact).await.unwrap();
+    assert_eq!(written.len(), 2, "{written:?}");
+    for (region, ami) in &artifact.locations {
+        let ssm = aws_sdk_ssm::Client::new(&bed.moto.sdk_config(region).await);
+        let p = ssm.get_parameter().name("/images/base/latest").send().await.unwrap();
+        assert_eq!(p.parameter().unwrap().value(), Some(ami.as_str()));
+    }
+
+    // Deleting the artifact removes the AMIs and their snapshots everywhere.
+    builder.delete_artifact(&tree, &artifact, &imgbake_core::event::EventSink::discard()).await.unwrap();
+    assert_eq!(bed.leftovers(&[]).await, Vec::<String>::new());
+    assert!(builder.list_artifacts(&tree, &[img]).await.unwrap().is_empty());
+}

@@ -1,0 +1,5 @@
+//! The EC2 builder against the bed: moto behind imgbake's delaying/faulting proxy, the bed's sshd as
+//! the build machine.
+
+mod build;
+mod support;
