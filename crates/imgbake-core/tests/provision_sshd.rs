@@ -21,6 +21,15 @@ async fn sshd() -> Sshd {
     Sshd::start().await.expect("starting the bed's sshd failed: run tests/bed/install.sh")
 }
 
+/// The pytest tests run pytest on the "machine", which for the bed's sshd is this one.
+fn require_pytest() {
+    let ok = std::process::Command::new("/usr/bin/python3")
+        .args(["-m", "pytest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok, "pytest for /usr/bin/python3 is missing (Debian python3-pytest): run tests/bed/install.sh");
+}
+
 fn repo_file(rel: &str) -> String {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
@@ -241,6 +250,7 @@ fn pytest_suite(failing: bool) -> Vec<(&'static str, String)> {
 
 #[tokio::test]
 async fn a_real_pytest_suite_passes_and_its_junit_report_is_parsed() {
+    require_pytest();
     let bed = sshd().await;
     let files = pytest_suite(false);
     let files: Vec<(&str, &str)> = files.iter().map(|(a, b)| (*a, b.as_str())).collect();
@@ -275,6 +285,7 @@ test = { source = "tests", destination = "@DIR@/remote/tests", command = "/usr/b
 
 #[tokio::test]
 async fn a_failing_test_case_fails_the_build_and_the_report_is_kept() {
+    require_pytest();
     let bed = sshd().await;
     let files = pytest_suite(true);
     let files: Vec<(&str, &str)> = files.iter().map(|(a, b)| (*a, b.as_str())).collect();
@@ -595,6 +606,7 @@ shell = { inline = ["if [ ! -e @DIR@/dropped ]; then touch @DIR@/running; sleep 
 
 #[tokio::test]
 async fn secrets_never_appear_in_output_errors_or_reports() {
+    require_pytest();
     let bed = sshd().await;
     let fx = fixture(
         r#"
