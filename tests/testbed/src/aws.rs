@@ -15,9 +15,7 @@ pub const SECRET_ACCESS_KEY: &str = "imgbake-testbed-not-a-secret";
 
 /// The HTTP client the project uses everywhere: hyper + rustls on ring (no aws-lc).
 pub fn http_client() -> aws_sdk_ec2::config::SharedHttpClient {
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https()
+    aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
 }
 
 impl Moto {
@@ -29,13 +27,7 @@ impl Moto {
             .empty_test_environment()
             .region(Region::new(region.to_owned()))
             .endpoint_url(self.endpoint())
-            .credentials_provider(Credentials::new(
-                ACCESS_KEY_ID,
-                SECRET_ACCESS_KEY,
-                None,
-                None,
-                "imgbake-testbed",
-            ))
+            .credentials_provider(Credentials::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY, None, None, "imgbake-testbed"))
             .http_client(http_client())
             .load()
             .await
@@ -52,18 +44,10 @@ impl Moto {
     /// the images they build from. moto ignores tag specifications and block device mappings
     /// on RegisterImage (the image gets a /dev/sda1 root snapshot of its own), so tags are
     /// applied with CreateTags afterwards.
-    pub async fn register_image(
-        &self,
-        region: &str,
-        name: &str,
-        tags: &[(&str, &str)],
-    ) -> Result<String> {
+    pub async fn register_image(&self, region: &str, name: &str, tags: &[(&str, &str)]) -> Result<String> {
         let ec2 = self.ec2_client(region).await;
-        let aws_err = |operation: &'static str, e: String| BedError::Aws {
-            operation,
-            region: region.to_owned(),
-            detail: e,
-        };
+        let aws_err =
+            |operation: &'static str, e: String| BedError::Aws { operation, region: region.to_owned(), detail: e };
         let registered = ec2
             .register_image()
             .name(name)
@@ -81,19 +65,12 @@ impl Moto {
             .map_err(|e| aws_err("RegisterImage", format!("{name}: {}", error_text(&e))))?;
         let image_id = registered.image_id().unwrap_or_default().to_owned();
         if image_id.is_empty() {
-            return Err(aws_err(
-                "RegisterImage",
-                format!("{name}: no image id in the answer"),
-            ));
+            return Err(aws_err("RegisterImage", format!("{name}: no image id in the answer")));
         }
         if !tags.is_empty() {
             ec2.create_tags()
                 .resources(&image_id)
-                .set_tags(Some(
-                    tags.iter()
-                        .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
-                        .collect(),
-                ))
+                .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(*k).value(*v).build()).collect()))
                 .send()
                 .await
                 .map_err(|e| aws_err("CreateTags", format!("{image_id}: {}", error_text(&e))))?;

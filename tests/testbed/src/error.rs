@@ -20,43 +20,23 @@ pub enum BedError {
 
     /// A server process ended before it became ready.
     #[error("{what} exited before it was ready ({status}); its log:\n{log}")]
-    ExitedEarly {
-        what: String,
-        status: String,
-        log: String,
-    },
+    ExitedEarly { what: String, status: String, log: String },
 
     /// A server or guest did not reach the awaited state in time.
     #[error("{what}: not ready after {after:?}; log tail:\n{log}")]
-    Timeout {
-        what: String,
-        after: Duration,
-        log: String,
-    },
+    Timeout { what: String, after: Duration, log: String },
 
     /// A helper command (ssh-keygen, build.sh, ...) failed.
     #[error("`{command}` failed ({status}): {stderr}")]
-    Command {
-        command: String,
-        status: String,
-        stderr: String,
-    },
+    Command { command: String, status: String, stderr: String },
 
     /// An HTTP exchange with moto failed or returned an unexpected status.
     #[error("HTTP {method} {url}: {detail}")]
-    Http {
-        method: &'static str,
-        url: String,
-        detail: String,
-    },
+    Http { method: &'static str, url: String, detail: String },
 
     /// A QMP command to QEMU failed.
     #[error("QMP `{command}` on {socket}: {detail}")]
-    Qmp {
-        command: String,
-        socket: PathBuf,
-        detail: String,
-    },
+    Qmp { command: String, socket: PathBuf, detail: String },
 
     /// The caller asked for something the bed cannot do (bad option, wrong state).
     #[error("{0}")]
@@ -65,11 +45,7 @@ pub enum BedError {
     /// An AWS API call to moto failed.
     #[cfg(feature = "aws")]
     #[error("moto {operation} in {region}: {detail}")]
-    Aws {
-        operation: &'static str,
-        region: String,
-        detail: String,
-    },
+    Aws { operation: &'static str, region: String, detail: String },
 }
 
 /// Result with [`BedError`].
@@ -77,10 +53,7 @@ pub type Result<T, E = BedError> = std::result::Result<T, E>;
 
 impl BedError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        BedError::Io {
-            context: context.into(),
-            source,
-        }
+        BedError::Io { context: context.into(), source }
     }
 }
 

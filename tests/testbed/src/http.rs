@@ -18,9 +18,8 @@ pub(crate) async fn request(
     let url = format!("http://{addr}{path}");
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
+        let head =
+            format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         stream.write_all(head.as_bytes()).await?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await?;
@@ -29,36 +28,19 @@ pub(crate) async fn request(
     let response = match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            return Err(BedError::Http {
-                method,
-                url,
-                detail: e.to_string(),
-            });
+            return Err(BedError::Http { method, url, detail: e.to_string() });
         }
         Err(_) => {
-            return Err(BedError::Http {
-                method,
-                url,
-                detail: format!("no complete response within {timeout:?}"),
-            });
+            return Err(BedError::Http { method, url, detail: format!("no complete response within {timeout:?}") });
         }
     };
     let text = String::from_utf8_lossy(&response);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse::<u16>().ok())
-        .ok_or_else(|| BedError::Http {
+    let status =
+        text.split_whitespace().nth(1).and_then(|code| code.parse::<u16>().ok()).ok_or_else(|| BedError::Http {
             method,
             url: url.clone(),
-            detail: format!(
-                "not an HTTP response: {:?}",
-                text.chars().take(80).collect::<String>()
-            ),
+            detail: format!("not an HTTP response: {:?}", text.chars().take(80).collect::<String>()),
         })?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
+    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
     Ok((status, body))
 }

@@ -34,10 +34,7 @@ pub async fn generate_key(dir: &Path, name: &str, kind: KeyKind) -> Result<KeyPa
     cmd.arg("-f").arg(&private_key);
     let out = cmd.output().await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            BedError::NotInstalled {
-                what: "ssh-keygen (openssh-client)".into(),
-                path: "ssh-keygen".into(),
-            }
+            BedError::NotInstalled { what: "ssh-keygen (openssh-client)".into(), path: "ssh-keygen".into() }
         } else {
             BedError::io("running ssh-keygen", e)
         }
@@ -55,17 +52,47 @@ pub async fn generate_key(dir: &Path, name: &str, kind: KeyKind) -> Result<KeyPa
         .map_err(|e| BedError::io(format!("reading {}", pub_path.display()), e))?
         .trim()
         .to_owned();
-    Ok(KeyPair {
-        kind,
-        private_key,
-        public_key,
-    })
+    Ok(KeyPair { kind, private_key, public_key })
 }
 
 /// The key part of an OpenSSH public key line: `type base64`, without the comment.
 pub fn public_key_without_comment(line: &str) -> String {
-    line.split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
+    line.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
+/// An RSA key pair at `dir/name`, generated once per process and copied for every caller:
+/// RSA keygen takes up to a second, ed25519 a few milliseconds.
+pub(crate) async fn shared_rsa_key(dir: &Path, name: &str) -> Result<KeyPair> {
+    static RSA: tokio::sync::OnceCell<(String, String)> = tokio::sync::OnceCell::const_new();
+    let (private, public) = RSA
+        .get_or_try_init(|| async {
+            let tmp = tempfile::Builder::new()
+                .prefix("imgbake-rsa-")
+                .tempdir()
+                .map_err(|e| BedError::io("creating a temp dir for the RSA key", e))?;
+            let pair = generate_key(tmp.path(), "id_rsa", KeyKind::Rsa).await?;
+            let private = std::fs::read_to_string(&pair.private_key)
+                .map_err(|e| BedError::io(format!("reading {}", pair.private_key.display()), e))?;
+            Ok::<_, BedError>((private, pair.public_key))
+        })
+        .await?;
+    let private_key = dir.join(name);
+    write_private(&private_key, private)?;
+    let pub_path = dir.join(format!("{name}.pub"));
+    std::fs::write(&pub_path, format!("{public}\n"))
+        .map_err(|e| BedError::io(format!("writing {}", pub_path.display()), e))?;
+    Ok(KeyPair { kind: KeyKind::Rsa, private_key, public_key: public.clone() })
+}
+
+/// Writes a private key readable by its owner only (ssh refuses keys others can read).
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| BedError::io(format!("creating {}", path.display()), e))?;
+    file.write_all(text.as_bytes()).map_err(|e| BedError::io(format!("writing {}", path.display()), e))
 }

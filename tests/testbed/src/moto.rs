@@ -25,11 +25,7 @@ pub struct MotoOptions {
 
 impl Default for MotoOptions {
     fn default() -> Self {
-        MotoOptions {
-            load_default_amis: false,
-            env: Vec::new(),
-            start_timeout: Duration::from_secs(30),
-        }
+        MotoOptions { load_default_amis: false, env: Vec::new(), start_timeout: Duration::from_secs(30) }
     }
 }
 
@@ -54,10 +50,7 @@ impl Moto {
     pub async fn start_with(options: MotoOptions) -> Result<Moto> {
         let server = venv_dir().join("bin").join("moto_server");
         if !server.is_file() {
-            return Err(BedError::NotInstalled {
-                what: "moto server".into(),
-                path: server,
-            });
+            return Err(BedError::NotInstalled { what: "moto server".into(), path: server });
         }
         let dir = tempfile::Builder::new()
             .prefix("imgbake-moto-")
@@ -69,12 +62,7 @@ impl Moto {
             let port = free_port()?;
             match start_once(&server, port, &log, &options).await {
                 Ok(child) => {
-                    return Ok(Moto {
-                        child,
-                        port,
-                        log,
-                        _dir: dir,
-                    });
+                    return Ok(Moto { child, port, log, _dir: dir });
                 }
                 Err(StartError::PortTaken(e)) => last_error = Some(e),
                 Err(StartError::Fatal(e)) => return Err(e),
@@ -100,16 +88,13 @@ impl Moto {
 
     /// Everything moto printed so far (request log and tracebacks).
     pub fn log(&self) -> String {
-        std::fs::read(&self.log)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        std::fs::read(&self.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     /// Wipes all state in moto (`POST /moto-api/reset`).
     pub async fn reset(&self) -> Result<()> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let (status, body) =
-            crate::http::request(addr, "POST", "/moto-api/reset", Duration::from_secs(30)).await?;
+        let (status, body) = crate::http::request(addr, "POST", "/moto-api/reset", Duration::from_secs(30)).await?;
         if status != 200 {
             return Err(BedError::Http {
                 method: "POST",
@@ -126,28 +111,13 @@ enum StartError {
     Fatal(BedError),
 }
 
-async fn start_once(
-    server: &Path,
-    port: u16,
-    log: &Path,
-    options: &MotoOptions,
-) -> Result<ChildGuard, StartError> {
+async fn start_once(server: &Path, port: u16, log: &Path, options: &MotoOptions) -> Result<ChildGuard, StartError> {
     let fatal = StartError::Fatal;
-    let out = std::fs::File::create(log)
-        .map_err(|e| fatal(BedError::io(format!("creating {}", log.display()), e)))?;
-    let err = out
-        .try_clone()
-        .map_err(|e| fatal(BedError::io(format!("opening {}", log.display()), e)))?;
+    let out = std::fs::File::create(log).map_err(|e| fatal(BedError::io(format!("creating {}", log.display()), e)))?;
+    let err = out.try_clone().map_err(|e| fatal(BedError::io(format!("opening {}", log.display()), e)))?;
     let mut cmd = Command::new(server);
     cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .env(
-            "MOTO_EC2_LOAD_DEFAULT_AMIS",
-            if options.load_default_amis {
-                "true"
-            } else {
-                "false"
-            },
-        )
+        .env("MOTO_EC2_LOAD_DEFAULT_AMIS", if options.load_default_amis { "true" } else { "false" })
         .envs(options.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(out)
@@ -159,11 +129,7 @@ async fn start_once(
     loop {
         if let Some(status) = child.try_status().map_err(fatal)? {
             let text = read_log_tail(log, 4000);
-            let e = BedError::ExitedEarly {
-                what,
-                status: status.to_string(),
-                log: text.clone(),
-            };
+            let e = BedError::ExitedEarly { what, status: status.to_string(), log: text.clone() };
             return Err(if text.contains("Address already in use") {
                 StartError::PortTaken(e)
             } else {
@@ -172,19 +138,14 @@ async fn start_once(
         }
         let probe = backoff.remaining().min(Duration::from_secs(2));
         // moto's state dump is JSON; another program that grabbed the port would not answer so.
-        if let Ok((200, body)) =
-            crate::http::request(addr, "GET", "/moto-api/data.json", probe).await
+        if let Ok((200, body)) = crate::http::request(addr, "GET", "/moto-api/data.json", probe).await
             && body.trim_start().starts_with('{')
             && child.try_status().map_err(fatal)?.is_none()
         {
             return Ok(child);
         }
         if !backoff.wait().await {
-            return Err(fatal(BedError::Timeout {
-                what,
-                after: options.start_timeout,
-                log: read_log_tail(log, 4000),
-            }));
+            return Err(fatal(BedError::Timeout { what, after: options.start_timeout, log: read_log_tail(log, 4000) }));
         }
     }
 }

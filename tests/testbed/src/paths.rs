@@ -16,11 +16,7 @@ pub fn cache_dir() -> PathBuf {
 /// The repository's root directory (this crate lives at `tests/testbed`).
 pub fn repo_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| manifest.to_path_buf())
+    manifest.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| manifest.to_path_buf())
 }
 
 /// moto's private virtualenv inside the cache.
@@ -41,10 +37,7 @@ pub fn bed_dir() -> PathBuf {
 pub async fn guest_dir() -> Result<PathBuf> {
     let script = bed_dir().join("guest").join("build.sh");
     if !script.exists() {
-        return Err(BedError::NotInstalled {
-            what: "the guest build script".into(),
-            path: script,
-        });
+        return Err(BedError::NotInstalled { what: "the guest build script".into(), path: script });
     }
     let out = tokio::process::Command::new(&script)
         .arg("--check")
@@ -54,20 +47,14 @@ pub async fn guest_dir() -> Result<PathBuf> {
         .map_err(|e| BedError::io(format!("running {}", script.display()), e))?;
     if !out.status.success() {
         return Err(BedError::NotInstalled {
-            what: format!(
-                "the QEMU test guest ({})",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
+            what: format!("the QEMU test guest ({})", String::from_utf8_lossy(&out.stderr).trim()),
             path: cache_dir().join("guest"),
         });
     }
     let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     for file in ["vmlinuz", "initrd.img"] {
         if !dir.join(file).is_file() {
-            return Err(BedError::NotInstalled {
-                what: format!("the QEMU test guest's {file}"),
-                path: dir.join(file),
-            });
+            return Err(BedError::NotInstalled { what: format!("the QEMU test guest's {file}"), path: dir.join(file) });
         }
     }
     Ok(dir)
@@ -77,9 +64,5 @@ pub async fn guest_dir() -> Result<PathBuf> {
 /// TCG) when build.sh could extract it, else the compressed `vmlinuz`.
 pub(crate) fn guest_kernel(guest_dir: &Path) -> PathBuf {
     let vmlinux = guest_dir.join("vmlinux");
-    if vmlinux.is_file() {
-        vmlinux
-    } else {
-        guest_dir.join("vmlinuz")
-    }
+    if vmlinux.is_file() { vmlinux } else { guest_dir.join("vmlinuz") }
 }

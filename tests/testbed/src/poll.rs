@@ -91,19 +91,12 @@ pub async fn read_ssh_banner(addr: SocketAddr, timeout: Duration) -> Result<Stri
                 return Ok(line.trim_end().to_owned());
             }
         }
-        Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "no SSH banner in the first 16 lines",
-        ))
+        Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "no SSH banner in the first 16 lines"))
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(banner)) => Ok(banner),
         Ok(Err(e)) => Err(BedError::io(format!("reading the SSH banner of {addr}"), e)),
-        Err(_) => Err(BedError::Timeout {
-            what: format!("SSH banner of {addr}"),
-            after: timeout,
-            log: String::new(),
-        }),
+        Err(_) => Err(BedError::Timeout { what: format!("SSH banner of {addr}"), after: timeout, log: String::new() }),
     }
 }
 

@@ -18,18 +18,11 @@ pub fn free_port() -> Result<u16> {
     for _ in 0..64 {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .map_err(|e| BedError::io("binding 127.0.0.1:0 to find a free port", e))?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| BedError::io("reading the address of 127.0.0.1:0", e))?
-            .port();
-        let mut given = given
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let port = listener.local_addr().map_err(|e| BedError::io("reading the address of 127.0.0.1:0", e))?.port();
+        let mut given = given.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if given.insert(port) {
             return Ok(port);
         }
     }
-    Err(BedError::Invalid(
-        "no fresh free port on 127.0.0.1 after 64 tries".into(),
-    ))
+    Err(BedError::Invalid("no fresh free port on 127.0.0.1 after 64 tries".into()))
 }

@@ -56,14 +56,7 @@ pub async fn spawn_guarded(what: impl Into<String>, mut command: Command) -> Res
     // SAFETY: only async-signal-safe libc calls between fork and exec.
     unsafe {
         command.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The parent may have died between fork and prctl: then nobody would kill us.
@@ -82,11 +75,7 @@ pub async fn spawn_guarded(what: impl Into<String>, mut command: Command) -> Res
         .await
         .map_err(|_| BedError::Invalid("the child-spawner thread dropped a request".into()))?
         .map_err(|e| BedError::io(format!("starting {what} ({program})"), e))?;
-    Ok(ChildGuard {
-        what,
-        pid: child.id() as libc::pid_t,
-        child: Some(child),
-    })
+    Ok(ChildGuard { what, pid: child.id() as libc::pid_t, child: Some(child) })
 }
 
 /// A running child process; dropping it SIGKILLs the child and all its descendants.
@@ -112,9 +101,9 @@ impl ChildGuard {
     pub fn try_status(&mut self) -> Result<Option<ExitStatus>> {
         match self.child.as_mut() {
             None => Ok(None),
-            Some(child) => child
-                .try_wait()
-                .map_err(|e| BedError::io(format!("checking whether {} is alive", self.what), e)),
+            Some(child) => {
+                child.try_wait().map_err(|e| BedError::io(format!("checking whether {} is alive", self.what), e))
+            }
         }
     }
 
@@ -135,7 +124,8 @@ impl ChildGuard {
         }
     }
 
-    /// SIGKILLs the child, its descendants and its process group, and reaps the child.
+    /// SIGKILLs the child, its descendants and its process group; returns once they are gone
+    /// (waits at most 2 s for descendants) and the child is reaped.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             kill_tree(self.pid, true);
@@ -158,21 +148,15 @@ fn parent_map() -> HashMap<libc::pid_t, libc::pid_t> {
         return parents;
     };
     for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<libc::pid_t>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<libc::pid_t>().ok()) else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
         // "pid (comm) state ppid ...": comm may hold spaces and parens, so split after the last ')'.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|s| s.parse().ok());
+        let ppid =
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).and_then(|s| s.parse().ok());
         if let Some(ppid) = ppid {
             parents.insert(pid, ppid);
         }
@@ -214,10 +198,7 @@ pub(crate) fn kill_tree(root: libc::pid_t, include_root: bool) {
         frozen.insert(root);
     }
     for _ in 0..20 {
-        let tree: Vec<libc::pid_t> = descendants(root as u32)
-            .into_iter()
-            .map(|p| p as libc::pid_t)
-            .collect();
+        let tree: Vec<libc::pid_t> = descendants(root as u32).into_iter().map(|p| p as libc::pid_t).collect();
         let fresh: Vec<libc::pid_t> = tree.into_iter().filter(|p| !frozen.contains(p)).collect();
         if fresh.is_empty() {
             break;
@@ -236,6 +217,29 @@ pub(crate) fn kill_tree(root: libc::pid_t, include_root: bool) {
         // Anything that left the tree (double-forked) but stayed in the group.
         // SAFETY: plain syscall.
         unsafe { libc::killpg(root, libc::SIGKILL) };
+    }
+    // SIGKILL is delivered asynchronously: wait until the processes are really gone, so that
+    // "stopped" means their sockets are closed when this returns (milliseconds; bounded).
+    wait_exited(&frozen, Duration::from_secs(2));
+}
+
+/// Blocks until every pid has exited (zombies count) or `timeout` passed, without polling:
+/// a pidfd becomes readable when its process exits (Linux >= 5.3, also for non-children).
+fn wait_exited(pids: &HashSet<libc::pid_t>, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    for &pid in pids {
+        // SAFETY: plain syscall; the fd is closed below.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as libc::c_int;
+        if fd < 0 {
+            continue; // already gone (ESRCH) or pidfd unsupported: nothing to wait for
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        unsafe {
+            libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as libc::c_int);
+            libc::close(fd);
+        }
     }
 }
 

@@ -160,18 +160,13 @@ impl QemuGuest {
         let log_path = d.join("qemu.log");
         let log = std::fs::File::create(&log_path)
             .map_err(|e| BedError::io(format!("creating {}", log_path.display()), e))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| BedError::io(format!("opening {}", log_path.display()), e))?;
+        let log2 = log.try_clone().map_err(|e| BedError::io(format!("opening {}", log_path.display()), e))?;
         let mut cmd = Command::new(QEMU);
         cmd.args(["-accel", "tcg", "-m", &self.options.memory_mib.to_string()])
             // Only the devices we name: less to emulate, faster boots.
             .args(["-nodefaults", "-no-user-config", "-display", "none"])
             .arg("-chardev")
-            .arg(format!(
-                "file,id=console,append=on,path={}",
-                qemu_escape(&d.join("console.log"))
-            ))
+            .arg(format!("file,id=console,append=on,path={}", qemu_escape(&d.join("console.log"))))
             .args(["-serial", "chardev:console"])
             .arg("-kernel")
             .arg(guest_kernel(&self.guest_dir))
@@ -180,17 +175,11 @@ impl QemuGuest {
             .arg("-append")
             .arg(&self.cmdline)
             .arg("-netdev")
-            .arg(format!(
-                "user,id=n,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22",
-                self.port
-            ))
+            .arg(format!("user,id=n,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22", self.port))
             .arg("-device")
             .arg(format!("{},netdev=n", self.options.nic.qemu_device()))
             .arg("-drive")
-            .arg(format!(
-                "file={},if=virtio,format=raw",
-                qemu_escape(&self.state_disk)
-            ))
+            .arg(format!("file={},if=virtio,format=raw", qemu_escape(&self.state_disk)))
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qemu_escape(&qmp)))
             .args(&self.options.extra_qemu_args)
@@ -200,10 +189,7 @@ impl QemuGuest {
         let what = format!("QEMU guest (ssh on 127.0.0.1:{})", self.port);
         let mut child = match spawn_guarded(&what, cmd).await {
             Err(BedError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                return Err(BedError::NotInstalled {
-                    what: "QEMU (qemu-system-x86)".into(),
-                    path: QEMU.into(),
-                });
+                return Err(BedError::NotInstalled { what: "QEMU (qemu-system-x86)".into(), path: QEMU.into() });
             }
             other => other?,
         };
@@ -217,10 +203,7 @@ impl QemuGuest {
                 });
             }
             let probe = backoff.remaining().min(Duration::from_secs(2));
-            if crate::qmp::execute(&qmp, "query-status", None, probe)
-                .await
-                .is_ok()
-            {
+            if crate::qmp::execute(&qmp, "query-status", None, probe).await.is_ok() {
                 self.child = Some(child);
                 return Ok(());
             }
@@ -257,16 +240,14 @@ impl QemuGuest {
     /// banner line.
     pub async fn wait_ssh_banner(&self, timeout: Duration) -> Result<String> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        crate::poll::wait_ssh_banner(addr, timeout)
-            .await
-            .map_err(|e| match e {
-                BedError::Timeout { what, after, .. } => BedError::Timeout {
-                    what: format!("{what} (QEMU guest)"),
-                    after,
-                    log: crate::error::tail(&self.console_log(), 3000),
-                },
-                other => other,
-            })
+        crate::poll::wait_ssh_banner(addr, timeout).await.map_err(|e| match e {
+            BedError::Timeout { what, after, .. } => BedError::Timeout {
+                what: format!("{what} (QEMU guest)"),
+                after,
+                log: crate::error::tail(&self.console_log(), 3000),
+            },
+            other => other,
+        })
     }
 
     /// Runs a QMP command without arguments (`stop`, `cont`, `system_reset`, `quit`,
@@ -279,13 +260,7 @@ impl QemuGuest {
     pub async fn qmp_with(&self, command: &str, arguments: Option<Value>) -> Result<Value> {
         // QEMU serves one QMP client at a time.
         let _one_at_a_time = self.qmp_lock.lock().await;
-        crate::qmp::execute(
-            &self.qmp_socket(),
-            command,
-            arguments,
-            Duration::from_secs(10),
-        )
-        .await
+        crate::qmp::execute(&self.qmp_socket(), command, arguments, Duration::from_secs(10)).await
     }
 
     /// The guest's current boot id, over SSH.
@@ -343,10 +318,7 @@ impl QemuGuest {
     /// Starts QEMU again after [`Self::kill`] or `quit` (power on): same port, keys, disk.
     pub async fn start_again(&mut self) -> Result<()> {
         if self.is_running() {
-            return Err(BedError::Invalid(format!(
-                "the QEMU guest on 127.0.0.1:{} is still running",
-                self.port
-            )));
+            return Err(BedError::Invalid(format!("the QEMU guest on 127.0.0.1:{} is still running", self.port)));
         }
         self.kill();
         self.launch().await
@@ -410,7 +382,5 @@ fn qemu_escape(path: &Path) -> String {
 }
 
 fn read_text(path: &Path) -> String {
-    std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
+    std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }

@@ -16,15 +16,9 @@ pub(crate) async fn execute(
     arguments: Option<Value>,
     timeout: Duration,
 ) -> Result<Value> {
-    let err = |detail: String| BedError::Qmp {
-        command: command.to_owned(),
-        socket: socket.to_path_buf(),
-        detail,
-    };
+    let err = |detail: String| BedError::Qmp { command: command.to_owned(), socket: socket.to_path_buf(), detail };
     let exchange = async {
-        let stream = UnixStream::connect(socket)
-            .await
-            .map_err(|e| err(format!("connect: {e}")))?;
+        let stream = UnixStream::connect(socket).await.map_err(|e| err(format!("connect: {e}")))?;
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read).lines();
         let greeting = next_message(&mut lines).await.map_err(&err)?;
@@ -41,9 +35,7 @@ pub(crate) async fn execute(
         send(&mut write, &message).await.map_err(&err)?;
         reply(&mut lines).await.map_err(&err)
     };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| err(format!("no answer within {timeout:?}")))?
+    tokio::time::timeout(timeout, exchange).await.map_err(|_| err(format!("no answer within {timeout:?}")))?
 }
 
 type Lines = tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>;
@@ -60,10 +52,7 @@ async fn next_message(lines: &mut Lines) -> Result<Value, String> {
 async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, message: &Value) -> Result<(), String> {
     let mut text = message.to_string();
     text.push('\n');
-    write
-        .write_all(text.as_bytes())
-        .await
-        .map_err(|e| format!("write: {e}"))
+    write.write_all(text.as_bytes()).await.map_err(|e| format!("write: {e}"))
 }
 
 async fn reply(lines: &mut Lines) -> Result<Value, String> {

@@ -29,10 +29,7 @@ pub trait SshTarget {
             .args(["-o", "BatchMode=yes"])
             .args(["-o", "StrictHostKeyChecking=yes"])
             .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                self.known_hosts_path().display()
-            ))
+            .arg(format!("UserKnownHostsFile={}", self.known_hosts_path().display()))
             .args(["-o", "GlobalKnownHostsFile=/dev/null"])
             .args(["-o", "IdentitiesOnly=yes"])
             .arg("-o")
@@ -53,37 +50,17 @@ pub trait SshTarget {
 }
 
 /// Runs `remote_command` over SSH and returns its output (any exit status).
-pub async fn ssh_output(
-    target: &(impl SshTarget + ?Sized),
-    remote_command: &str,
-) -> Result<std::process::Output> {
-    target
-        .ssh_command(remote_command)
-        .output()
-        .await
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                BedError::NotInstalled {
-                    what: "the OpenSSH client `ssh` (openssh-client)".into(),
-                    path: "ssh".into(),
-                }
-            } else {
-                BedError::io(
-                    format!(
-                        "running ssh to {}:{} ({remote_command})",
-                        target.host(),
-                        target.port()
-                    ),
-                    e,
-                )
-            }
-        })
+pub async fn ssh_output(target: &(impl SshTarget + ?Sized), remote_command: &str) -> Result<std::process::Output> {
+    target.ssh_command(remote_command).output().await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            BedError::NotInstalled { what: "the OpenSSH client `ssh` (openssh-client)".into(), path: "ssh".into() }
+        } else {
+            BedError::io(format!("running ssh to {}:{} ({remote_command})", target.host(), target.port()), e)
+        }
+    })
 }
 
 /// The known_hosts line for a server on a non-default port: `[host]:port keytype base64`.
 pub fn known_hosts_line(host: &str, port: u16, host_public_key: &str) -> String {
-    format!(
-        "[{host}]:{port} {}",
-        crate::keys::public_key_without_comment(host_public_key)
-    )
+    format!("[{host}]:{port} {}", crate::keys::public_key_without_comment(host_public_key))
 }

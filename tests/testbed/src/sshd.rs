@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::error::{BedError, Result, read_log_tail};
-use crate::keys::{KeyKind, KeyPair, generate_key};
+use crate::keys::{KeyKind, KeyPair, generate_key, shared_rsa_key};
 use crate::poll::{Backoff, read_ssh_banner};
 use crate::port::free_port;
 use crate::process::{ChildGuard, descendants, kill_tree, spawn_guarded};
@@ -29,11 +29,7 @@ pub struct SshdOptions {
 
 impl Default for SshdOptions {
     fn default() -> Self {
-        SshdOptions {
-            sftp: true,
-            extra_config: Vec::new(),
-            start_timeout: Duration::from_secs(15),
-        }
+        SshdOptions { sftp: true, extra_config: Vec::new(), start_timeout: Duration::from_secs(15) }
     }
 }
 
@@ -62,16 +58,11 @@ impl Sshd {
     /// sends its banner.
     pub async fn start_with(options: SshdOptions) -> Result<Sshd> {
         if !Path::new(SSHD).is_file() {
-            return Err(BedError::NotInstalled {
-                what: "OpenSSH server (openssh-server)".into(),
-                path: SSHD.into(),
-            });
+            return Err(BedError::NotInstalled { what: "OpenSSH server (openssh-server)".into(), path: SSHD.into() });
         }
         // SAFETY: plain syscall.
         if unsafe { libc::geteuid() } != 0 {
-            return Err(BedError::Invalid(
-                "the bed's sshd logs in as root and must be started by root".into(),
-            ));
+            return Err(BedError::Invalid("the bed's sshd logs in as root and must be started by root".into()));
         }
         // Privilege separation directory; normally made by systemd's unit.
         std::fs::create_dir_all("/run/sshd").map_err(|e| BedError::io("creating /run/sshd", e))?;
@@ -81,11 +72,10 @@ impl Sshd {
             .map_err(|e| BedError::io("creating a temp dir for sshd", e))?;
         let host_key = generate_key(dir.path(), "ssh_host_ed25519_key", KeyKind::Ed25519).await?;
         let ed25519 = generate_key(dir.path(), "id_ed25519", KeyKind::Ed25519).await?;
-        let rsa = generate_key(dir.path(), "id_rsa", KeyKind::Rsa).await?;
+        let rsa = shared_rsa_key(dir.path(), "id_rsa").await?;
         // Sessions get a clean HOME of their own: the host's root dotfiles (Debian's bash reads
         // ~/.bashrc for SSH commands) neither slow down nor change what tests run.
-        std::fs::create_dir(dir.path().join("home"))
-            .map_err(|e| BedError::io("creating the sessions' home dir", e))?;
+        std::fs::create_dir(dir.path().join("home")).map_err(|e| BedError::io("creating the sessions' home dir", e))?;
         let authorized = format!("{}\n{}\n", ed25519.public_key, rsa.public_key);
         write_file(&dir.path().join("authorized_keys"), &authorized)?;
 
@@ -199,7 +189,8 @@ impl Sshd {
         }
     }
 
-    /// Private RSA (3072) client key.
+    /// Private RSA (3072) client key. Generated once per test process and shared by all
+    /// [`Sshd`]s of it (RSA keygen is slow); the ed25519 client key is unique per server.
     pub fn rsa_client_key_path(&self) -> &Path {
         &self.rsa.private_key
     }
@@ -257,10 +248,7 @@ impl Sshd {
     /// Starts sshd again after [`Sshd::stop`], on the same port with the same keys.
     pub async fn start_again(&mut self) -> Result<()> {
         if self.child.is_some() {
-            return Err(BedError::Invalid(format!(
-                "sshd on 127.0.0.1:{} is already running",
-                self.port
-            )));
+            return Err(BedError::Invalid(format!("sshd on 127.0.0.1:{} is already running", self.port)));
         }
         self.launch().await
     }

@@ -27,17 +27,10 @@ pub struct RebootChain {
 pub(crate) fn create(path: &Path, chain: RebootChain) -> Result<()> {
     let ctx = |what: &str| format!("{what} state disk {}", path.display());
     let mut file = std::fs::File::create(path).map_err(|e| BedError::io(ctx("creating"), e))?;
-    file.set_len(SIZE)
-        .map_err(|e| BedError::io(ctx("sizing"), e))?;
+    file.set_len(SIZE).map_err(|e| BedError::io(ctx("sizing"), e))?;
     if chain != RebootChain::default() {
-        let text = format!(
-            "reboots={}\ndelay={}\nforce={}\n",
-            chain.reboots,
-            chain.delay_secs,
-            u8::from(chain.force)
-        );
-        file.write_all(text.as_bytes())
-            .map_err(|e| BedError::io(ctx("writing"), e))?;
+        let text = format!("reboots={}\ndelay={}\nforce={}\n", chain.reboots, chain.delay_secs, u8::from(chain.force));
+        file.write_all(text.as_bytes()).map_err(|e| BedError::io(ctx("writing"), e))?;
     }
     Ok(())
 }
@@ -45,8 +38,7 @@ pub(crate) fn create(path: &Path, chain: RebootChain) -> Result<()> {
 fn read_at(path: &Path, offset: u64, len: usize) -> Result<String> {
     let ctx = || format!("reading state disk {}", path.display());
     let mut file = std::fs::File::open(path).map_err(|e| BedError::io(ctx(), e))?;
-    file.seek(SeekFrom::Start(offset))
-        .map_err(|e| BedError::io(ctx(), e))?;
+    file.seek(SeekFrom::Start(offset)).map_err(|e| BedError::io(ctx(), e))?;
     let mut buf = vec![0u8; len];
     let mut filled = 0;
     while filled < len {
@@ -65,19 +57,11 @@ fn read_at(path: &Path, offset: u64, len: usize) -> Result<String> {
 /// is left out (every complete boot id has 36 characters).
 pub(crate) fn boot_log(path: &Path) -> Result<Vec<String>> {
     let text = read_at(path, LOG_OFFSET, LOG_LEN)?;
-    Ok(text
-        .split_terminator('\n')
-        .filter(|line| line.len() == 36)
-        .map(str::to_owned)
-        .collect())
+    Ok(text.split_terminator('\n').filter(|line| line.len() == 36).map(str::to_owned).collect())
 }
 
 /// Reboots still pending in the control record.
 pub(crate) fn pending_reboots(path: &Path) -> Result<u32> {
     let text = read_at(path, 0, RECORD_LEN)?;
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix("reboots="))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0))
+    Ok(text.lines().find_map(|l| l.strip_prefix("reboots=")).and_then(|n| n.trim().parse().ok()).unwrap_or(0))
 }

@@ -9,10 +9,7 @@ use std::time::Duration;
 use imgbake_testbed::{Backoff, ChildGuard, descendants, pid_alive, spawn_guarded};
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     if std::env::args().any(|a| a == "--child") {
         runtime.block_on(child());
         return;
@@ -25,14 +22,8 @@ fn main() {
     }
     let mut failed = 0;
     for (name, result) in [
-        (
-            "children_die_with_killed_test_process",
-            runtime.block_on(children_die_with_killed_test_process()),
-        ),
-        (
-            "dropping_guard_kills_whole_tree",
-            runtime.block_on(dropping_guard_kills_whole_tree()),
-        ),
+        ("children_die_with_killed_test_process", runtime.block_on(children_die_with_killed_test_process())),
+        ("dropping_guard_kills_whole_tree", runtime.block_on(dropping_guard_kills_whole_tree())),
     ] {
         match result {
             Ok(()) => println!("test {name} ... ok"),
@@ -56,16 +47,10 @@ fn sleeper() -> Command {
 /// The "test process": one child from a long-lived task, one from a thread that then ends
 /// (like a libtest test thread); prints both pids and waits to be killed.
 async fn child() {
-    let first = spawn_guarded("sleeper 1", sleeper())
-        .await
-        .expect("spawn 1");
+    let first = spawn_guarded("sleeper 1", sleeper()).await.expect("spawn 1");
     let second = std::thread::spawn(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(spawn_guarded("sleeper 2", sleeper()))
-            .expect("spawn 2")
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(spawn_guarded("sleeper 2", sleeper())).expect("spawn 2")
     })
     .join()
     .expect("thread");
@@ -121,9 +106,7 @@ async fn children_die_with_killed_test_process() -> Result<(), String> {
             // SAFETY: cleanup of our own leftovers.
             unsafe { libc::kill(p as i32, libc::SIGKILL) };
         }
-        return Err(format!(
-            "children {pids:?} outlived the SIGKILLed test process"
-        ));
+        return Err(format!("children {pids:?} outlived the SIGKILLed test process"));
     }
     Ok(())
 }
@@ -132,9 +115,7 @@ async fn dropping_guard_kills_whole_tree() -> Result<(), String> {
     let mut cmd = Command::new("sh");
     // A child in a new session as well, like sshd's session processes.
     cmd.args(["-c", "sleep 1000 & setsid sleep 1000 & wait"]);
-    let guard = spawn_guarded("sh with sleepers", cmd)
-        .await
-        .map_err(|e| e.to_string())?;
+    let guard = spawn_guarded("sh with sleepers", cmd).await.map_err(|e| e.to_string())?;
     let root = guard.pid();
     let mut backoff = Backoff::new(Duration::from_secs(10));
     let tree = loop {

@@ -6,17 +6,15 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use imgbake_testbed::{
-    Backoff, BedError, GuestOptions, Nic, QemuGuest, RebootChain, SshTarget, pid_alive,
-    read_ssh_banner, ssh_output, wait_for_port,
+    Backoff, BedError, GuestOptions, Nic, QemuGuest, RebootChain, SshTarget, pid_alive, read_ssh_banner, ssh_output,
+    wait_for_port,
 };
 
 const BOOT: Duration = Duration::from_secs(120);
 
 async fn boot() -> (QemuGuest, Duration) {
     let started = Instant::now();
-    let guest = QemuGuest::start(GuestOptions::default())
-        .await
-        .expect("start guest (run tests/bed/install.sh?)");
+    let guest = QemuGuest::start(GuestOptions::default()).await.expect("start guest (run tests/bed/install.sh?)");
     guest.wait_ssh_banner(BOOT).await.expect("first boot");
     (guest, started.elapsed())
 }
@@ -40,11 +38,7 @@ async fn wait_boots(guest: &QemuGuest, count: usize, timeout: Duration) -> Vec<S
 
 async fn run(guest: &QemuGuest, command: &str) -> String {
     let out = ssh_output(guest, command).await.expect("ssh");
-    assert!(
-        out.status.success(),
-        "`{command}` failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "`{command}` failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -65,10 +59,7 @@ async fn reboots_change_the_boot_id_and_chains_run_by_themselves() {
         .expect("ssh reboot -f");
     let t = Instant::now();
     let log = wait_boots(&guest, 2, BOOT).await;
-    guest
-        .wait_ssh_banner(BOOT)
-        .await
-        .expect("back after reboot -f");
+    guest.wait_ssh_banner(BOOT).await.expect("back after reboot -f");
     eprintln!("timing: reboot -f -> SSH banner: {:.1?}", t.elapsed());
     let second = guest.boot_id().await.expect("boot id");
     assert_ne!(second, first);
@@ -80,10 +71,7 @@ async fn reboots_change_the_boot_id_and_chains_run_by_themselves() {
     let out = ssh_output(&guest, "reboot").await.expect("ssh reboot");
     assert!(out.status.code().is_some());
     wait_boots(&guest, 3, BOOT).await;
-    guest
-        .wait_ssh_banner(BOOT)
-        .await
-        .expect("back after reboot");
+    guest.wait_ssh_banner(BOOT).await.expect("back after reboot");
     eprintln!("timing: reboot -> SSH banner: {:.1?}", t.elapsed());
     let third = guest.boot_id().await.expect("boot id");
     assert!(third != second && third != first);
@@ -103,10 +91,7 @@ async fn reboots_change_the_boot_id_and_chains_run_by_themselves() {
     distinct.sort();
     distinct.dedup();
     assert_eq!(distinct.len(), 3, "chain boots: {chain:?}");
-    assert_eq!(
-        run(&guest, "imgbake-guest state").await.lines().next(),
-        Some("reboots=0")
-    );
+    assert_eq!(run(&guest, "imgbake-guest state").await.lines().next(), Some("reboots=0"));
     // The machine stays up once the chain is done.
     assert_eq!(guest.boot_log().expect("log").len(), 5);
 }
@@ -116,21 +101,14 @@ async fn chain_from_the_first_boot_via_options_on_e1000() {
     let started = Instant::now();
     let guest = QemuGuest::start(GuestOptions {
         nic: Nic::E1000,
-        reboot_chain: RebootChain {
-            reboots: 1,
-            delay_secs: 0,
-            force: true,
-        },
+        reboot_chain: RebootChain { reboots: 1, delay_secs: 0, force: true },
         ..GuestOptions::default()
     })
     .await
     .expect("start guest");
     let log = wait_boots(&guest, 2, 2 * BOOT).await;
     guest.wait_ssh_banner(BOOT).await.expect("up after chain");
-    eprintln!(
-        "timing: boot + 1 forced chain reboot -> SSH banner: {:.1?}",
-        started.elapsed()
-    );
+    eprintln!("timing: boot + 1 forced chain reboot -> SSH banner: {:.1?}", started.elapsed());
     assert_ne!(log[0], log[1]);
     assert_eq!(guest.boot_id().await.expect("boot id"), log[1]);
     assert_eq!(guest.pending_reboots().expect("record"), 0);
@@ -146,23 +124,14 @@ async fn qmp_freezes_resets_and_quits_and_state_survives_restart() {
     guest.qmp("stop").await.expect("stop");
     let status = guest.qmp("query-status").await.expect("query-status");
     assert_eq!(status["status"], "paused", "{status}");
-    wait_for_port(addr, Duration::from_secs(5))
-        .await
-        .expect("TCP accepted while frozen");
+    wait_for_port(addr, Duration::from_secs(5)).await.expect("TCP accepted while frozen");
     match read_ssh_banner(addr, Duration::from_secs(3)).await {
         Err(BedError::Timeout { .. }) => {}
         other => panic!("banner from a frozen guest: {other:?}"),
     }
     guest.qmp("cont").await.expect("cont");
-    guest
-        .wait_ssh_banner(Duration::from_secs(30))
-        .await
-        .expect("back after cont");
-    assert_eq!(
-        guest.boot_id().await.expect("boot id"),
-        first,
-        "cont must not reboot"
-    );
+    guest.wait_ssh_banner(Duration::from_secs(30)).await.expect("back after cont");
+    assert_eq!(guest.boot_id().await.expect("boot id"), first, "cont must not reboot");
 
     // Hardware reset: a new boot.
     guest.qmp("system_reset").await.expect("system_reset");
@@ -180,10 +149,7 @@ async fn qmp_freezes_resets_and_quits_and_state_survives_restart() {
     assert!(!pid_alive(pid));
     guest.start_again().await.expect("start again");
     wait_boots(&guest, 3, BOOT).await;
-    guest
-        .wait_ssh_banner(BOOT)
-        .await
-        .expect("up after power-on");
+    guest.wait_ssh_banner(BOOT).await.expect("up after power-on");
     let log = guest.boot_log().expect("log");
     assert_eq!(log.len(), 3, "{log:?}");
     assert_eq!(guest.boot_id().await.expect("boot id"), log[2]);

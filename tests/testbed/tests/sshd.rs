@@ -43,13 +43,10 @@ fn text(bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn runs_commands_with_output_and_exit_code() {
+    let started = std::time::Instant::now();
     let sshd = Sshd::start().await.expect("start sshd");
-    let out = ssh_output(
-        &sshd,
-        "echo hello; echo oops >&2; whoami; echo $HOME; exit 3",
-    )
-    .await
-    .expect("ssh");
+    eprintln!("timing: Sshd::start (3 keys + sshd): {:.2?}", started.elapsed());
+    let out = ssh_output(&sshd, "echo hello; echo oops >&2; whoami; echo $HOME; exit 3").await.expect("ssh");
     let expected = format!("hello\nroot\n{}\n", sshd.home_dir().display());
     assert_eq!(text(&out.stdout), expected, "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stderr), "oops\n");
@@ -62,17 +59,8 @@ async fn runs_commands_with_output_and_exit_code() {
     };
     assert_eq!(sshd.client_key(KeyKind::Rsa).kind, KeyKind::Rsa);
     let out = ssh_output(&rsa, "echo via-rsa").await.expect("ssh rsa");
-    assert_eq!(
-        text(&out.stdout),
-        "via-rsa\n",
-        "stderr: {}",
-        text(&out.stderr)
-    );
-    assert!(
-        sshd.log().contains("Accepted publickey for root"),
-        "{}",
-        sshd.log()
-    );
+    assert_eq!(text(&out.stdout), "via-rsa\n", "stderr: {}", text(&out.stderr));
+    assert!(sshd.log().contains("Accepted publickey for root"), "{}", sshd.log());
     assert!(sshd.host_public_key().starts_with("ssh-ed25519 "));
 }
 
@@ -80,43 +68,23 @@ async fn runs_commands_with_output_and_exit_code() {
 async fn host_key_is_pinned_and_unknown_keys_are_refused() {
     let sshd = Sshd::start().await.expect("start sshd");
     let dir = tempfile::tempdir().expect("tempdir");
-    let other = imgbake_testbed::generate_key(dir.path(), "other", KeyKind::Ed25519)
-        .await
-        .expect("keygen");
+    let other = imgbake_testbed::generate_key(dir.path(), "other", KeyKind::Ed25519).await.expect("keygen");
 
     // known_hosts pinning some other host key: the client must refuse the server.
     let wrong_pin = dir.path().join("known_hosts");
-    std::fs::write(
-        &wrong_pin,
-        imgbake_testbed::known_hosts_line("127.0.0.1", sshd.port(), &other.public_key) + "\n",
-    )
-    .expect("write known_hosts");
-    let mismatched = Variant {
-        sshd: &sshd,
-        key: sshd.client_key_path().to_path_buf(),
-        known_hosts: wrong_pin,
-    };
+    std::fs::write(&wrong_pin, imgbake_testbed::known_hosts_line("127.0.0.1", sshd.port(), &other.public_key) + "\n")
+        .expect("write known_hosts");
+    let mismatched = Variant { sshd: &sshd, key: sshd.client_key_path().to_path_buf(), known_hosts: wrong_pin };
     let out = ssh_output(&mismatched, "true").await.expect("ssh");
     assert_eq!(out.status.code(), Some(255));
-    assert!(
-        text(&out.stderr).contains("HOST IDENTIFICATION HAS CHANGED"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("HOST IDENTIFICATION HAS CHANGED"), "{}", text(&out.stderr));
 
     // A client key the server does not know.
-    let stranger = Variant {
-        sshd: &sshd,
-        key: other.private_key.clone(),
-        known_hosts: sshd.known_hosts_path().to_path_buf(),
-    };
+    let stranger =
+        Variant { sshd: &sshd, key: other.private_key.clone(), known_hosts: sshd.known_hosts_path().to_path_buf() };
     let out = ssh_output(&stranger, "true").await.expect("ssh");
     assert_eq!(out.status.code(), Some(255));
-    assert!(
-        text(&out.stderr).contains("Permission denied"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("Permission denied"), "{}", text(&out.stderr));
 
     // ... until it is authorized.
     sshd.authorize_key(&other.public_key).expect("authorize");
@@ -131,10 +99,7 @@ async fn sftp_put(sshd: &Sshd, local: &Path, remote: &Path) -> std::process::Out
         .arg("/dev/null")
         .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
         .arg("-o")
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            sshd.known_hosts_path().display()
-        ))
+        .arg(format!("UserKnownHostsFile={}", sshd.known_hosts_path().display()))
         .arg("-o")
         .arg(format!("IdentityFile={}", sshd.client_key_path().display()))
         .args(["-o", "IdentitiesOnly=yes", "-b", "-", "-P"])
@@ -148,10 +113,7 @@ async fn sftp_put(sshd: &Sshd, local: &Path, remote: &Path) -> std::process::Out
         .expect("spawn sftp");
     use tokio::io::AsyncWriteExt;
     let mut stdin = child.stdin.take().expect("stdin");
-    stdin
-        .write_all(batch.as_bytes())
-        .await
-        .expect("write batch");
+    stdin.write_all(batch.as_bytes()).await.expect("write batch");
     drop(stdin);
     child.wait_with_output().await.expect("sftp")
 }
@@ -166,17 +128,10 @@ async fn sftp_is_offered_only_when_asked() {
     let remote = with.dir().join("uploaded");
     let out = sftp_put(&with, &local, &remote).await;
     assert!(out.status.success(), "sftp: {}", text(&out.stderr));
-    assert_eq!(
-        std::fs::read(&remote).expect("uploaded file"),
-        b"sftp payload"
-    );
+    assert_eq!(std::fs::read(&remote).expect("uploaded file"), b"sftp payload");
 
-    let without = Sshd::start_with(SshdOptions {
-        sftp: false,
-        ..SshdOptions::default()
-    })
-    .await
-    .expect("start sshd without sftp");
+    let without =
+        Sshd::start_with(SshdOptions { sftp: false, ..SshdOptions::default() }).await.expect("start sshd without sftp");
     let remote = without.dir().join("uploaded");
     let out = sftp_put(&without, &local, &remote).await;
     assert!(!out.status.success(), "sftp worked without the subsystem");
@@ -193,13 +148,10 @@ async fn long_session(target: &impl SshTarget) -> tokio::process::Child {
         .expect("spawn ssh");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        BufReader::new(stdout).read_line(&mut line),
-    )
-    .await
-    .expect("session start timed out")
-    .expect("read");
+    tokio::time::timeout(Duration::from_secs(20), BufReader::new(stdout).read_line(&mut line))
+        .await
+        .expect("session start timed out")
+        .expect("read");
     assert_eq!(line, "started\n");
     child
 }
@@ -224,22 +176,15 @@ async fn stop_is_a_machine_going_down_and_start_again_comes_back() {
     for pid in session_processes.iter().chain([&listener]) {
         assert!(!pid_alive(*pid), "process {pid} survived stop()");
     }
-    let refused =
-        tokio::net::TcpStream::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await;
-    assert_eq!(
-        refused.expect_err("connect after stop").kind(),
-        std::io::ErrorKind::ConnectionRefused
-    );
+    let refused = tokio::net::TcpStream::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await;
+    assert_eq!(refused.expect_err("connect after stop").kind(), std::io::ErrorKind::ConnectionRefused);
 
     sshd.start_again().await.expect("start again");
     assert_eq!(sshd.port(), port);
     // Same host key: the pinned known_hosts still matches.
     let out = ssh_output(&sshd, "echo back").await.expect("ssh");
     assert_eq!(text(&out.stdout), "back\n", "{}", text(&out.stderr));
-    assert!(
-        sshd.start_again().await.is_err(),
-        "start_again while running"
-    );
+    assert!(sshd.start_again().await.is_err(), "start_again while running");
 }
 
 #[tokio::test]
