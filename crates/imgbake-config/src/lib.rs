@@ -209,8 +209,17 @@ impl Tree {
     /// Every local file an image uses (scripts, uploaded files and directories, tests, user-data), resolved.
     /// Its content is part of the image's fingerprint.
     pub fn local_files(&self, image: &Image) -> Vec<PathBuf> {
+        self.files_of(image, None)
+    }
+
+    /// The local files an image uses when built with `builder` (steps for other builders left out).
+    pub fn local_files_for(&self, image: &Image, builder: &str) -> Vec<PathBuf> {
+        self.files_of(image, Some(builder))
+    }
+
+    fn files_of(&self, image: &Image, builder: Option<&str>) -> Vec<PathBuf> {
         let mut v: Vec<&Spanned<String>> = Vec::new();
-        for s in &image.steps {
+        for s in image.steps.iter().filter(|s| builder.is_none_or(|b| s.runs_on(b))) {
             match &s.kind {
                 StepKind::Shell(sh) => v.extend(sh.script.iter().chain(&sh.scripts)),
                 StepKind::Powershell(p) => v.extend(p.script.iter().chain(&p.scripts)),
@@ -219,7 +228,9 @@ impl Tree {
                 _ => {}
             }
         }
-        if let Some(a) = &image.aws {
+        if let Some(a) = &image.aws
+            && builder.is_none_or(|b| b == "aws")
+        {
             v.extend(a.user_data_file.iter());
         }
         v.into_iter().map(|p| self.path(p)).collect()

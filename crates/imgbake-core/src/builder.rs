@@ -105,7 +105,8 @@ impl BuildJob {
     /// Record a resource on the journal and say so.
     pub fn record(&self, resource: Resource) -> Result<(), BuildError> {
         self.journal.push(resource.clone()).map_err(|e| {
-            BuildError::new(crate::error::ErrorKind::Local, format!("cannot journal {}", resource.describe())).caused_by(e)
+            BuildError::new(crate::error::ErrorKind::Local, format!("cannot journal {}", resource.describe()))
+                .caused_by(e)
         })?;
         self.events.emit(crate::event::EventKind::ResourceCreated {
             kind: format!("{}.{}", resource.builder, resource.kind),
@@ -118,7 +119,8 @@ impl BuildJob {
     /// A resource was removed normally, or is kept for good (it is the artifact): take it off the journal.
     pub fn release(&self, resource: &Resource) -> Result<(), BuildError> {
         self.journal.done(resource).map_err(|e| {
-            BuildError::new(crate::error::ErrorKind::Local, format!("cannot journal {}", resource.describe())).caused_by(e)
+            BuildError::new(crate::error::ErrorKind::Local, format!("cannot journal {}", resource.describe()))
+                .caused_by(e)
         })
     }
 }

@@ -86,6 +86,7 @@ pub struct Journal {
     path: PathBuf,
     build_id: String,
     image: String,
+    pid: Option<u32>,
     file: Mutex<Option<File>>,
     stack: Mutex<Vec<Resource>>,
 }
@@ -110,6 +111,7 @@ impl Journal {
             path,
             build_id: build_id.into(),
             image: image.into(),
+            pid: Some(std::process::id()),
             file: Mutex::new(Some(file)),
             stack: Mutex::new(Vec::new()),
         };
@@ -139,6 +141,14 @@ impl Journal {
     /// The image.
     pub fn image(&self) -> &str {
         &self.image
+    }
+
+    /// Is the imgbake process that wrote this journal still running (another process's build)?
+    pub fn process_alive(&self) -> bool {
+        match self.pid {
+            Some(p) if p != std::process::id() => std::path::Path::new(&format!("/proc/{p}")).exists(),
+            _ => false,
+        }
     }
 
     /// The journal file.
@@ -188,21 +198,23 @@ impl Journal {
         let f = File::open(path).map_err(|e| io_err(path, e))?;
         let mut build_id = String::new();
         let mut image = String::new();
+        let mut pid = None;
         let mut stack: Vec<Resource> = Vec::new();
         for line in BufReader::new(f).lines() {
             let line = line.map_err(|e| io_err(path, e))?;
             // A torn last line (killed mid-write) is skipped: the tag sweep covers that resource.
             let Ok(entry) = serde_json::from_str::<Entry>(&line) else { continue };
             match entry {
-                Entry::Start { build_id: b, image: i, .. } => {
+                Entry::Start { build_id: b, image: i, pid: p } => {
                     build_id = b;
                     image = i;
+                    pid = Some(p);
                 }
                 Entry::Push { resource } => stack.push(resource),
                 Entry::Done { resource } => stack.retain(|x| *x != resource),
             }
         }
-        Ok(Journal { path: path.to_path_buf(), build_id, image, file: Mutex::new(None), stack: Mutex::new(stack) })
+        Ok(Journal { path: path.to_path_buf(), build_id, image, pid, file: Mutex::new(None), stack: Mutex::new(stack) })
     }
 
     /// Every journal under `state_dir` that still has pending resources.

@@ -111,7 +111,8 @@ pub fn compose(os: Os, req: &ExecRequest) -> Result<String, CommError> {
             )));
         }
     }
-    let template = req.execute_command.as_deref().unwrap_or(match os {
+    // An empty template means "the OS default": it lets one image undo a wrapper set in [defaults].
+    let template = req.execute_command.as_deref().filter(|t| !t.trim().is_empty()).unwrap_or(match os {
         Os::Linux => LINUX_DEFAULT,
         Os::Windows => WINDOWS_DEFAULT,
     });
@@ -181,6 +182,13 @@ mod tests {
         req.workdir = Some("/".into());
         let out = std::process::Command::new("sh").arg("-c").arg(compose(Os::Linux, &req).unwrap()).output().unwrap();
         assert_eq!(String::from_utf8(out.stdout).unwrap(), "it's|$HOME\nsecond\n");
+    }
+
+    #[test]
+    fn empty_template_means_the_os_default() {
+        let mut req = ExecRequest::new("id");
+        req.execute_command = Some(" ".into());
+        assert_eq!(compose(Os::Linux, &req).unwrap(), "sh -c id");
     }
 
     #[test]

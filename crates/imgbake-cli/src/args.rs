@@ -1,0 +1,172 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Bake machine images: a tree of images, built incrementally, tested on the box, nothing leaked.
+#[derive(Parser, Debug)]
+#[command(name = "imgbake", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// When to use colours.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// More logging (-v info, -vv debug) to stderr; RUST_LOG works too.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check a tree file offline (no network call): syntax, keys, types, files, parents, variables.
+    ///
+    /// Exit code 0: valid; 1: invalid (every problem is listed with file:line:col); 2: usage error.
+    Validate(TreeArgs),
+    /// Print the tree of images as a graph.
+    Graph {
+        #[command(flatten)]
+        tree: TreeArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+    /// Say, for every image, whether it is up to date or must be built — and why. Creates nothing.
+    Plan {
+        #[command(flatten)]
+        tree: TreeArgs,
+        #[command(flatten)]
+        selection: Selection,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build what the plan says: parents first, independent branches in parallel.
+    ///
+    /// Exit code 0 when every selected image is built or reused, 1 when anything failed.
+    Build {
+        #[command(flatten)]
+        tree: TreeArgs,
+        #[command(flatten)]
+        selection: Selection,
+        /// How many images build at once (default: settings.parallel, else 4).
+        #[arg(long, short = 'j')]
+        parallel: Option<usize>,
+        /// Only print the plan (same as `imgbake plan`).
+        #[arg(long)]
+        dry_run: bool,
+        /// Write the event stream as NDJSON on stdout (for CI).
+        #[arg(long)]
+        json: bool,
+        /// Prefix plain output lines with the time.
+        #[arg(long)]
+        timestamps: bool,
+        /// What to do when a build fails.
+        #[arg(long, value_enum, default_value_t = OnError::Cleanup)]
+        on_error: OnError,
+        /// Debug mode: pause at breakpoints and before each step; keep the temporary SSH key in a 0600 file.
+        #[arg(long)]
+        debug: bool,
+        /// After building, prune old artifacts (each image's `keep`).
+        #[arg(long)]
+        prune: bool,
+        /// Do not publish (SSM parameters) what was built.
+        #[arg(long)]
+        no_publish: bool,
+        /// Write the manifest here instead of settings.manifest.
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+    },
+    /// Remove what interrupted builds left behind: from the cleanup journals, then by tag.
+    Clean {
+        #[command(flatten)]
+        tree: TreeArgs,
+        /// Only what this build created.
+        #[arg(long)]
+        build_id: Option<String>,
+        /// Only what is older than this (default 1h without --build-id, so running builds are safe).
+        #[arg(long, value_parser = parse_duration)]
+        older_than: Option<std::time::Duration>,
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete old artifacts: keep the newest N per image (never the newest, never a kept child's parent).
+    Prune {
+        #[command(flatten)]
+        tree: TreeArgs,
+        /// Keep this many per image (default: each image's `keep`; images without it are left alone).
+        #[arg(long)]
+        keep: Option<u32>,
+        /// Only these images.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    s.parse::<imgbake::config::units::Duration>().map(|d| d.get())
+}
+
+/// Which images a command works on.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Selection {
+    /// Only these images (comma-separated); their ancestors are reused, and must have artifacts.
+    #[arg(long, value_delimiter = ',', value_name = "IMAGES")]
+    pub only: Vec<String>,
+    /// With --only: also every image below the selected ones.
+    #[arg(long, requires = "only")]
+    pub downstream: bool,
+    /// Build the selected images even when they are up to date.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnError {
+    /// Remove the failed build's machine and everything it created.
+    Cleanup,
+    /// Keep the machine for inspection (prints how to reach it; `imgbake clean` removes it later).
+    Abort,
+    /// Ask at the failing step: clean up, abort, or retry the step.
+    Ask,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// Graphviz DOT (`imgbake graph tree.toml | dot -Tsvg > tree.svg`).
+    Dot,
+    /// Mermaid flowchart (renders in GitHub/GitLab Markdown).
+    Mermaid,
+}
+
+/// The tree file and its variables.
+#[derive(Args, Debug, Clone)]
+pub struct TreeArgs {
+    /// The tree file (e.g. images/tree.toml).
+    pub tree: PathBuf,
+    /// Set a variable (repeatable): --var region=us-east-1. Beats --var-file and IMGBAKE_VAR_*.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+    /// Read variables from a TOML file of `name = value` lines (repeatable; later files win).
+    #[arg(long = "var-file", value_name = "FILE")]
+    pub var_files: Vec<PathBuf>,
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not NAME=VALUE")),
+    }
+}

@@ -1,0 +1,355 @@
+//! One function per command: call the library, render the result.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use imgbake::config::{Diagnostics, LoadOptions, Tree};
+use imgbake::core::event::EventSink;
+use imgbake::core::plan::{Action, Plan, PlanOptions};
+use imgbake::core::schedule::{RunOptions, RunSummary, Status};
+
+use crate::args::{Cli, Command, GraphFormat, OnError, Selection, TreeArgs};
+use crate::output::color_stderr;
+use crate::view;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let color = color_stderr(cli.color);
+    match cli.command {
+        Command::Validate(t) => Ok(validate(&t, color)),
+        Command::Graph { tree, format } => graph(&tree, format, color),
+        other => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(run_async(other, color))
+        }
+    }
+}
+
+async fn run_async(cmd: Command, color: bool) -> Result<ExitCode> {
+    match cmd {
+        Command::Plan { tree, selection, json } => plan_cmd(&tree, &selection, json, color).await,
+        Command::Build {
+            tree,
+            selection,
+            parallel,
+            dry_run,
+            json,
+            timestamps,
+            on_error,
+            debug,
+            prune,
+            no_publish,
+            manifest,
+        } => {
+            if dry_run {
+                return plan_cmd(&tree, &selection, json, color).await;
+            }
+            let opts = BuildArgs { parallel, json, timestamps, on_error, debug, prune, publish: !no_publish, manifest };
+            build_cmd(&tree, &selection, opts, color).await
+        }
+        Command::Clean { tree, build_id, older_than, dry_run } => {
+            clean_cmd(&tree, build_id, older_than, dry_run, color).await
+        }
+        Command::Prune { tree, keep, only, dry_run } => prune_cmd(&tree, keep, only, dry_run, color).await,
+        Command::Validate(_) | Command::Graph { .. } => unreachable!("handled without a runtime"),
+    }
+}
+
+fn load(t: &TreeArgs) -> std::result::Result<Tree, Diagnostics> {
+    let opts = LoadOptions { vars: t.vars.clone(), var_files: t.var_files.clone(), ..LoadOptions::default() };
+    Tree::load(&t.tree, &opts)
+}
+
+fn report(d: &Diagnostics, color: bool) {
+    eprint!("{}", d.render(color));
+    let n = d.len();
+    let file = d.sources().files().first().map(|f| f.path.display().to_string()).unwrap_or_default();
+    eprintln!("{n} error{} in {file}", if n == 1 { "" } else { "s" });
+}
+
+fn load_or_report(t: &TreeArgs, color: bool) -> Option<Tree> {
+    match load(t) {
+        Ok(tree) => Some(tree),
+        Err(d) => {
+            report(&d, color);
+            None
+        }
+    }
+}
+
+fn validate(t: &TreeArgs, color: bool) -> ExitCode {
+    let Some(tree) = load_or_report(t, color) else { return ExitCode::from(1) };
+    let mut per_builder = std::collections::BTreeMap::<String, usize>::new();
+    for img in tree.images().values() {
+        for b in &img.builders {
+            *per_builder.entry(b.get_ref().clone()).or_default() += 1;
+        }
+    }
+    let builders: Vec<String> = per_builder.iter().map(|(b, n)| format!("{b}: {n}")).collect();
+    let steps: usize = tree.images().values().map(|i| i.steps.len()).sum();
+    println!(
+        "{}: valid — {} images ({}), {steps} steps, {} files",
+        t.tree.display(),
+        tree.images().len(),
+        builders.join(", "),
+        tree.sources().files().len()
+    );
+    ExitCode::SUCCESS
+}
+
+fn graph(t: &TreeArgs, format: GraphFormat, color: bool) -> Result<ExitCode> {
+    let Some(tree) = load_or_report(t, color) else { return Ok(ExitCode::from(1)) };
+    let f = match format {
+        GraphFormat::Dot => imgbake::config::graph::GraphFormat::Dot,
+        GraphFormat::Mermaid => imgbake::config::graph::GraphFormat::Mermaid,
+    };
+    print!("{}", imgbake::config::graph::render(&tree, f));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A library error with the configuration value it is about, rendered like a validation error.
+fn report_build_error(tree: &Tree, e: &imgbake::core::error::BuildError, color: bool) {
+    match e.span {
+        Some(span) => eprint!("{}", tree.error_at(Some(span), e.chain()).render(color)),
+        None => eprintln!("error: {}", e.chain()),
+    }
+}
+
+fn plan_options(sel: &Selection) -> PlanOptions {
+    PlanOptions { force: sel.force, only: sel.only.clone(), downstream: sel.downstream, ..PlanOptions::default() }
+}
+
+fn print_plan(plan: &Plan) {
+    let w = plan.decisions.iter().map(|d| d.image.len()).max().unwrap_or(5).max(5);
+    println!("{:w$}  {:7}  {:6}  WHY", "IMAGE", "BUILDER", "ACTION");
+    for d in &plan.decisions {
+        let action = match d.action {
+            Action::Build => "build",
+            Action::Reuse => "reuse",
+            Action::Skip => "skip",
+        };
+        println!("{:w$}  {:7}  {:6}  {}", d.image, d.builder, action, d.reasons.join("; "));
+    }
+    println!(
+        "\n{} to build, {} up to date, {} skipped",
+        plan.count(Action::Build),
+        plan.count(Action::Reuse),
+        plan.count(Action::Skip)
+    );
+}
+
+async fn plan_cmd(t: &TreeArgs, sel: &Selection, json: bool, color: bool) -> Result<ExitCode> {
+    let Some(tree) = load_or_report(t, color) else { return Ok(ExitCode::from(1)) };
+    let registry = imgbake::registry();
+    match imgbake::core::plan::plan(&tree, &registry, &plan_options(sel), &EventSink::discard()).await {
+        Ok(plan) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                print_plan(&plan);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            report_build_error(&tree, &e, color);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+struct BuildArgs {
+    parallel: Option<usize>,
+    json: bool,
+    timestamps: bool,
+    on_error: OnError,
+    debug: bool,
+    prune: bool,
+    publish: bool,
+    manifest: Option<std::path::PathBuf>,
+}
+
+async fn build_cmd(t: &TreeArgs, sel: &Selection, a: BuildArgs, color: bool) -> Result<ExitCode> {
+    let Some(tree) = load_or_report(t, color) else { return Ok(ExitCode::from(1)) };
+    let registry = imgbake::registry();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    crate::signals::install(cancel.clone())?;
+
+    let live_ok = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let mode = view::choose(a.json, a.timestamps, live_ok);
+    let (sink, rx) = EventSink::channel();
+    let renderer = tokio::spawn(view::render(mode, rx));
+
+    let popts = plan_options(sel);
+    let plan = tokio::select! {
+        p = imgbake::core::plan::plan(&tree, &registry, &popts, &sink) => p,
+        _ = cancel.cancelled() => {
+            drop(sink);
+            let _ = renderer.await;
+            return Ok(ExitCode::from(130));
+        }
+    };
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => {
+            drop(sink);
+            let _ = renderer.await;
+            report_build_error(&tree, &e, color);
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let interactive = std::io::stdin().is_terminal() && !a.json;
+    let opts = RunOptions {
+        parallel: a.parallel.or(tree.settings().parallel.map(|p| p as usize)).unwrap_or(4),
+        on_error: match a.on_error {
+            OnError::Cleanup => imgbake::core::schedule::OnError::Cleanup,
+            OnError::Abort => imgbake::core::schedule::OnError::Abort,
+            OnError::Ask => imgbake::core::schedule::OnError::Ask,
+        },
+        debug: a.debug,
+        interaction: if interactive {
+            Arc::new(crate::interact::Terminal)
+        } else {
+            Arc::new(imgbake::core::provision::NonInteractive)
+        },
+        cancel: cancel.clone(),
+        publish: a.publish,
+        manifest: a.manifest.clone(),
+        ..RunOptions::default()
+    };
+    let summary = imgbake::core::schedule::run(&tree, &plan, &registry, opts, &sink).await;
+    let prune_report = match (&summary, a.prune) {
+        (Ok(s), true) if s.ok() && !cancel.is_cancelled() => {
+            Some(imgbake::core::prune::prune(&tree, &registry, &Default::default(), &sink).await)
+        }
+        _ => None,
+    };
+    drop(sink);
+    let _ = renderer.await;
+    let summary = match summary {
+        Ok(s) => s,
+        Err(e) => {
+            report_build_error(&tree, &e, color);
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if a.json {
+        println!("{}", serde_json::json!({ "event": "summary", "summary": summary }));
+    } else {
+        print_summary(&tree, &summary, color);
+    }
+    if let Some(Err(e)) = &prune_report {
+        report_build_error(&tree, e, color);
+    } else if let Some(Ok(r)) = &prune_report
+        && !a.json
+    {
+        println!("pruned {} artifact(s); {} could not be deleted", r.deleted.len(), r.failed.len());
+    }
+    let ok = summary.ok()
+        && !matches!(prune_report, Some(Err(_)))
+        && !prune_report.as_ref().is_some_and(|r| r.as_ref().is_ok_and(|r| !r.failed.is_empty()));
+    if cancel.is_cancelled() {
+        return Ok(ExitCode::from(130));
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn print_summary(tree: &Tree, s: &RunSummary, color: bool) {
+    println!("\nbuild {}:", s.build_id);
+    for r in &s.results {
+        let what = match (&r.artifact, r.status) {
+            (Some(a), Status::Built | Status::Reused) => {
+                let extra: Vec<String> =
+                    a.locations.iter().filter(|(_, id)| **id != a.id).map(|(l, id)| format!("{l}: {id}")).collect();
+                if extra.is_empty() { a.id.clone() } else { format!("{} ({})", a.id, extra.join(", ")) }
+            }
+            _ => r.reasons.join("; "),
+        };
+        let took = r.duration.map(|d| format!(" in {:.0}s", d.as_secs_f64())).unwrap_or_default();
+        println!("  {:9} {:20} {}{took}", r.status.as_str(), format!("{} ({})", r.image, r.builder), what);
+        if let Some(err) = &r.error {
+            match r.error_span {
+                Some(span) => eprint!("{}", tree.error_at(Some(span), format!("{}: {err}", r.image)).render(color)),
+                None => eprintln!("    error: {err}"),
+            }
+        }
+    }
+    println!(
+        "{} built, {} reused, {} failed, {} skipped{}",
+        s.count(Status::Built),
+        s.count(Status::Reused),
+        s.count(Status::Failed),
+        s.count(Status::Skipped),
+        if s.count(Status::Cancelled) > 0 {
+            format!(", {} cancelled", s.count(Status::Cancelled))
+        } else {
+            String::new()
+        }
+    );
+    for l in &s.leftovers {
+        eprintln!("left behind: {}", l.describe());
+    }
+    if let Some(m) = &s.manifest {
+        println!("manifest: {}", m.display());
+    }
+}
+
+async fn clean_cmd(
+    t: &TreeArgs,
+    build_id: Option<String>,
+    older_than: Option<std::time::Duration>,
+    dry_run: bool,
+    color: bool,
+) -> Result<ExitCode> {
+    let Some(tree) = load_or_report(t, color) else { return Ok(ExitCode::from(1)) };
+    let registry = imgbake::registry();
+    let opts = imgbake::core::clean::CleanOptions { build_id, older_than, dry_run };
+    let (sink, rx) = EventSink::channel();
+    let renderer = tokio::spawn(view::render(view::Mode::Plain { timestamps: false }, rx));
+    let res = imgbake::core::clean::clean(&tree, &registry, &opts, &sink).await;
+    drop(sink);
+    let _ = renderer.await;
+    match res {
+        Ok(r) => {
+            let verb = if dry_run { "would remove" } else { "removed" };
+            for x in &r.removed {
+                println!("{verb} {}", x.describe());
+            }
+            for (x, e) in &r.failed {
+                eprintln!("could not remove {}: {e}", x.describe());
+            }
+            println!("{verb} {} resource(s); {} failed", r.removed.len(), r.failed.len());
+            Ok(if r.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Err(e) => {
+            report_build_error(&tree, &e, color);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+async fn prune_cmd(t: &TreeArgs, keep: Option<u32>, only: Vec<String>, dry_run: bool, color: bool) -> Result<ExitCode> {
+    let Some(tree) = load_or_report(t, color) else { return Ok(ExitCode::from(1)) };
+    let registry = imgbake::registry();
+    let opts = imgbake::core::prune::PruneOptions { keep, only, dry_run };
+    match imgbake::core::prune::prune(&tree, &registry, &opts, &EventSink::discard()).await {
+        Ok(r) => {
+            for k in &r.kept {
+                println!("keep    {:20} {} ({})", k.artifact.image, k.artifact.id, k.why);
+            }
+            let verb = if dry_run { "would delete" } else { "deleted" };
+            for a in &r.deleted {
+                println!("{verb:7} {:20} {}", a.image, a.id);
+            }
+            for (a, e) in &r.failed {
+                eprintln!("could not delete {} {}: {e}", a.image, a.id);
+            }
+            Ok(if r.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Err(e) => {
+            report_build_error(&tree, &e, color);
+            Ok(ExitCode::from(1))
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Rendering the event stream: a live view per image on a terminal, plain prefixed lines otherwise,
+//! NDJSON with `--json`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use imgbake::core::event::{Event, EventKind, EventStream, Stream};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// How events are shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// One live line per running image (a terminal, colours allowed).
+    Live,
+    /// Plain `[image] ...` lines on stderr.
+    Plain { timestamps: bool },
+    /// One JSON object per event on stdout.
+    Json,
+}
+
+fn secs(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 { format!("{}m{:02}s", s / 60, s % 60) } else { format!("{:.1}s", d.as_secs_f64()) }
+}
+
+/// One line for an event, or `None` for events not worth a line of their own.
+fn describe(e: &Event) -> Option<String> {
+    let step = e.step.as_deref().unwrap_or("");
+    Some(match &e.kind {
+        EventKind::Planned { action, reason } => format!("plan: {action} ({reason})"),
+        EventKind::BuildStarted { build_id, builder } => format!("build started ({builder}, build id {build_id})"),
+        EventKind::Phase { phase } => format!("{phase}"),
+        EventKind::StepStarted { .. } => format!("→ {step}"),
+        EventKind::StepFinished { duration, outcome, .. } => {
+            format!("{} {step} ({})", if outcome == "ok" { "✓" } else { "✗" }, secs(*duration))
+        }
+        EventKind::Output { stream, line } => {
+            let mark = if *stream == Stream::Stderr { "!" } else { "|" };
+            if step.is_empty() { format!("{mark} {line}") } else { format!("{step} {mark} {line}") }
+        }
+        EventKind::Transfer { .. } => return None,
+        EventKind::State { what, state } => format!("{what}: {state}"),
+        EventKind::ResourceCreated { kind, id, region } => {
+            format!("created {kind} {id}{}", region.as_ref().map(|r| format!(" ({r})")).unwrap_or_default())
+        }
+        EventKind::ResourceDeleted { kind, id, region } => {
+            format!("removed {kind} {id}{}", region.as_ref().map(|r| format!(" ({r})")).unwrap_or_default())
+        }
+        EventKind::Connected { target, boot_id } => {
+            format!("connected to {target}{}", boot_id.as_ref().map(|b| format!(" (boot {b})")).unwrap_or_default())
+        }
+        EventKind::Disconnected { reason } => format!("disconnected: {reason}"),
+        EventKind::Rebooted { from, to } => format!("rebooted (boot {from} → {to})"),
+        EventKind::Settled { reboots, waited, .. } => {
+            format!("back and settled after {reboots} reboot(s) in {}", secs(*waited))
+        }
+        EventKind::TestResults { passed, failed, skipped } => {
+            format!("tests: {passed} passed, {failed} failed, {skipped} skipped")
+        }
+        EventKind::ArtifactCreated { id, location } => format!("artifact {id} ({location})"),
+        EventKind::BuildFinished { outcome, duration, error } => match error {
+            Some(err) => format!("{outcome} after {}: {err}", secs(*duration)),
+            None => format!("{outcome} in {}", secs(*duration)),
+        },
+        EventKind::Info { message } => message.clone(),
+        EventKind::Warning { message } => format!("warning: {message}"),
+        _ => return None,
+    })
+}
+
+/// Consume events until the stream ends.
+pub async fn render(mode: Mode, mut rx: EventStream) {
+    match mode {
+        Mode::Json => {
+            let stdout = std::io::stdout();
+            while let Some(e) = rx.recv().await {
+                if let Ok(line) = serde_json::to_string(&e) {
+                    let mut out = stdout.lock();
+                    let _ = writeln!(out, "{line}");
+                }
+            }
+        }
+        Mode::Plain { timestamps } => {
+            while let Some(e) = rx.recv().await {
+                let Some(text) = describe(&e) else { continue };
+                let prefix = e.image.as_deref().map(|i| format!("[{i}] ")).unwrap_or_default();
+                if timestamps {
+                    eprintln!("{} {prefix}{text}", e.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"));
+                } else {
+                    eprintln!("{prefix}{text}");
+                }
+            }
+        }
+        Mode::Live => live(rx).await,
+    }
+}
+
+async fn live(mut rx: EventStream) {
+    let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("{spinner:.cyan} {prefix:.bold} {elapsed:>4} {wide_msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+        .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ");
+    let mut bars: HashMap<String, ProgressBar> = HashMap::new();
+    let mut steps: HashMap<String, String> = HashMap::new();
+    let width = PREFIX_WIDTH;
+    while let Some(e) = rx.recv().await {
+        let Some(image) = e.image.clone() else {
+            if let Some(t) = describe(&e) {
+                let _ = mp.println(t);
+            }
+            continue;
+        };
+        match &e.kind {
+            EventKind::BuildStarted { .. } => {
+                let bar = mp.add(ProgressBar::new_spinner());
+                bar.set_style(style.clone());
+                bar.set_prefix(format!("{image:width$}"));
+                bar.enable_steady_tick(Duration::from_millis(120));
+                bar.set_message("starting");
+                bars.insert(image, bar);
+            }
+            EventKind::BuildFinished { .. } => {
+                if let Some(bar) = bars.remove(&image) {
+                    bar.finish_and_clear();
+                    mp.remove(&bar);
+                }
+                if let Some(t) = describe(&e) {
+                    let mark = if t.starts_with("built") {
+                        "✓"
+                    } else if t.starts_with("skipped") {
+                        "·"
+                    } else {
+                        "✗"
+                    };
+                    let _ = mp.println(format!("{mark} {image:width$} {t}"));
+                }
+            }
+            EventKind::StepStarted { .. } => {
+                let s = e.step.clone().unwrap_or_default();
+                if let Some(bar) = bars.get(&image) {
+                    bar.set_message(s.clone());
+                }
+                steps.insert(image, s);
+            }
+            EventKind::Planned { .. } | EventKind::Transfer { .. } => {}
+            EventKind::Warning { message } => {
+                let _ = mp.println(format!("! {image:width$} {message}"));
+            }
+            _ => {
+                if let (Some(bar), Some(t)) = (bars.get(&image), describe(&e)) {
+                    let step = steps.get(&image).cloned().unwrap_or_default();
+                    let line = if matches!(e.kind, EventKind::Output { .. }) || step.is_empty() {
+                        t
+                    } else {
+                        format!("{step} · {t}")
+                    };
+                    bar.set_message(line);
+                }
+            }
+        }
+    }
+    for (_, bar) in bars {
+        bar.finish_and_clear();
+    }
+}
+
+/// Image names are padded to this width so the live lines line up.
+const PREFIX_WIDTH: usize = 18;
+
+/// Pick the mode: `--json` > a terminal (and no NO_COLOR) > plain.
+pub fn choose(json: bool, timestamps: bool, live_ok: bool) -> Mode {
+    if json {
+        Mode::Json
+    } else if live_ok && !timestamps {
+        Mode::Live
+    } else {
+        Mode::Plain { timestamps }
+    }
+}

@@ -1,0 +1,109 @@
+//! `imgbake clean`: finish what interrupted builds left behind — first from the cleanup journals
+//! (exact, even after `kill -9`), then by sweeping the platforms for resources tagged by imgbake.
+
+use std::time::Duration;
+
+use imgbake_config::Tree;
+use serde::Serialize;
+
+use crate::builder::SweepFilter;
+use crate::cleanup::{Journal, Resource};
+use crate::error::{BuildError, ErrorKind};
+use crate::event::{EventKind, EventSink};
+use crate::registry::Registry;
+
+/// What to clean.
+#[derive(Clone, Debug, Default)]
+pub struct CleanOptions {
+    /// Only what this build created.
+    pub build_id: Option<String>,
+    /// Only what is older than this. Without `build_id` it defaults to one hour, so a build running
+    /// right now is not touched.
+    pub older_than: Option<Duration>,
+    /// Only say what would be removed.
+    pub dry_run: bool,
+}
+
+/// What cleaning did (or would do).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CleanReport {
+    /// Removed (or to be removed, in a dry run).
+    pub removed: Vec<Resource>,
+    /// Could not be removed, with the error.
+    pub failed: Vec<(Resource, String)>,
+}
+
+/// Clean the tree's leftovers.
+pub async fn clean(
+    tree: &Tree,
+    registry: &Registry,
+    opts: &CleanOptions,
+    events: &EventSink,
+) -> Result<CleanReport, BuildError> {
+    let mut report = CleanReport::default();
+    let journals = Journal::open_all(&tree.state_dir())
+        .map_err(|e| BuildError::new(ErrorKind::Local, "cannot read the cleanup journals").caused_by(e))?;
+    let older_than = opts.older_than.or(if opts.build_id.is_none() { Some(Duration::from_secs(3600)) } else { None });
+    let mut seen: Vec<Resource> = Vec::new();
+    for j in journals {
+        if opts.build_id.as_deref().is_some_and(|b| b != j.build_id()) {
+            continue;
+        }
+        if opts.build_id.is_none() && j.process_alive() {
+            events.info(format!("journal {} belongs to a running imgbake (pid alive); skipped", j.path().display()));
+            continue;
+        }
+        for r in j.pending().into_iter().rev() {
+            seen.push(r.clone());
+            if opts.dry_run {
+                report.removed.push(r);
+                continue;
+            }
+            remove(tree, registry, &r, events, &mut report).await;
+            if !report.failed.iter().any(|(f, _)| *f == r) {
+                let _ = j.done(&r);
+            }
+        }
+        if !opts.dry_run {
+            let _ = j.finish();
+        }
+    }
+    let filter = SweepFilter { build_id: opts.build_id.clone(), older_than };
+    let mut kinds: Vec<String> =
+        tree.images().values().flat_map(|i| i.builders.iter().map(|b| b.get_ref().clone())).collect();
+    kinds.sort();
+    kinds.dedup();
+    for kind in kinds {
+        let Some(builder) = registry.get(&kind) else { continue };
+        for r in builder.sweep(tree, &filter).await? {
+            if seen.contains(&r) {
+                continue;
+            }
+            seen.push(r.clone());
+            if opts.dry_run {
+                report.removed.push(r);
+            } else {
+                remove(tree, registry, &r, events, &mut report).await;
+            }
+        }
+    }
+    Ok(report)
+}
+
+async fn remove(tree: &Tree, registry: &Registry, r: &Resource, events: &EventSink, report: &mut CleanReport) {
+    let Some(builder) = registry.get(&r.builder) else {
+        report.failed.push((r.clone(), format!("builder `{}` is not available", r.builder)));
+        return;
+    };
+    match builder.destroy(tree, r, events).await {
+        Ok(()) => {
+            events.emit(EventKind::ResourceDeleted {
+                kind: format!("{}.{}", r.builder, r.kind),
+                id: r.id.clone(),
+                region: r.region.clone(),
+            });
+            report.removed.push(r.clone());
+        }
+        Err(e) => report.failed.push((r.clone(), e.chain())),
+    }
+}

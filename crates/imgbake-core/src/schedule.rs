@@ -1,0 +1,511 @@
+//! Running a plan: builds in dependency order, independent branches in parallel, a failure stopping
+//! only its own descendants, cleanup on every exit path (success, failure, Ctrl-C), the manifest
+//! written as results come in.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use imgbake_config::{Span, Stamp, Tree};
+use serde::Serialize;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::artifact::Artifact;
+use crate::builder::{BuildJob, BuildSource, unwind};
+use crate::cleanup::{Journal, Resource};
+use crate::error::{BuildError, ErrorKind};
+use crate::event::{EventKind, EventSink};
+use crate::manifest::{self, Manifest};
+use crate::plan::{Action, Decision, Plan, fingerprint_for};
+use crate::provision::{Interaction, NonInteractive, ProvisionReport, StepContext, StepRunner};
+use crate::registry::Registry;
+
+/// What to do with a failed build's machine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnError {
+    /// Remove everything it created (default).
+    #[default]
+    Cleanup,
+    /// Leave the machine and its resources for inspection (`imgbake clean` removes them later).
+    Abort,
+    /// Ask at the failing step: clean up, abort, or retry the step.
+    Ask,
+}
+
+/// How to run a plan.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// How many builds run at once.
+    pub parallel: usize,
+    /// What happens when a build fails.
+    pub on_error: OnError,
+    /// Debug mode: breakpoints pause, temporary keys are kept in 0600 files.
+    pub debug: bool,
+    /// Answers breakpoints and `--on-error=ask` questions.
+    pub interaction: Arc<dyn Interaction>,
+    /// Cancel (Ctrl-C, SIGTERM): running builds stop and clean up, pending ones do not start.
+    pub cancel: CancellationToken,
+    /// Use this build id (default: a new one).
+    pub build_id: Option<String>,
+    /// Publish built images (SSM parameters...). Default true.
+    pub publish: bool,
+    /// Where to write the manifest (default: the tree's `settings.manifest`); `None` with
+    /// `write_manifest = false` writes none.
+    pub manifest: Option<PathBuf>,
+    /// Write the manifest. Default true.
+    pub write_manifest: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            parallel: 4,
+            on_error: OnError::Cleanup,
+            debug: false,
+            interaction: Arc::new(NonInteractive),
+            cancel: CancellationToken::new(),
+            build_id: None,
+            publish: true,
+            manifest: None,
+            write_manifest: true,
+        }
+    }
+}
+
+/// How one image ended up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Built now.
+    Built,
+    /// An up-to-date artifact was reused.
+    Reused,
+    /// Its build failed.
+    Failed,
+    /// Not built: not selected, or its parent failed.
+    Skipped,
+    /// Interrupted.
+    Cancelled,
+}
+
+impl Status {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Built => "built",
+            Status::Reused => "reused",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One image's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageResult {
+    /// The image.
+    pub image: String,
+    /// The builder.
+    pub builder: String,
+    /// How it ended.
+    pub status: Status,
+    /// Its artifact (built or reused).
+    pub artifact: Option<Artifact>,
+    /// Why it was built/reused/skipped.
+    pub reasons: Vec<String>,
+    /// The error of a failed build (with causes).
+    pub error: Option<String>,
+    /// The configuration value the error is about, as `file:line:col`.
+    pub error_location: Option<String>,
+    /// The error's span, for rendering with source snippets.
+    #[serde(skip)]
+    pub error_span: Option<Span>,
+    /// How long the build took.
+    pub duration: Option<Duration>,
+    /// What was published.
+    pub published: Vec<String>,
+    /// Steps and tests.
+    pub report: Option<ProvisionReport>,
+}
+
+/// A run's results.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunSummary {
+    /// The run's build id.
+    pub build_id: String,
+    /// Per image and builder, in tree order.
+    pub results: Vec<ImageResult>,
+    /// Where the manifest was written.
+    pub manifest: Option<PathBuf>,
+    /// Resources left behind on purpose (`--on-error=abort`) or because removing them failed.
+    pub leftovers: Vec<Resource>,
+}
+
+impl RunSummary {
+    /// No build failed or was cancelled.
+    pub fn ok(&self) -> bool {
+        !self.results.iter().any(|r| matches!(r.status, Status::Failed | Status::Cancelled))
+            && self.leftovers.is_empty()
+    }
+
+    /// How many results have `status`.
+    pub fn count(&self, status: Status) -> usize {
+        self.results.iter().filter(|r| r.status == status).count()
+    }
+}
+
+/// A new build id: `b` + UTC time + 4 random hex digits, e.g. `b20261124-101500-3fa2`.
+pub fn new_build_id() -> String {
+    let r = uuid::Uuid::new_v4();
+    format!("b{}-{}", Utc::now().format("%Y%m%d-%H%M%S"), &r.simple().to_string()[..4])
+}
+
+#[derive(Clone, Debug)]
+enum Slot {
+    Pending,
+    Ready(Box<Artifact>),
+    Failed,
+}
+
+struct Ctx {
+    tree: Arc<Tree>,
+    registry: Registry,
+    opts: RunOptions,
+    events: EventSink,
+    build_id: String,
+    sem: Semaphore,
+    results: Mutex<Vec<ImageResult>>,
+    leftovers: Mutex<Vec<Resource>>,
+    manifest: Mutex<Manifest>,
+    manifest_path: Option<PathBuf>,
+}
+
+impl Ctx {
+    fn finish(&self, d: &Decision, r: ImageResult) {
+        let entry = manifest::Entry {
+            status: r.status.as_str().into(),
+            artifact: r.artifact.clone(),
+            fingerprint: r.artifact.as_ref().map(|a| a.fingerprint.clone()).or_else(|| d.fingerprint.clone()),
+            parent: d.parent.clone(),
+            source: r.artifact.as_ref().map(|a| a.source.clone()),
+            reasons: r.reasons.clone(),
+            build_id: r.artifact.as_ref().map(|a| a.build_id.clone()),
+            started: None,
+            duration_s: r.duration.map(|d| d.as_secs_f64()),
+            steps: r.report.as_ref().map(|p| to_values(&p.steps)).unwrap_or_default(),
+            tests: r.report.as_ref().map(|p| to_values(&p.tests)).unwrap_or_default(),
+            published: r.published.clone(),
+            error: r.error.clone(),
+            error_location: r.error_location.clone(),
+        };
+        if let Ok(mut m) = self.manifest.lock() {
+            m.images.entry(d.image.clone()).or_default().insert(d.builder.clone(), entry);
+            m.finished = Some(Utc::now());
+            if let Some(p) = &self.manifest_path
+                && let Err(e) = m.write(p)
+            {
+                self.events.warn(format!("cannot write the manifest {}: {e}", p.display()));
+            }
+        }
+        if let Ok(mut v) = self.results.lock() {
+            v.push(r);
+        }
+    }
+}
+
+fn to_values<T: Serialize>(items: &[T]) -> Vec<serde_json::Value> {
+    items.iter().filter_map(|i| serde_json::to_value(i).ok()).collect()
+}
+
+fn result(d: &Decision, status: Status, reasons: Vec<String>) -> ImageResult {
+    ImageResult {
+        image: d.image.clone(),
+        builder: d.builder.clone(),
+        status,
+        artifact: None,
+        reasons,
+        error: None,
+        error_location: None,
+        error_span: None,
+        duration: None,
+        published: Vec::new(),
+        report: None,
+    }
+}
+
+/// Run `plan` on `tree` (as loaded; it is re-rendered with this run's build id and time).
+pub async fn run(
+    tree: &Tree,
+    plan: &Plan,
+    registry: &Registry,
+    opts: RunOptions,
+    events: &EventSink,
+) -> Result<RunSummary, BuildError> {
+    let build_id = opts.build_id.clone().unwrap_or_else(new_build_id);
+    let started = Utc::now();
+    let stamped = tree
+        .rerender(&Stamp::new(build_id.clone(), started))
+        .map_err(|e| BuildError::new(ErrorKind::Config, e.to_string()))?;
+    let events = events.with_secrets(tree.secrets());
+    let manifest_path =
+        if opts.write_manifest { Some(opts.manifest.clone().unwrap_or_else(|| tree.manifest_path())) } else { None };
+    let mut manifest = manifest_path.as_deref().and_then(Manifest::read).unwrap_or_default();
+    manifest.format = manifest::FORMAT;
+    manifest.tree = tree.name();
+    manifest.build_id = build_id.clone();
+    manifest.started = Some(started);
+    let ctx = Arc::new(Ctx {
+        tree: Arc::new(stamped),
+        registry: registry.clone(),
+        sem: Semaphore::new(opts.parallel.max(1)),
+        opts,
+        events: events.clone(),
+        build_id: build_id.clone(),
+        results: Mutex::new(Vec::new()),
+        leftovers: Mutex::new(Vec::new()),
+        manifest: Mutex::new(manifest),
+        manifest_path: manifest_path.clone(),
+    });
+
+    let mut slots: HashMap<(String, String), watch::Receiver<Slot>> = HashMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for d in &plan.decisions {
+        let key = (d.image.clone(), d.builder.clone());
+        match d.action {
+            Action::Reuse => {
+                let (tx, rx) = watch::channel(match &d.artifact {
+                    Some(a) => Slot::Ready(Box::new(a.clone())),
+                    None => Slot::Failed,
+                });
+                drop(tx);
+                slots.insert(key, rx);
+                let mut r = result(d, Status::Reused, d.reasons.clone());
+                r.artifact = d.artifact.clone();
+                ctx.finish(d, r);
+            }
+            Action::Skip => {
+                let (_tx, rx) = watch::channel(Slot::Failed);
+                slots.insert(key, rx);
+                ctx.finish(d, result(d, Status::Skipped, d.reasons.clone()));
+            }
+            Action::Build => {
+                let (tx, rx) = watch::channel(Slot::Pending);
+                slots.insert(key, rx);
+                let parent_rx = d.parent.as_ref().and_then(|p| slots.get(&(p.clone(), d.builder.clone()))).cloned();
+                let ctx = ctx.clone();
+                let d = d.clone();
+                tasks.spawn(async move { build_one(ctx, d, parent_rx, tx).await });
+            }
+        }
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            // A panicking build task is a bug; its slot reads as failed for the children.
+            events.warn(format!("a build task stopped unexpectedly: {e}"));
+        }
+    }
+
+    let mut results = ctx.results.lock().map(|r| r.clone()).unwrap_or_default();
+    let order: Vec<(String, String)> = plan.decisions.iter().map(|d| (d.image.clone(), d.builder.clone())).collect();
+    results.sort_by_key(|r| order.iter().position(|k| k.0 == r.image && k.1 == r.builder).unwrap_or(usize::MAX));
+    let leftovers = ctx.leftovers.lock().map(|l| l.clone()).unwrap_or_default();
+    Ok(RunSummary { build_id, results, manifest: manifest_path, leftovers })
+}
+
+async fn wait_parent(rx: &mut watch::Receiver<Slot>, cancel: &CancellationToken) -> Option<Slot> {
+    loop {
+        let now = rx.borrow().clone();
+        match now {
+            Slot::Pending => {}
+            done => return Some(done),
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return Some(Slot::Failed) },
+            _ = cancel.cancelled() => return None,
+        }
+    }
+}
+
+async fn build_one(ctx: Arc<Ctx>, d: Decision, parent_rx: Option<watch::Receiver<Slot>>, tx: watch::Sender<Slot>) {
+    let cancel = ctx.opts.cancel.clone();
+    let events = ctx.events.for_image(&d.image);
+    let cancelled = |ctx: &Ctx, tx: &watch::Sender<Slot>| {
+        let _ = tx.send(Slot::Failed);
+        ctx.finish(&d, result(&d, Status::Cancelled, vec!["interrupted before it started".into()]));
+    };
+    // 1. The parent's artifact.
+    let parent_artifact = match parent_rx {
+        None => None,
+        Some(mut rx) => match wait_parent(&mut rx, &cancel).await {
+            None => return cancelled(&ctx, &tx),
+            Some(Slot::Ready(a)) => Some(*a),
+            Some(_) => {
+                let _ = tx.send(Slot::Failed);
+                let p = d.parent.clone().unwrap_or_default();
+                events.emit(EventKind::BuildFinished {
+                    outcome: "skipped".into(),
+                    duration: Duration::ZERO,
+                    error: Some(format!("parent {p} failed")),
+                });
+                return ctx.finish(&d, result(&d, Status::Skipped, vec![format!("parent {p} failed")]));
+            }
+        },
+    };
+    // 2. A build slot.
+    let _permit = tokio::select! {
+        p = ctx.sem.acquire() => match p { Ok(p) => p, Err(_) => return cancelled(&ctx, &tx) },
+        _ = cancel.cancelled() => return cancelled(&ctx, &tx),
+    };
+    let start = Instant::now();
+    // Built unless the build fails, or succeeds but cannot publish (build_inner then says Failed).
+    let mut res = result(&d, Status::Built, d.reasons.clone());
+    let outcome = build_inner(&ctx, &d, parent_artifact, &events, &mut res).await;
+    res.duration = Some(start.elapsed());
+    match outcome {
+        Ok(artifact) => {
+            let _ = tx.send(Slot::Ready(Box::new(artifact.clone())));
+            res.artifact = Some(artifact);
+        }
+        Err(e) => {
+            let _ = tx.send(Slot::Failed);
+            res.status = if e.kind == ErrorKind::Cancelled { Status::Cancelled } else { Status::Failed };
+            res.error = Some(e.chain());
+            res.error_span = e.span;
+            res.error_location = e.span.map(|s| ctx.tree.locate(s));
+        }
+    }
+    events.emit(EventKind::BuildFinished {
+        outcome: res.status.as_str().into(),
+        duration: res.duration.unwrap_or_default(),
+        error: res.error.clone(),
+    });
+    ctx.finish(&d, res);
+}
+
+async fn build_inner(
+    ctx: &Ctx,
+    d: &Decision,
+    parent_artifact: Option<Artifact>,
+    events: &EventSink,
+    res: &mut ImageResult,
+) -> Result<Artifact, BuildError> {
+    let builder = ctx
+        .registry
+        .get(&d.builder)
+        .cloned()
+        .ok_or_else(|| BuildError::new(ErrorKind::Config, format!("builder `{}` is not available", d.builder)))?;
+    let source = match (&parent_artifact, &d.source) {
+        (Some(a), _) => BuildSource::Parent(a.clone()),
+        (None, Some(s)) => BuildSource::Root(s.clone()),
+        (None, None) => {
+            return Err(BuildError::new(ErrorKind::Config, format!("image `{}` has no source to start from", d.image)));
+        }
+    };
+    let fingerprint = match (&d.fingerprint, &parent_artifact) {
+        (Some(f), None) => f.clone(),
+        // A child of a parent built in this run: its fingerprint depends on the new parent artifact.
+        (_, Some(a)) => fingerprint_for(&ctx.tree, &d.image, &d.builder, &a.id)?.0,
+        (None, None) => {
+            return Err(BuildError::new(ErrorKind::Config, format!("image `{}` has no fingerprint", d.image)));
+        }
+    };
+    let journal_name = if ctx.tree.image(&d.image).is_some_and(|i| i.builders.len() > 1) {
+        format!("{}-{}", d.image, d.builder)
+    } else {
+        d.image.clone()
+    };
+    let journal = Arc::new(
+        Journal::create(&ctx.tree.state_dir(), &ctx.build_id, &journal_name)
+            .map_err(|e| BuildError::new(ErrorKind::Local, "cannot start the cleanup journal").caused_by(e))?,
+    );
+
+    let mut sc = StepContext::new(ctx.tree.clone(), d.image.clone(), d.builder.clone(), ctx.events.clone());
+    sc.interaction = match ctx.opts.on_error {
+        OnError::Ask => ctx.opts.interaction.clone(),
+        _ => {
+            if ctx.opts.debug {
+                ctx.opts.interaction.clone()
+            } else {
+                Arc::new(NonInteractive)
+            }
+        }
+    };
+    sc.debug = ctx.opts.debug;
+    sc.values.insert("IMGBAKE_BUILD_ID".into(), ctx.build_id.clone());
+    sc.values.insert("IMGBAKE_FINGERPRINT".into(), fingerprint.clone());
+    sc.values.insert("IMGBAKE_SOURCE".into(), source.id_in(""));
+    if let Some(p) = &d.parent {
+        sc.values.insert("IMGBAKE_PARENT".into(), p.clone());
+    }
+    let runner = Arc::new(StepRunner::new(sc));
+    let job = BuildJob {
+        tree: ctx.tree.clone(),
+        image: d.image.clone(),
+        build_id: ctx.build_id.clone(),
+        fingerprint,
+        source,
+        events: events.clone(),
+        journal: journal.clone(),
+        provisioner: runner.clone(),
+        debug: ctx.opts.debug,
+    };
+    events.emit(EventKind::BuildStarted { build_id: ctx.build_id.clone(), builder: d.builder.clone() });
+    let cancel = ctx.opts.cancel.clone();
+    let outcome = tokio::select! {
+        r = builder.build(job) => r,
+        _ = cancel.cancelled() => Err(BuildError::cancelled()),
+    };
+    res.report = Some(runner.report());
+
+    // Cleanup on every path, except when the user asked to keep a failed machine for inspection.
+    let keep = match &outcome {
+        Err(e) if e.kind == ErrorKind::Aborted => true,
+        Err(e) if e.kind != ErrorKind::Cancelled => ctx.opts.on_error == OnError::Abort,
+        _ => false,
+    };
+    if keep {
+        let pending = journal.pending();
+        events.warn(format!(
+            "kept for inspection: {}; remove them with `imgbake clean {} --build-id {}` (journal {})",
+            pending.iter().map(Resource::describe).collect::<Vec<_>>().join(", "),
+            ctx.tree.project().root().display(),
+            ctx.build_id,
+            journal.path().display()
+        ));
+        if let Ok(mut l) = ctx.leftovers.lock() {
+            l.extend(pending);
+        }
+    } else {
+        // Cleanup must finish even after Ctrl-C: it is not raced against the cancel token.
+        let failed = unwind(&journal, builder.as_ref(), &ctx.tree, events).await;
+        if let Ok(mut l) = ctx.leftovers.lock() {
+            l.extend(failed.into_iter().map(|(r, _)| r));
+        }
+    }
+    let artifact = outcome?;
+    events.emit(EventKind::ArtifactCreated {
+        id: artifact.id.clone(),
+        location: artifact.locations.keys().cloned().collect::<Vec<_>>().join(","),
+    });
+
+    if ctx.opts.publish
+        && let Some(img) = ctx.tree.image(&d.image)
+        && img.publish.is_some()
+    {
+        match builder.publish(&ctx.tree, img, &artifact).await {
+            Ok(p) => res.published = p,
+            Err(e) => {
+                // The artifact is good (children may use it) but consumers were not told: a failure.
+                res.status = Status::Failed;
+                res.error = Some(format!("built {} but publishing failed: {}", artifact.id, e.chain()));
+                res.error_span = e.span;
+            }
+        }
+    }
+    Ok(artifact)
+}
