@@ -74,8 +74,8 @@ if moto_ok; then
     echo "moto: ok ($moto_version in $venv)"
 else
     mkdir -p "$cache"
-    # A venv whose python no longer runs (python upgraded, half-written) is rebuilt from scratch.
-    if ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    # A venv whose python or pip no longer runs (python upgraded, half-written) is rebuilt.
+    if ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
         rm -rf "$venv"
         python3 -m venv "$venv"
     fi
@@ -91,5 +91,10 @@ else
 fi
 
 # --- QEMU guest ---
-guest=$(IMGBAKE_CACHE=$cache "$here/guest/build.sh") || die "guest build failed"
-echo "guest: ok ($guest, kernel $(cat "$guest/kernel-version"))"
+if guest=$(IMGBAKE_CACHE=$cache "$here/guest/build.sh" --check 2>/dev/null); then
+    state=ok
+else
+    guest=$(IMGBAKE_CACHE=$cache "$here/guest/build.sh") || die "guest build failed"
+    state=built
+fi
+echo "guest: $state ($guest, kernel $(cat "$guest/kernel-version"))"
