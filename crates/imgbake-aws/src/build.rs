@@ -146,6 +146,7 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
 
     // --- Everything that can fail before anything exists.
     ctx.phase("prepare");
+    c.check_credentials().await?;
     b.check_regions(&c, a, region_v).await?;
     c.identity().await?;
     let source_id = job.source.id_in(&region);

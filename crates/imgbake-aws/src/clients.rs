@@ -106,6 +106,7 @@ pub struct Clients {
     /// STS.
     pub sts: aws_sdk_sts::Client,
     credentials: Option<SharedCredentialsProvider>,
+    credentials_ok: tokio::sync::OnceCell<()>,
     identity: tokio::sync::OnceCell<Identity>,
 }
 
@@ -115,25 +116,38 @@ impl Clients {
         &self.session.region
     }
 
-    /// Check the credentials (STS GetCallerIdentity, once per session): a missing or refused
-    /// credential is a clear error before anything is created.
-    pub async fn identity(&self) -> Result<&Identity, BuildError> {
-        self.identity
+    /// Check that the credentials chain yields credentials at all (locally, no AWS call; once per
+    /// session): missing credentials are a clear error before anything else.
+    pub async fn check_credentials(&self) -> Result<(), BuildError> {
+        self.credentials_ok
             .get_or_try_init(|| async {
                 let profile = self.session.profile.as_deref().map(|p| format!(" (profile `{p}`)")).unwrap_or_default();
+                let hint = "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, choose a profile (aws.profile or AWS_PROFILE), log in with `aws sso login`, or run with an instance role";
                 let Some(provider) = &self.credentials else {
-                    return Err(BuildError::new(ErrorKind::Config, format!("no AWS credentials are configured{profile}")));
+                    return Err(BuildError::new(ErrorKind::Config, format!("no AWS credentials are configured{profile}; {hint}")));
                 };
-                if let Err(e) = provider.provide_credentials().await {
-                    return Err(BuildError::new(
+                match provider.provide_credentials().await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(BuildError::new(
                         ErrorKind::Config,
                         format!(
-                            "no usable AWS credentials{profile}: {}; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, choose a profile (aws.profile or AWS_PROFILE), log in with `aws sso login`, or run with an instance role",
+                            "no usable AWS credentials{profile}: {}; {hint}",
                             aws_smithy_types::error::display::DisplayErrorContext(&e)
                         ),
                     )
-                    .caused_by(e));
+                    .caused_by(e)),
                 }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Who the credentials belong to (STS GetCallerIdentity, once per session): refused credentials
+    /// are a clear error before anything is created.
+    pub async fn identity(&self) -> Result<&Identity, BuildError> {
+        self.check_credentials().await?;
+        self.identity
+            .get_or_try_init(|| async {
                 let out = self.sts.get_caller_identity().send().await.api("GetCallerIdentity", self.region(), None)?;
                 Ok(Identity {
                     account: out.account().unwrap_or_default().to_string(),
@@ -249,6 +263,7 @@ impl ClientCache {
             ssm: aws_sdk_ssm::Client::new(&conf),
             sts: aws_sdk_sts::Client::new(&conf),
             credentials: conf.credentials_provider(),
+            credentials_ok: tokio::sync::OnceCell::new(),
             identity: tokio::sync::OnceCell::new(),
         }
     }

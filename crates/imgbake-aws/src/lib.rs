@@ -118,13 +118,13 @@ impl AwsBuilder {
         let key = (c.session.profile.clone(), c.session.endpoint.clone(), c.session.role.clone());
         let mut cache = self.regions.lock().await;
         if !cache.contains_key(&key) {
-            let known = match preflight::known_regions(c).await {
+            let known = match preflight::known_regions(c, c.region() != "us-east-1").await {
                 Ok(k) => k,
-                // A region that does not exist has no endpoint to answer: ask a region that does, to
-                // tell "no such region" from "no network".
-                Err(e) if c.session.endpoint.is_none() && c.region() != "us-east-1" => {
+                // A region that does not exist has no endpoint to answer: ask one that does, to tell
+                // "no such region" from "no network".
+                Err(e) if c.region() != "us-east-1" => {
                     let other = self.clients.get(&c.session.in_region("us-east-1")).await;
-                    match preflight::known_regions(&other).await {
+                    match preflight::known_regions(&other, false).await {
                         Ok(k) => k,
                         Err(_) => return Err(e.at(imgbake_config::Span::new(region.span()))),
                     }
@@ -167,6 +167,8 @@ impl Builder for AwsBuilder {
         let a = settings(image)?;
         let region = region(image)?;
         let c = self.clients.get(&Session::of(a, region.get_ref())).await;
+        c.check_credentials().await?;
+        self.check_regions(&c, a, region).await?;
         source::resolve(&c, image).await
     }
 

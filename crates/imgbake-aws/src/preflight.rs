@@ -16,9 +16,15 @@ fn span<T>(v: &Spanned<T>) -> Span {
     Span::new(v.span())
 }
 
-/// The regions EC2 knows (opted in or not). Asked in `c`'s region.
-pub async fn known_regions(c: &Clients) -> Result<Vec<String>, BuildError> {
-    let out = c.ec2.describe_regions().all_regions(true).send().await.api("DescribeRegions", c.region(), None)?;
+/// The regions EC2 knows (opted in or not). Asked in `c`'s region; with `quick`, retried once only
+/// (a region that does not exist fails for good, and the caller asks another one).
+pub async fn known_regions(c: &Clients, quick: bool) -> Result<Vec<String>, BuildError> {
+    let mut req = c.ec2.describe_regions().all_regions(true).customize();
+    if quick {
+        let retry = aws_config::retry::RetryConfig::standard().with_max_attempts(2);
+        req = req.config_override(aws_sdk_ec2::config::Builder::default().retry_config(retry));
+    }
+    let out = req.send().await.api("DescribeRegions", c.region(), None)?;
     Ok(out.regions().iter().filter_map(|r| r.region_name().map(str::to_string)).collect())
 }
 

@@ -53,7 +53,8 @@ pub async fn resolve(c: &Clients, image: &Image) -> Result<ResolvedSource, Build
 
 /// The AMI `id` as EC2 describes it; an error when it is missing or not available.
 pub async fn existing(c: &Clients, id: &str) -> Result<Ami, BuildError> {
-    let ami = describe_image(c, id).await?.ok_or_else(|| {
+    let found = describe_image(c, id).await.or_else(|e| if e.is_not_found() { Ok(None) } else { Err(e) })?;
+    let ami = found.ok_or_else(|| {
         config(format!(
             "AMI {id} does not exist in {} (or is not visible to this account); AMIs are regional: use the id of the copy in this region",
             c.region()

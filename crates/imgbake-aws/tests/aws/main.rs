@@ -2,4 +2,9 @@
 //! the build machine.
 
 mod build;
+mod cancel;
+mod failures;
+mod input;
 mod support;
+mod sweep;
+mod waits;

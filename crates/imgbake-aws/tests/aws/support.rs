@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use imgbake_aws::{AwsBuilder, AwsOptions, ClientOptions, Environment, Polling};
 use imgbake_config::{LoadOptions, Stamp, Tree};
-use imgbake_core::builder::{BuildJob, BuildSource, Builder, Provision};
+use imgbake_core::builder::{BuildJob, BuildSource, Builder, Provision, ResolvedSource};
 use imgbake_core::cleanup::Journal;
 use imgbake_core::communicator::{Communicator, ExecRequest};
 use imgbake_core::error::{BuildError, ErrorKind};
@@ -118,18 +118,22 @@ image_timeout = "60s"
         }
     }
 
-    /// A job for `image` of `tree`, rendered for a fresh build id, journaled under the bed's dir.
+    /// A job for `image` of `tree`, rendered for a fresh build id, journaled under the bed's dir, its
+    /// source resolved by the builder; events kept in memory.
     pub async fn job(&self, builder: &AwsBuilder, tree: &Tree, image: &str, steps: Arc<dyn Provision>) -> (BuildJob, EventLog) {
+        let img = tree.image(image).unwrap();
+        let source = builder.resolve_source(tree, img).await.unwrap_or_else(|e| panic!("{}", e.chain()));
+        let (events, log) = EventSink::memory();
+        (self.job_from(tree, image, steps, &source.id, events), log)
+    }
+
+    /// A job starting from AMI `source` as given (no resolving), with events going to `events`.
+    pub fn job_from(&self, tree: &Tree, image: &str, steps: Arc<dyn Provision>, source: &str, events: EventSink) -> BuildJob {
         let build_id = format!("b-{}", uuid::Uuid::new_v4().simple().to_string().get(..10).unwrap());
         let tree = Arc::new(tree.rerender(&Stamp::new(&build_id, chrono::Utc::now())).unwrap());
-        let img = tree.image(image).unwrap();
-        let source = match &img.parent {
-            None => BuildSource::Root(builder.resolve_source(&tree, img).await.unwrap()),
-            Some(_) => panic!("tests build roots only"),
-        };
-        let (events, log) = EventSink::memory();
+        let source = BuildSource::Root(ResolvedSource { id: source.to_string(), description: "test source".into() });
         let journal = Arc::new(Journal::create(&self.dir.path().join(".imgbake"), &build_id, image).unwrap());
-        let job = BuildJob {
+        BuildJob {
             tree,
             image: image.to_string(),
             build_id,
@@ -139,8 +143,17 @@ image_timeout = "60s"
             journal,
             provisioner: steps,
             debug: false,
-        };
-        (job, log)
+        }
+    }
+
+    /// API calls that create something, as the proxy saw them.
+    pub fn creating_calls(&self) -> Vec<String> {
+        self.proxy
+            .call_log()
+            .into_iter()
+            .filter(|c| ["Create", "Run", "Import", "Copy", "Authorize", "Put"].iter().any(|p| c.action.starts_with(p)))
+            .map(|c| c.action)
+            .collect()
     }
 
     /// An EC2 client straight to moto (not counted by the proxy).

@@ -1,0 +1,84 @@
+//! Waiting through the proxy: pending states, throttling, 5xx and "not found yet" answers are ridden
+//! out; each state change is noticed promptly.
+
+use std::time::Duration;
+
+use imgbake_core::builder::Builder;
+use imgbake_moto_proxy::{Delays, Fault, FaultRule};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn throttling_5xx_and_not_found_yet_are_retried() {
+    let bed = Bed::start().await;
+    let builder = bed.builder();
+    let tree = bed.tree("", "");
+    let (job, _) = bed.job(&builder, &tree, "base", Steps::new(&["true"])).await;
+    bed.proxy.set_delays(Delays::all(Duration::from_millis(700)));
+    bed.proxy.inject(FaultRule::new("RunInstances", Fault::unavailable(), 1));
+    bed.proxy.inject(FaultRule::new("DescribeInstances", Fault::throttle(), 3));
+    // Right after creation EC2 may not list the instance yet.
+    bed.proxy.inject(FaultRule::new("DescribeInstances", Fault::error(400, "InvalidInstanceID.NotFound", "not yet"), 2));
+    bed.proxy.inject(FaultRule::new("CreateImage", Fault::throttle(), 2));
+    bed.proxy.inject(FaultRule::new("DescribeImages", Fault::server_error(), 2));
+    bed.proxy.inject(FaultRule::new("CreateTags", Fault::throttle(), 1));
+    bed.proxy.inject(FaultRule::new("TerminateInstances", Fault::server_error(), 1));
+
+    let artifact = builder.build(job.clone()).await.unwrap_or_else(|e| panic!("{}", e.chain()));
+    bed.unwind(&builder, &job).await;
+    for (action, n) in [
+        ("RunInstances", 1),
+        ("DescribeInstances", 5),
+        ("CreateImage", 2),
+        ("DescribeImages", 2),
+        ("CreateTags", 1),
+        ("TerminateInstances", 1),
+    ] {
+        assert_eq!(bed.proxy.injected(action), n, "{action}");
+    }
+    // One machine only: the retried RunInstances did not start a second one.
+    let ec2 = bed.ec2(REGION).await;
+    let all = ec2.describe_instances().send().await.unwrap();
+    assert_eq!(all.reservations().iter().flat_map(|r| r.instances()).count(), 1);
+    assert_eq!(bed.leftovers(&[&artifact.id]).await, Vec::<String>::new());
+    for t in bed.proxy.transitions() {
+        assert!(t.lateness().is_some(), "never noticed: {t:?}");
+    }
+}
+
+#[tokio::test]
+async fn transitions_are_noticed_within_the_poll_cap() {
+    let bed = Bed::start().await;
+    let builder = bed.builder();
+    let tree = bed.tree("", "");
+    let (job, log) = bed.job(&builder, &tree, "base", Steps::new(&["true"])).await;
+    bed.proxy.set_delays(Delays {
+        instance_pending: Duration::from_secs(2),
+        instance_stopping: Duration::from_secs(1),
+        instance_shutting_down: Duration::from_secs(1),
+        image_pending: Duration::from_secs(3),
+    });
+    let artifact = builder.build(job.clone()).await.unwrap_or_else(|e| panic!("{}", e.chain()));
+    bed.unwind(&builder, &job).await;
+    let t = bed.proxy.transitions();
+    let kinds: Vec<(&str, &str)> = t.iter().map(|t| (t.kind.as_str(), t.to.as_str())).collect();
+    assert_eq!(kinds, vec![("instance", "running"), ("instance", "stopped"), ("image", "available"), ("instance", "terminated")]);
+    for tr in &t {
+        let late = tr.lateness().unwrap();
+        // Polls pause at most 300 ms here; allow for a slow machine.
+        assert!(late <= Duration::from_millis(1200), "{tr:?} noticed {late:?} late");
+    }
+    // The waits reported the states they saw.
+    let states: Vec<String> = log
+        .events()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            imgbake_core::event::EventKind::State { what, state } => Some(format!("{what}: {state}")),
+            _ => None,
+        })
+        .collect();
+    assert!(states.iter().any(|s| s.ends_with(": pending") && s.starts_with("instance i-")), "{states:?}");
+    assert!(states.iter().any(|s| s == &format!("image {}: pending", artifact.id)), "{states:?}");
+    assert!(states.iter().any(|s| s.ends_with(": stopping")), "{states:?}");
+    assert!(states.iter().any(|s| s.ends_with(": shutting-down")), "{states:?}");
+}
