@@ -19,6 +19,8 @@ apt_packages=(
     python3-venv                  # moto's venv
     iproute2 nftables             # network namespaces, outage simulation
     ca-certificates               # pip over TLS
+    python3-pytest                # on-box test steps run real pytest on the bed's sshd (this machine)
+    strace                        # proves `imgbake validate` makes no network call
 )
 
 sudo=()
