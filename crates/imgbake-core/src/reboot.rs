@@ -213,11 +213,16 @@ pub enum RebootError {
 }
 
 /// Reboot the machine behind `comm` and wait until it is back and settled.
-pub async fn reboot(comm: &dyn Communicator, opts: &RebootOptions, events: &EventSink) -> Result<RebootReport, RebootError> {
+pub async fn reboot(
+    comm: &dyn Communicator,
+    opts: &RebootOptions,
+    events: &EventSink,
+) -> Result<RebootReport, RebootError> {
     let target = comm.target();
     let start = Instant::now();
     comm.connect(&connect_wait(opts, opts.timeout)).await?;
-    let before = comm.boot_identity().await.map_err(|source| RebootError::Identity { target: target.clone(), source })?;
+    let before =
+        comm.boot_identity().await.map_err(|source| RebootError::Identity { target: target.clone(), source })?;
     events.state(&what(&target), &format!("rebooting from boot {before}"));
     issue(comm, opts, events).await?;
     let (after, reboots) = settle(comm, opts, events, &before, &before, 0, start).await?;
@@ -354,7 +359,12 @@ struct Watcher<'a> {
 }
 
 impl<'a> Watcher<'a> {
-    fn new(comm: &'a dyn Communicator, opts: &'a RebootOptions, events: &'a EventSink, before: &'a BootIdentity) -> Self {
+    fn new(
+        comm: &'a dyn Communicator,
+        opts: &'a RebootOptions,
+        events: &'a EventSink,
+        before: &'a BootIdentity,
+    ) -> Self {
         Watcher { comm, opts, events, before, target: comm.target() }
     }
 
@@ -438,7 +448,12 @@ impl<'a> Watcher<'a> {
     }
 
     /// Phase 1: until a boot other than `before` answers and passes readiness. Counts new boots.
-    async fn back_and_ready(&self, start: Instant, current: &mut BootIdentity, reboots: &mut u32) -> Result<BootIdentity, RebootError> {
+    async fn back_and_ready(
+        &self,
+        start: Instant,
+        current: &mut BootIdentity,
+        reboots: &mut u32,
+    ) -> Result<BootIdentity, RebootError> {
         let seen = std::sync::Mutex::new((current.clone(), *reboots, None::<String>));
         let r = wait::until_observed(
             &self.poll_wait(start),
@@ -486,14 +501,26 @@ impl<'a> Watcher<'a> {
     }
 
     /// Phase 2: the boot `id` stays up and ready for `window`. `None`: settled.
-    async fn stays(&self, start: Instant, id: &BootIdentity, window: Duration) -> Result<Option<Interrupt>, RebootError> {
+    async fn stays(
+        &self,
+        start: Instant,
+        id: &BootIdentity,
+        window: Duration,
+    ) -> Result<Option<Interrupt>, RebootError> {
         if window.is_zero() {
             return Ok(None);
         }
         let since = Instant::now();
         // A few looks spread over the window, never fewer than one at its end.
         let step = (window / 3).clamp(Duration::from_millis(50), self.opts.poll_max);
-        let checks = Wait { timeout: self.remaining(start), initial: step, max_interval: step, factor: 1.0, jitter: false, successes: 1 };
+        let checks = Wait {
+            timeout: self.remaining(start),
+            initial: step,
+            max_interval: step,
+            factor: 1.0,
+            jitter: false,
+            successes: 1,
+        };
         let r = wait::until(&checks, &format!("{} to settle", self.target), || async {
             let look = match self.look(start).await {
                 Ok(l) => l,
@@ -514,11 +541,9 @@ impl<'a> Watcher<'a> {
             Ok(()) => Ok(None),
             Err(WaitError::Failed(Ok(i))) => Ok(Some(i)),
             Err(WaitError::Failed(Err(e))) => Err(e),
-            Err(WaitError::TimedOut { last_state, .. }) => Err(RebootError::NeverCameBack {
-                target: self.target.clone(),
-                waited: start.elapsed(),
-                last_state,
-            }),
+            Err(WaitError::TimedOut { last_state, .. }) => {
+                Err(RebootError::NeverCameBack { target: self.target.clone(), waited: start.elapsed(), last_state })
+            }
         }
     }
 

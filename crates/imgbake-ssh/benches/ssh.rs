@@ -130,17 +130,16 @@ async fn banner(addr: SocketAddr, timeout: Duration) -> bool {
     matches!(tokio::time::timeout(timeout, probe).await, Ok(Some(())))
 }
 
-/// Probes every 50 ms (each probe waits up to 300 ms; few in flight, as dropbear refuses more than 5
-/// unauthenticated connections from one address) and records when SSH went down, then the first
-/// banner after that.
+/// Starts a probe every 100 ms (each waits up to 2 s for the banner: a freshly booted TCG guest can
+/// be slow to answer) and records when SSH went down, then when the first banner after that arrived.
 async fn prober(addr: SocketAddr, down_at: Arc<Mutex<Option<Instant>>>, up_at: Arc<Mutex<Option<Instant>>>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tick.tick().await;
         let (down_at, up_at) = (down_at.clone(), up_at.clone());
         tokio::spawn(async move {
             let started = Instant::now();
-            let ok = banner(addr, Duration::from_millis(300)).await;
+            let ok = banner(addr, Duration::from_secs(2)).await;
             let now = Instant::now();
             let mut down = down_at.lock().unwrap_or_else(|p| p.into_inner());
             if !ok {
@@ -160,7 +159,8 @@ async fn prober(addr: SocketAddr, down_at: Arc<Mutex<Option<Instant>>>, up_at: A
 
 async fn reboot_bench() {
     let rounds = env_num("IMGBAKE_BENCH_REBOOTS", 3).max(1);
-    let guest = QemuGuest::start(GuestOptions::default()).await.expect("the bed's QEMU guest (run tests/bed/install.sh)");
+    let guest =
+        QemuGuest::start(GuestOptions::default()).await.expect("the bed's QEMU guest (run tests/bed/install.sh)");
     guest.wait_ssh_banner(Duration::from_secs(120)).await.expect("guest SSH");
     let c = SshCommunicator::new(config_for(&guest));
     c.connect(&Wait::new(Duration::from_secs(60))).await.expect("connect to the guest");

@@ -1,9 +1,9 @@
 //! [`SshCommunicator`]: the [`Communicator`] over SSH.
 
-use std::path::Path;
-use std::sync::Arc;
 use std::convert::Infallible;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use imgbake_config::Os;
@@ -11,9 +11,10 @@ use imgbake_core::command::compose;
 use imgbake_core::communicator::{CommError, Communicator, ExecOutput, ExecRequest};
 use imgbake_core::event::{EventKind, EventSink};
 use imgbake_core::wait::{self, Poll, Wait, WaitError};
+use tokio::sync::Mutex;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 use crate::config::SshConfig;
 use crate::fallback::Fallback;
@@ -88,10 +89,9 @@ impl SshCommunicator {
                 self.report_lost(c, &reason);
                 Err(CommError::Disconnected { target: self.target(), reason })
             }
-            None => Err(CommError::Disconnected {
-                target: self.target(),
-                reason: "not connected (connect first)".into(),
-            }),
+            None => {
+                Err(CommError::Disconnected { target: self.target(), reason: "not connected (connect first)".into() })
+            }
         }
     }
 
@@ -182,9 +182,10 @@ impl Communicator for SshCommunicator {
     }
 
     async fn exec(&self, req: &ExecRequest, events: &EventSink) -> Result<ExecOutput, CommError> {
-        let command = compose(self.config.os, req)?;
+        // A bad template is an error before anything else.
+        compose(self.config.os, req)?;
         let c = self.live().await?;
-        let out = crate::exec::run(&c.session, &command, req, events, &self.target()).await?;
+        let out = crate::exec::run(&c.session, self.config.os, req, events, &self.target()).await?;
         if c.session.is_closed() {
             self.report_lost(&c, &c.session.end_reason());
         }
@@ -254,16 +255,18 @@ async fn connect_hedged(cfg: &SshConfig, events: &EventSink, wait: &Wait) -> Res
         // Every sender is kept alive by the spawner below, so the channel does not close first.
         std::future::pending().await
     };
-    // Per attempt in flight: (reached a server, finished).
-    let mut attempts: Vec<(Arc<AtomicBool>, Arc<AtomicBool>)> = Vec::new();
+    // Per attempt in flight: (when it reached a server, finished).
+    let mut attempts: Vec<(Arc<OnceLock<Instant>>, Arc<AtomicBool>)> = Vec::new();
+    // An attempt that reached a server but makes no progress for this long (the machine died under
+    // its handshake) no longer holds back a fresh one.
+    let stalled = cfg.banner_timeout * 3;
     let what = format!("SSH on {target}");
     let spawner = wait::until(wait, &what, || {
         attempts.retain(|(_, done)| !done.load(Ordering::SeqCst));
-        // Hedge only while every attempt is still waiting for a server: never two handshakes with a
-        // live one.
-        let hedge = attempts.len() < MAX_ATTEMPTS_IN_FLIGHT && !attempts.iter().any(|(r, _)| r.load(Ordering::SeqCst));
-        if hedge {
-            let (reached, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        // Hedge only while no attempt is talking to a live server: never two handshakes with one.
+        let talking = attempts.iter().any(|(r, _)| r.get().is_some_and(|at| at.elapsed() < stalled));
+        if attempts.len() < MAX_ATTEMPTS_IN_FLIGHT && !talking {
+            let (reached, done) = (Arc::new(OnceLock::new()), Arc::new(AtomicBool::new(false)));
             attempts.push((reached.clone(), done.clone()));
             let (cfg, events, tx) = (cfg.clone(), events.clone(), tx.clone());
             tasks.spawn(async move {

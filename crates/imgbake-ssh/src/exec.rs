@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use imgbake_config::Os;
+use imgbake_core::command::compose;
 use imgbake_core::communicator::{CommError, ExecOutput, ExecRequest, ExecStatus};
 use imgbake_core::event::{EventSink, LineSplitter, Stream};
 use russh::client::Msg;
@@ -17,9 +19,10 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 pub(crate) async fn start(session: &Session, command: &str, target: &str) -> Result<Channel<Msg>, CommError> {
     let lost = |e: russh::Error| CommError::Disconnected { target: target.into(), reason: describe_ssh_error(&e) };
     let channel = session.handle.channel_open_session().await.map_err(|e| match e {
-        russh::Error::ChannelOpenFailure(f) => {
-            CommError::Protocol { target: target.into(), reason: format!("the server refused a session channel: {f:?}") }
-        }
+        russh::Error::ChannelOpenFailure(f) => CommError::Protocol {
+            target: target.into(),
+            reason: format!("the server refused a session channel: {f:?}"),
+        },
         _ if session.is_closed() => CommError::Disconnected { target: target.into(), reason: session.end_reason() },
         e => lost(e),
     })?;
@@ -27,19 +30,29 @@ pub(crate) async fn start(session: &Session, command: &str, target: &str) -> Res
     Ok(channel)
 }
 
-/// Run a composed command to its end. Output streams to `events` as lines unless `req.quiet`.
+/// The first stderr line of a command run with a timeout: its process group, so a timeout can kill
+/// the whole group. (OpenSSH ignores `signal` requests in root sessions, and a signal sent as the login
+/// user cannot reach what `sudo` started.)
+const PGID_MARKER: &str = "IMGBAKE-PGID:";
+
+/// Run `req` (composed for `os`) to its end. Output streams to `events` as lines unless `req.quiet`.
 pub(crate) async fn run(
     session: &Session,
-    command: &str,
+    os: Os,
     req: &ExecRequest,
     events: &EventSink,
     target: &str,
 ) -> Result<ExecOutput, CommError> {
-    let mut channel = start(session, command, target).await?;
+    let composed = compose(os, req)?;
+    // sshd makes every session command a session (and group) leader: `$$` of the login shell is the
+    // group of everything the command line starts.
+    let track_group = req.timeout.is_some() && os == Os::Linux;
+    let command = if track_group { format!("printf '{PGID_MARKER}%s\\n' \"$$\" >&2; {composed}") } else { composed };
+    let mut channel = start(session, &command, target).await?;
     // Nothing to feed: a command that reads stdin sees its end instead of hanging.
     let _ = channel.eof().await;
     let deadline = req.timeout.map(|t| Instant::now() + t);
-    let mut sink = OutputSink::new(req, events);
+    let mut sink = OutputSink::new(req, events, track_group);
     let mut status = None;
     loop {
         let msg = match deadline {
@@ -47,7 +60,7 @@ pub(crate) async fn run(
                 Ok(m) => m,
                 Err(_) => {
                     sink.finish();
-                    kill(&mut channel).await;
+                    kill(session, os, req, &mut channel, sink.pgid, target).await;
                     return Err(CommError::Timeout {
                         what: format!("command `{}` on {target}", req.command),
                         after: req.timeout.unwrap_or_default(),
@@ -62,7 +75,11 @@ pub(crate) async fn run(
             Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(ExecStatus::Exited(exit_status as i32)),
             Some(ChannelMsg::ExitSignal { signal_name, error_message, .. }) => {
                 let name = signal_text(&signal_name);
-                status = Some(ExecStatus::Signaled(if error_message.is_empty() { name } else { format!("{name} ({error_message})") }));
+                status = Some(ExecStatus::Signaled(if error_message.is_empty() {
+                    name
+                } else {
+                    format!("{name} ({error_message})")
+                }));
             }
             Some(ChannelMsg::Failure) if status.is_none() => {
                 return Err(CommError::Protocol {
@@ -79,19 +96,47 @@ pub(crate) async fn run(
     Ok(ExecOutput { status: status.unwrap_or(ExecStatus::ConnectionLost), stdout, stderr })
 }
 
-/// Stop a command that ran too long: TERM (the server signals the whole process group), a short
-/// grace, KILL, then close the channel.
-async fn kill(channel: &mut Channel<Msg>) {
-    let _ = channel.signal(Sig::TERM).await;
-    let grace = Instant::now() + KILL_GRACE;
-    loop {
-        match tokio::time::timeout_at(grace, channel.wait()).await {
-            Ok(Some(ChannelMsg::ExitStatus { .. } | ChannelMsg::ExitSignal { .. } | ChannelMsg::Close)) | Ok(None) => break,
-            Ok(Some(_)) => {}
-            Err(_) => {
-                let _ = channel.signal(Sig::KILL).await;
-                break;
+/// Stop a command that ran too long: TERM to its process group (through the same `execute_command`,
+/// so `sudo` can reach root processes) and as an SSH signal, a short grace, then KILL, then close
+/// the channel.
+async fn kill(
+    session: &Session,
+    os: Os,
+    req: &ExecRequest,
+    channel: &mut Channel<Msg>,
+    pgid: Option<u32>,
+    target: &str,
+) {
+    for (sig, ssh_sig) in [("TERM", Sig::TERM), ("KILL", Sig::KILL)] {
+        let _ = channel.signal(ssh_sig).await;
+        if let Some(pg) = pgid {
+            let killer = ExecRequest {
+                // `kill -SIG -PGID` (no `--`: dash rejects it), the leader alone if the group is gone.
+                command: format!("kill -{sig} -{pg} 2>/dev/null || kill -{sig} {pg} 2>/dev/null; true"),
+                execute_command: req.execute_command.clone(),
+                timeout: None,
+                quiet: true,
+                capture: true,
+                ..ExecRequest::default()
+            };
+            if let Ok(line) = compose(os, &killer)
+                && let Ok(mut ch) = start(session, &line, target).await
+            {
+                let _ = ch.eof().await;
+                let _ = tokio::time::timeout(KILL_GRACE, async { while ch.wait().await.is_some() {} }).await;
             }
+        }
+        let grace = Instant::now() + KILL_GRACE;
+        let ended = loop {
+            match tokio::time::timeout_at(grace, channel.wait()).await {
+                Ok(Some(ChannelMsg::ExitStatus { .. } | ChannelMsg::ExitSignal { .. } | ChannelMsg::Close))
+                | Ok(None) => break true,
+                Ok(Some(_)) => {}
+                Err(_) => break false,
+            }
+        };
+        if ended {
+            break;
         }
     }
     let _ = channel.close().await;
@@ -104,25 +149,55 @@ pub(crate) fn signal_text(sig: &Sig) -> String {
     }
 }
 
-/// Where output goes: line events (unless quiet) and the captured buffers (if asked).
+/// Where output goes: line events (unless quiet) and the captured buffers (if asked). When the
+/// command reports its process group first on stderr, that line is taken out.
 struct OutputSink<'a> {
     events: Option<&'a EventSink>,
     capture: bool,
     out: (LineSplitter, Vec<u8>),
     err: (LineSplitter, Vec<u8>),
+    /// Stderr bytes held back until the process group line is complete.
+    sniffing: Option<Vec<u8>>,
+    pgid: Option<u32>,
 }
 
 impl<'a> OutputSink<'a> {
-    fn new(req: &ExecRequest, events: &'a EventSink) -> Self {
+    fn new(req: &ExecRequest, events: &'a EventSink, sniff_pgid: bool) -> Self {
         OutputSink {
             events: (!req.quiet).then_some(events),
             capture: req.capture,
             out: Default::default(),
             err: Default::default(),
+            sniffing: sniff_pgid.then(Vec::new),
+            pgid: None,
         }
     }
 
     fn push(&mut self, stream: Stream, data: &[u8]) {
+        if stream == Stream::Stderr
+            && let Some(held) = self.sniffing.as_mut()
+        {
+            held.extend_from_slice(data);
+            let Some(nl) = held.iter().position(|&b| b == b'\n') else { return };
+            let held = self.sniffing.take().unwrap_or_default();
+            let line = String::from_utf8_lossy(&held[..nl]);
+            match line.strip_prefix(PGID_MARKER) {
+                Some(pg) => {
+                    self.pgid = pg.trim().parse().ok();
+                    self.deliver(stream, &held[nl + 1..]);
+                }
+                // Not ours (a login shell that printed first): pass everything on.
+                None => self.deliver(stream, &held),
+            }
+            return;
+        }
+        self.deliver(stream, data);
+    }
+
+    fn deliver(&mut self, stream: Stream, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
         let (splitter, buf) = match stream {
             Stream::Stdout => &mut self.out,
             Stream::Stderr => &mut self.err,
@@ -138,6 +213,9 @@ impl<'a> OutputSink<'a> {
     }
 
     fn finish(&mut self) {
+        if let Some(held) = self.sniffing.take() {
+            self.deliver(Stream::Stderr, &held);
+        }
         if let Some(ev) = self.events {
             for (stream, (splitter, _)) in [(Stream::Stdout, &mut self.out), (Stream::Stderr, &mut self.err)] {
                 if let Some(line) = splitter.flush() {

@@ -35,9 +35,10 @@ impl Fallback<'_> {
             Os::Linux => Ok(()),
             Os::Windows => Err(CommError::Protocol {
                 target: self.target.clone(),
-                reason: "the server has no SFTP subsystem, and the exec fallback for file transfers needs a POSIX shell; \
+                reason:
+                    "the server has no SFTP subsystem, and the exec fallback for file transfers needs a POSIX shell; \
                          enable the sftp subsystem of the Windows OpenSSH server"
-                    .into(),
+                        .into(),
             }),
         }
     }
@@ -64,7 +65,8 @@ impl Fallback<'_> {
             if let Some((src, progress)) = input {
                 let mut buf = vec![0u8; CHUNK];
                 loop {
-                    let n = src.read(&mut buf).await.map_err(|e| CommError::LocalFile { path: path.into(), source: e })?;
+                    let n =
+                        src.read(&mut buf).await.map_err(|e| CommError::LocalFile { path: path.into(), source: e })?;
                     if n == 0 {
                         break;
                     }
@@ -88,7 +90,9 @@ impl Fallback<'_> {
                         None => stdout.extend_from_slice(&data),
                     },
                     Some(ChannelMsg::ExtendedData { data, .. }) => stderr.extend_from_slice(&data),
-                    Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(ExecStatus::Exited(exit_status as i32)),
+                    Some(ChannelMsg::ExitStatus { exit_status }) => {
+                        status = Some(ExecStatus::Exited(exit_status as i32))
+                    }
                     Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
                         status = Some(ExecStatus::Signaled(crate::exec::signal_text(&signal_name)))
                     }
@@ -195,7 +199,8 @@ impl Fallback<'_> {
                     let mut dst = tokio::fs::File::create(&target)
                         .await
                         .map_err(|source| CommError::LocalFile { path: target.clone(), source })?;
-                    self.run(&format!("cat -- {}", q(&path)), &path, None, Some((&mut dst, &target, &mut progress))).await?;
+                    self.run(&format!("cat -- {}", q(&path)), &path, None, Some((&mut dst, &target, &mut progress)))
+                        .await?;
                     dst.flush().await.map_err(|source| CommError::LocalFile { path: target.clone(), source })?;
                     set_local_mode(&target, mode)?;
                 }

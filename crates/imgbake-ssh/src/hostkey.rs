@@ -19,12 +19,17 @@ pub fn describe_key(key: &PublicKey) -> String {
 
 /// Parse an OpenSSH public key line (`type base64 [comment]`).
 pub fn parse_public_key(line: &str) -> Result<PublicKey, String> {
-    PublicKey::from_openssh(line.trim()).map_err(|e| format!("`{}` is not an OpenSSH public key line: {e}", short(line)))
+    PublicKey::from_openssh(line.trim())
+        .map_err(|e| format!("`{}` is not an OpenSSH public key line: {e}", short(line)))
 }
 
 fn short(s: &str) -> String {
     let s = s.trim();
-    if s.len() > 60 { format!("{}...", &s[..s.char_indices().nth(57).map(|(i, _)| i).unwrap_or(s.len())]) } else { s.to_string() }
+    if s.len() > 60 {
+        format!("{}...", &s[..s.char_indices().nth(57).map(|(i, _)| i).unwrap_or(s.len())])
+    } else {
+        s.to_string()
+    }
 }
 
 /// The keys a policy expects for one host, read once per connection attempt.
@@ -63,10 +68,15 @@ impl HostKeyVerifier {
         let policy = match policy {
             HostKeyPolicy::Pinned(lines) => {
                 if lines.is_empty() {
-                    return Err(bad("the host key policy pins no key: give at least one OpenSSH public key line".into()));
+                    return Err(bad(
+                        "the host key policy pins no key: give at least one OpenSSH public key line".into()
+                    ));
                 }
                 Policy::Pinned(
-                    lines.iter().map(|l| parse_public_key(l).map_err(|e| bad(format!("pinned host key: {e}")))).collect::<Result<_, _>>()?,
+                    lines
+                        .iter()
+                        .map(|l| parse_public_key(l).map_err(|e| bad(format!("pinned host key: {e}"))))
+                        .collect::<Result<_, _>>()?,
                 )
             }
             HostKeyPolicy::KnownHosts(path) => {
@@ -264,7 +274,8 @@ mod tests {
     fn hashed_names_match() {
         // `ssh-keygen -H` format: HMAC-SHA1 of the name keyed with the salt.
         let salt = [7u8; 20];
-        let mac = Hmac::<Sha1>::new_from_slice(&salt).unwrap().chain_update(b"[127.0.0.1]:2222").finalize().into_bytes();
+        let mac =
+            Hmac::<Sha1>::new_from_slice(&salt).unwrap().chain_update(b"[127.0.0.1]:2222").finalize().into_bytes();
         let b64 = base64::engine::general_purpose::STANDARD;
         let pat = format!("|1|{}|{}", b64.encode(salt), b64.encode(mac));
         assert!(host_matches(&pat, "[127.0.0.1]:2222"));
@@ -285,22 +296,36 @@ mod tests {
         assert_eq!(e.len(), 2);
         assert_eq!(e[0].line, 3);
         assert!(!e[0].revoked && e[1].revoked);
-        let v = HostKeyVerifier::new(&HostKeyPolicy::KnownHosts(path.clone()), "127.0.0.1", 2222, "t", &EventSink::discard())
-            .unwrap();
+        let v = HostKeyVerifier::new(
+            &HostKeyPolicy::KnownHosts(path.clone()),
+            "127.0.0.1",
+            2222,
+            "t",
+            &EventSink::discard(),
+        )
+        .unwrap();
         v.check(&parse_public_key(ED).unwrap()).unwrap();
         let err = v.check(&parse_public_key(other).unwrap()).unwrap_err().to_string();
         assert!(err.contains("@revoked"), "{err}");
         // Another port: no entry → unknown.
-        let v = HostKeyVerifier::new(&HostKeyPolicy::KnownHosts(path), "127.0.0.1", 22, "t", &EventSink::discard()).unwrap();
+        let v = HostKeyVerifier::new(&HostKeyPolicy::KnownHosts(path), "127.0.0.1", 22, "t", &EventSink::discard())
+            .unwrap();
         assert!(matches!(v.check(&parse_public_key(ED).unwrap()), Err(CommError::UnknownHostKey { .. })));
     }
 
     #[test]
     fn pinned_keys_and_preferred_algorithms() {
-        let v = HostKeyVerifier::new(&HostKeyPolicy::Pinned(vec![ED.into()]), "h", 22, "t", &EventSink::discard()).unwrap();
+        let v =
+            HostKeyVerifier::new(&HostKeyPolicy::Pinned(vec![ED.into()]), "h", 22, "t", &EventSink::discard()).unwrap();
         assert_eq!(v.preferred_algorithms()[0], Algorithm::Ed25519);
         v.check(&parse_public_key(ED).unwrap()).unwrap();
-        let bad = HostKeyVerifier::new(&HostKeyPolicy::Pinned(vec!["ssh-ed25519 notbase64".into()]), "h", 22, "t", &EventSink::discard());
+        let bad = HostKeyVerifier::new(
+            &HostKeyPolicy::Pinned(vec!["ssh-ed25519 notbase64".into()]),
+            "h",
+            22,
+            "t",
+            &EventSink::discard(),
+        );
         assert!(bad.unwrap_err().to_string().contains("pinned host key"));
     }
 }

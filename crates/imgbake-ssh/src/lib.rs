@@ -25,7 +25,9 @@ pub use russh::keys::{PrivateKey, PublicKey};
 
 /// A fresh ed25519 key pair, for a build that injects its own key into the machine (cloud key pairs,
 /// user data). Returns the private key (for [`Auth::Key`]) and its OpenSSH public key line.
-pub fn generate_ed25519(comment: &str) -> Result<(std::sync::Arc<PrivateKey>, String), imgbake_core::communicator::CommError> {
+pub fn generate_ed25519(
+    comment: &str,
+) -> Result<(std::sync::Arc<PrivateKey>, String), imgbake_core::communicator::CommError> {
     let mut rng = russh::keys::key::safe_rng();
     let mut key = PrivateKey::random(&mut rng, russh::keys::Algorithm::Ed25519)
         .map_err(|e| imgbake_core::communicator::CommError::Command(format!("cannot generate an ed25519 key: {e}")))?;

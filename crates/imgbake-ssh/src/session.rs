@@ -2,8 +2,7 @@
 //! host key verification, then authentication. Failures are sorted into "not up yet" (worth retrying)
 //! and final ones (wrong key, wrong host key).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -119,12 +118,12 @@ impl Session {
     }
 }
 
-/// Make one connection attempt within `cfg.connect_timeout`. `answered` turns true once a server
+/// Make one connection attempt within `cfg.connect_timeout`. `answered` is set when a server
 /// answered (its banner arrived, or the bastion opened the tunnel).
 pub(crate) fn attempt<'a>(
     cfg: &'a SshConfig,
     events: &'a EventSink,
-    answered: &'a AtomicBool,
+    answered: &'a OnceLock<Instant>,
 ) -> BoxFuture<'a, Result<Session, CommError>> {
     Box::pin(async move {
         let target = cfg.target();
@@ -138,7 +137,11 @@ pub(crate) fn attempt<'a>(
     })
 }
 
-async fn attempt_inner(cfg: &SshConfig, events: &EventSink, answered: &AtomicBool) -> Result<Session, CommError> {
+async fn attempt_inner(
+    cfg: &SshConfig,
+    events: &EventSink,
+    answered: &OnceLock<Instant>,
+) -> Result<Session, CommError> {
     let target = cfg.target();
     let not_up = |reason: String| CommError::NotUp { target: target.clone(), reason };
     let verifier = Arc::new(HostKeyVerifier::new(&cfg.host_key, &cfg.host, cfg.port, &target, events)?);
@@ -148,13 +151,21 @@ async fn attempt_inner(cfg: &SshConfig, events: &EventSink, answered: &AtomicBoo
 
     let (handle, bastion) = match &cfg.bastion {
         Some(b) => {
-            let bastion = attempt(b, events, &AtomicBool::new(false)).await.map_err(|e| via_bastion(e, &target))?;
+            let bastion = attempt(b, events, &OnceLock::new()).await.map_err(|e| via_bastion(e, &target))?;
             let channel = bastion
                 .handle
                 .channel_open_direct_tcpip(cfg.host.clone(), u32::from(cfg.port), "127.0.0.1", 0)
                 .await
-                .map_err(|e| not_up(format!("bastion {} cannot reach {}:{}: {}", b.target(), cfg.host, cfg.port, describe_ssh_error(&e))))?;
-            answered.store(true, Ordering::SeqCst);
+                .map_err(|e| {
+                    not_up(format!(
+                        "bastion {} cannot reach {}:{}: {}",
+                        b.target(),
+                        cfg.host,
+                        cfg.port,
+                        describe_ssh_error(&e)
+                    ))
+                })?;
+            let _ = answered.set(Instant::now());
             let handle = client::connect_stream(config, channel.into_stream(), client)
                 .await
                 .map_err(|e| handshake_error(e, &target))?;
@@ -165,21 +176,29 @@ async fn attempt_inner(cfg: &SshConfig, events: &EventSink, answered: &AtomicBoo
             // SYNs (TCP connect hangs) or sits behind a port forward that accepts TCP and then says
             // nothing (QEMU user networking): both are "not up yet" once `banner_timeout` passes.
             let deadline = Instant::now() + cfg.banner_timeout;
-            let socket = match tokio::time::timeout_at(deadline, TcpStream::connect((cfg.host.as_str(), cfg.port))).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Err(not_up(format!("TCP connect to {}:{}: {e}", cfg.host, cfg.port))),
-                Err(_) => {
-                    return Err(not_up(format!(
-                        "TCP connect to {}:{} timed out ({:?})",
-                        cfg.host, cfg.port, cfg.banner_timeout
-                    )));
-                }
-            };
+            let socket =
+                match tokio::time::timeout_at(deadline, TcpStream::connect((cfg.host.as_str(), cfg.port))).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return Err(not_up(format!("TCP connect to {}:{}: {e}", cfg.host, cfg.port))),
+                    Err(_) => {
+                        return Err(not_up(format!(
+                            "TCP connect to {}:{} timed out ({:?})",
+                            cfg.host, cfg.port, cfg.banner_timeout
+                        )));
+                    }
+                };
             let _ = socket.set_nodelay(true);
             let mut byte = [0u8; 1];
-            match tokio::time::timeout_at(deadline.max(Instant::now() + Duration::from_millis(100)), socket.peek(&mut byte)).await {
+            match tokio::time::timeout_at(
+                deadline.max(Instant::now() + Duration::from_millis(100)),
+                socket.peek(&mut byte),
+            )
+            .await
+            {
                 Ok(Ok(0)) => return Err(not_up("the connection was closed before the SSH banner".into())),
-                Ok(Ok(_)) => answered.store(true, Ordering::SeqCst),
+                Ok(Ok(_)) => {
+                    let _ = answered.set(Instant::now());
+                }
                 Ok(Err(e)) => return Err(not_up(format!("waiting for the SSH banner: {e}"))),
                 Err(_) => {
                     return Err(not_up(format!(
@@ -188,7 +207,8 @@ async fn attempt_inner(cfg: &SshConfig, events: &EventSink, answered: &AtomicBoo
                     )));
                 }
             }
-            let handle = client::connect_stream(config, socket, client).await.map_err(|e| handshake_error(e, &target))?;
+            let handle =
+                client::connect_stream(config, socket, client).await.map_err(|e| handshake_error(e, &target))?;
             (handle, None)
         }
     };
@@ -208,7 +228,10 @@ fn russh_config(cfg: &SshConfig, verifier: &HostKeyVerifier) -> Result<client::C
             Err(()) => {
                 return Err(CommError::Protocol {
                     target: cfg.target(),
-                    reason: format!("unknown cipher `{name}` in the SSH settings; known: {}", crate::config::DEFAULT_CIPHERS.join(", ")),
+                    reason: format!(
+                        "unknown cipher `{name}` in the SSH settings; known: {}",
+                        crate::config::DEFAULT_CIPHERS.join(", ")
+                    ),
                 });
             }
         }
@@ -229,14 +252,18 @@ fn russh_config(cfg: &SshConfig, verifier: &HostKeyVerifier) -> Result<client::C
 
 fn via_bastion(e: CommError, target: &str) -> CommError {
     match e {
-        CommError::NotUp { target: b, reason } => CommError::NotUp { target: target.into(), reason: format!("bastion {b}: {reason}") },
+        CommError::NotUp { target: b, reason } => {
+            CommError::NotUp { target: target.into(), reason: format!("bastion {b}: {reason}") }
+        }
         other => other,
     }
 }
 
 fn handshake_error(e: HandlerError, target: &str) -> CommError {
     match e {
-        HandlerError::HostKey(CommError::Protocol { reason, .. }) => CommError::Protocol { target: target.into(), reason },
+        HandlerError::HostKey(CommError::Protocol { reason, .. }) => {
+            CommError::Protocol { target: target.into(), reason }
+        }
         HandlerError::HostKey(e) => e,
         HandlerError::Ssh(e) => classify(&e, target),
     }
@@ -247,9 +274,10 @@ fn classify(e: &russh::Error, target: &str) -> CommError {
     use russh::Error as E;
     match e {
         // Configuration or compatibility problems will not heal by waiting.
-        E::NoCommonAlgo { .. } | E::UnknownAlgo | E::WrongServerSig | E::Keys(_) => {
-            CommError::Protocol { target: target.into(), reason: format!("SSH handshake failed: {}", describe_ssh_error(e)) }
-        }
+        E::NoCommonAlgo { .. } | E::UnknownAlgo | E::WrongServerSig | E::Keys(_) => CommError::Protocol {
+            target: target.into(),
+            reason: format!("SSH handshake failed: {}", describe_ssh_error(e)),
+        },
         // Resets, EOFs and disconnects during the handshake: a server that is starting or stopping.
         _ => CommError::NotUp { target: target.into(), reason: format!("SSH handshake: {}", describe_ssh_error(e)) },
     }
@@ -257,7 +285,9 @@ fn classify(e: &russh::Error, target: &str) -> CommError {
 
 pub(crate) fn describe_ssh_error(e: &russh::Error) -> String {
     match e {
-        russh::Error::IO(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => "connection closed by the server".into(),
+        russh::Error::IO(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "connection closed by the server".into()
+        }
         russh::Error::IO(io) => io.to_string(),
         russh::Error::Disconnect => "connection closed".into(),
         russh::Error::KeepaliveTimeout => "the server stopped answering keepalives".into(),
@@ -294,16 +324,26 @@ async fn authenticate(handle: &mut Handle<Client>, cfg: &SshConfig) -> Result<()
                 let desc = format!("in-memory key {}", describe_key(key.public_key()));
                 (desc, publickey(handle, cfg, key.clone()).await.map_err(lost)?)
             }
-            Auth::Password(pw) => {
-                ("password".to_string(), handle.authenticate_password(cfg.user.clone(), pw.clone()).await.map_err(lost)?)
-            }
+            Auth::Password(pw) => (
+                "password".to_string(),
+                handle.authenticate_password(cfg.user.clone(), pw.clone()).await.map_err(lost)?,
+            ),
         };
         match result {
             (_, AuthResult::Success) => return Ok(()),
+            // russh reports a session that died during authentication as a failure with no methods
+            // left: that is a machine going down (or still starting), not a wrong key.
+            (_, AuthResult::Failure { remaining_methods, .. })
+                if handle.is_closed() || remaining_methods.is_empty() =>
+            {
+                return Err(CommError::NotUp {
+                    target: target.clone(),
+                    reason: "the connection closed during authentication".into(),
+                });
+            }
             (desc, AuthResult::Failure { remaining_methods, .. }) => {
                 tried.push(desc);
-                server_accepts =
-                    remaining_methods.iter().map(|m| <&str>::from(m)).collect::<Vec<_>>().join(",");
+                server_accepts = remaining_methods.iter().map(<&str>::from).collect::<Vec<_>>().join(",");
                 if !remaining_methods.iter().any(|m| matches!(m, MethodKind::PublicKey | MethodKind::Password)) {
                     break;
                 }

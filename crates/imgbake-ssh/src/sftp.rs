@@ -50,9 +50,13 @@ impl Sftp {
         loop {
             match channel.wait().await {
                 Some(ChannelMsg::Success) => break,
-                Some(ChannelMsg::Failure) => return Err(OpenError::Unsupported("the server refused the sftp subsystem".into())),
+                Some(ChannelMsg::Failure) => {
+                    return Err(OpenError::Unsupported("the server refused the sftp subsystem".into()));
+                }
                 Some(ChannelMsg::Close | ChannelMsg::Eof) | None => {
-                    return Err(OpenError::Unsupported("the channel closed when the sftp subsystem was asked for".into()));
+                    return Err(OpenError::Unsupported(
+                        "the channel closed when the sftp subsystem was asked for".into(),
+                    ));
                 }
                 Some(_) => {}
             }
@@ -99,7 +103,10 @@ impl Sftp {
 
     fn remote_err(&self, path: &str, e: SftpError) -> CommError {
         if self.is_closed() {
-            return CommError::Disconnected { target: self.target.clone(), reason: format!("during SFTP on {path}: {e}") };
+            return CommError::Disconnected {
+                target: self.target.clone(),
+                reason: format!("during SFTP on {path}: {e}"),
+            };
         }
         let reason = match &e {
             SftpError::Status(s) if s.status_code == StatusCode::NoSuchFile => "no such file or directory".to_string(),
@@ -146,13 +153,23 @@ impl Sftp {
         self.session.set_metadata(path, attrs).await.map_err(|e| self.remote_err(path, e))
     }
 
-    async fn upload_file(&self, local: &Path, remote: &str, mode: u32, progress: &mut Progress<'_>) -> Result<(), CommError> {
+    async fn upload_file(
+        &self,
+        local: &Path,
+        remote: &str,
+        mode: u32,
+        progress: &mut Progress<'_>,
+    ) -> Result<(), CommError> {
         let local_err = |source| CommError::LocalFile { path: local.to_path_buf(), source };
         let mut src = tokio::fs::File::open(local).await.map_err(local_err)?;
         let attrs = FileAttributes { permissions: Some(mode), ..Default::default() };
         let mut dst = self
             .session
-            .open_with_flags_and_attributes(remote, OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE, attrs.clone())
+            .open_with_flags_and_attributes(
+                remote,
+                OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
+                attrs.clone(),
+            )
             .await
             .map_err(|e| self.remote_err(remote, e))?;
         let mut buf = vec![0u8; CHUNK];
@@ -176,7 +193,11 @@ impl Sftp {
             let attrs = FileAttributes { permissions: Some(mode), ..Default::default() };
             let mut dst = self
                 .session
-                .open_with_flags_and_attributes(remote, OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE, attrs.clone())
+                .open_with_flags_and_attributes(
+                    remote,
+                    OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
+                    attrs.clone(),
+                )
                 .await
                 .map_err(|e| self.remote_err(remote, e))?;
             dst.write_all(data).await.map_err(|e| self.remote_err(remote, e.into()))?;
@@ -202,7 +223,13 @@ impl Sftp {
         Ok(progress.done())
     }
 
-    async fn download_dir(&self, remote: &str, local: &Path, progress: &mut Progress<'_>, depth: usize) -> Result<(), CommError> {
+    async fn download_dir(
+        &self,
+        remote: &str,
+        local: &Path,
+        progress: &mut Progress<'_>,
+        depth: usize,
+    ) -> Result<(), CommError> {
         if depth > crate::tree::MAX_DEPTH {
             return Err(CommError::RemoteFile {
                 path: remote.into(),
@@ -232,7 +259,13 @@ impl Sftp {
         crate::tree::set_local_mode(local, meta.permissions.unwrap_or(0o755))
     }
 
-    async fn download_file(&self, remote: &str, local: &Path, mode: u32, progress: &mut Progress<'_>) -> Result<(), CommError> {
+    async fn download_file(
+        &self,
+        remote: &str,
+        local: &Path,
+        mode: u32,
+        progress: &mut Progress<'_>,
+    ) -> Result<(), CommError> {
         let local_err = |source| CommError::LocalFile { path: local.to_path_buf(), source };
         let mut src = self.session.open(remote).await.map_err(|e| self.remote_err(remote, e))?;
         let mut dst = tokio::fs::File::create(local).await.map_err(local_err)?;

@@ -44,7 +44,12 @@ pub(crate) fn local_tree(root: &Path) -> Result<LocalTree, CommError> {
     let meta = std::fs::metadata(root).map_err(|e| err(root, e))?;
     let mut tree = LocalTree { dirs: Vec::new(), files: Vec::new() };
     if !meta.is_dir() {
-        tree.files.push(FileEntry { local: root.to_path_buf(), rel: String::new(), mode: mode_of(&meta), len: meta.len() });
+        tree.files.push(FileEntry {
+            local: root.to_path_buf(),
+            rel: String::new(),
+            mode: mode_of(&meta),
+            len: meta.len(),
+        });
         return Ok(tree);
     }
     for entry in walkdir::WalkDir::new(root).follow_links(true).max_depth(MAX_DEPTH).sort_by_file_name() {
@@ -68,7 +73,12 @@ pub(crate) fn local_tree(root: &Path) -> Result<LocalTree, CommError> {
         if meta.is_dir() {
             tree.dirs.push(DirEntry { rel, mode: mode_of(&meta) });
         } else if meta.is_file() {
-            tree.files.push(FileEntry { local: entry.path().to_path_buf(), rel, mode: mode_of(&meta), len: meta.len() });
+            tree.files.push(FileEntry {
+                local: entry.path().to_path_buf(),
+                rel,
+                mode: mode_of(&meta),
+                len: meta.len(),
+            });
         }
         // Sockets, FIFOs and devices are not copied.
     }

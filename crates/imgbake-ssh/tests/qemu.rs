@@ -55,7 +55,7 @@ async fn reboots_of_a_real_machine() {
             .expect("starting the bed's QEMU guest (run tests/bed/install.sh if it is missing)"),
     );
     guest.wait_ssh_banner(Duration::from_secs(120)).await.unwrap_or_else(|e| panic!("{e}"));
-    let c = SshCommunicator::new(config_for(&*guest));
+    let c = SshCommunicator::new(config_for(&guest));
     c.connect(&Wait::new(Duration::from_secs(60)).interval(Duration::from_millis(100), Duration::from_millis(500)))
         .await
         .unwrap();
@@ -65,13 +65,18 @@ async fn reboots_of_a_real_machine() {
     // 1. Explicit reboot with the OS default command.
     eprintln!("scenario 1: explicit reboot");
     let (events, log) = EventSink::memory();
-    let report = reboot(&c, &options(), &events).await.unwrap_or_else(|e| panic!("{e}; console:\n{}", guest.console_log()));
+    let report =
+        reboot(&c, &options(), &events).await.unwrap_or_else(|e| panic!("{e}; console:\n{}", guest.console_log()));
     assert_eq!(report.before, first);
     assert_ne!(report.after, first);
     assert_eq!(report.reboots, 1);
     assert_eq!(boot_id(&c).await, report.after);
     assert_eq!(guest.boot_log().unwrap().last(), Some(&report.after.0));
-    assert!(log.events().iter().any(|e| matches!(&e.kind, EventKind::Settled { boot_id, .. } if *boot_id == report.after.0)));
+    assert!(
+        log.events()
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::Settled { boot_id, .. } if *boot_id == report.after.0))
+    );
     let second = report.after;
 
     // 2. A step that reboots the machine itself (abruptly, sessions left hanging): the command ends
@@ -85,7 +90,9 @@ async fn reboots_of_a_real_machine() {
         Err(e) => assert!(e.is_not_up(), "{e}"),
     }
     let (events, log) = EventSink::memory();
-    let r = recover(&c, &second, &options(), &events).await.unwrap_or_else(|e| panic!("{e}; console:\n{}", guest.console_log()));
+    let r = recover(&c, &second, &options(), &events)
+        .await
+        .unwrap_or_else(|e| panic!("{e}; console:\n{}", guest.console_log()));
     let third = match r {
         Recovery::Rebooted { from, to, reboots } => {
             assert_eq!(from, second);
@@ -98,16 +105,18 @@ async fn reboots_of_a_real_machine() {
     assert!(log.events().iter().any(|e| matches!(&e.kind, EventKind::Rebooted { from, .. } if *from == second.0)));
 
     // 3. Two reboots in a row (the guest's own chain, like an update that reboots twice): the first
-    // one second after the command, the second one second after SSH is up again. The settle
-    // window is long enough to see the second one coming.
+    // 3 s after the command, the second 3 s after SSH is up again (time enough for a TCG guest to
+    // let us log in and see that boot). The settle window is long enough to see the second coming.
     eprintln!("scenario 3: a chain of two reboots");
     let boots_before = guest.boot_log().unwrap().len();
     let opts = RebootOptions {
-        command: Some("imgbake-guest reboot-chain 2 1".into()),
+        command: Some("imgbake-guest reboot-chain 2 3".into()),
         settle: Some(Duration::from_secs(8)),
         ..options()
     };
-    let report = reboot(&c, &opts, &EventSink::discard()).await.unwrap_or_else(|e| panic!("{e}; console:\n{}", guest.console_log()));
+    let report = reboot(&c, &opts, &EventSink::discard())
+        .await
+        .unwrap_or_else(|e| panic!("{e}; console:\n{}", guest.console_log()));
     let log_now = guest.boot_log().unwrap();
     assert_eq!(log_now.len(), boots_before + 2, "{log_now:?}");
     assert_eq!(report.before, third);
@@ -120,12 +129,13 @@ async fn reboots_of_a_real_machine() {
     // on the old boot. Those logins must not count as "back".
     eprintln!("scenario 4: logins keep working after the reboot command");
     let (events, log) = EventSink::memory();
-    let opts = RebootOptions {
-        command: Some("(sleep 5; reboot -f) </dev/null >/dev/null 2>&1 &".into()),
-        ..options()
-    };
+    let opts = RebootOptions { command: Some("(sleep 5; reboot -f) </dev/null >/dev/null 2>&1 &".into()), ..options() };
     let report = reboot(&c, &opts, &events).await.unwrap_or_else(|e| panic!("{e}; console:\n{}", guest.console_log()));
-    assert!(state_seen(&log, &format!("still up with the old boot {fourth}")), "the race was not exercised: {:#?}", log.events());
+    assert!(
+        state_seen(&log, &format!("still up with the old boot {fourth}")),
+        "the race was not exercised: {:#?}",
+        log.events()
+    );
     assert_ne!(report.after, fourth);
     assert_eq!(report.reboots, 1);
     assert_eq!(guest.boot_log().unwrap().last(), Some(&report.after.0));

@@ -1,6 +1,5 @@
 //! Authentication, host key policies, connection retries and jump hosts.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -190,7 +189,10 @@ async fn jump_host() {
     b.host_key = HostKeyPolicy::Pinned(vec![target.host_public_key().to_string()]);
     bad.bastion = Some(Box::new(b));
     let err = SshCommunicator::new(bad).connect(&quick()).await.unwrap_err();
-    assert!(matches!(&err, CommError::HostKeyMismatch { target: t, .. } if t.contains(&bastion.port().to_string())), "{err}");
+    assert!(
+        matches!(&err, CommError::HostKeyMismatch { target: t, .. } if t.contains(&bastion.port().to_string())),
+        "{err}"
+    );
 }
 
 /// An sshd of our own that accepts a password for root. sshd checks passwords against
@@ -201,7 +203,6 @@ struct PasswordSshd {
     _child: ChildGuard,
     port: u16,
     host_key: String,
-    client_key: std::path::PathBuf,
 }
 
 impl PasswordSshd {
@@ -226,7 +227,7 @@ impl PasswordSshd {
             d.join("sshd_config"),
             format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nUsePAM no\nStrictModes no\n\
-                 AuthorizedKeysFile {}\nPermitRootLogin yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n",
+                 AuthorizedKeysFile {}\nPermitRootLogin yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n{NO_DOTFILES}\n",
                 host.private_key.display(),
                 d.join("pid").display(),
                 d.join("authorized_keys").display()
@@ -248,25 +249,23 @@ impl PasswordSshd {
             .stderr(Stdio::null());
         let child = spawn_guarded("password sshd", cmd).await.unwrap();
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let up: Result<(), wait::WaitError<String>> = wait::until(&Wait::new(Duration::from_secs(20)), "password sshd", || async move {
-            match read_ssh_banner(addr, Duration::from_secs(1)).await {
-                Ok(_) => Poll::Ready(()),
-                Err(e) => Poll::Pending(e.to_string()),
-            }
-        })
-        .await;
+        let up: Result<(), wait::WaitError<String>> =
+            wait::until(&Wait::new(Duration::from_secs(20)), "password sshd", || async move {
+                match read_ssh_banner(addr, Duration::from_secs(1)).await {
+                    Ok(_) => Poll::Ready(()),
+                    Err(e) => Poll::Pending(e.to_string()),
+                }
+            })
+            .await;
         up.unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(d.join("log")).unwrap_or_default()));
-        PasswordSshd { port, host_key: host.public_key, client_key: client.private_key, _child: child, _dir: dir }
+        PasswordSshd { port, host_key: host.public_key, _child: child, _dir: dir }
     }
 
     fn config(&self, auth: Vec<Auth>) -> SshConfig {
-        let mut cfg = SshConfig::new("127.0.0.1", self.port, "root").with_host_key(HostKeyPolicy::Pinned(vec![self.host_key.clone()]));
+        let mut cfg = SshConfig::new("127.0.0.1", self.port, "root")
+            .with_host_key(HostKeyPolicy::Pinned(vec![self.host_key.clone()]));
         cfg.auth = auth;
         cfg
-    }
-
-    fn _key(&self) -> &Path {
-        &self.client_key
     }
 }
 
@@ -278,10 +277,14 @@ async fn password_authentication() {
     assert_eq!(run(&c, "whoami").await.stdout_text(), "root");
     c.disconnect().await;
 
-    let err = SshCommunicator::new(server.config(vec![Auth::Password("wrong".into())])).connect(&quick()).await.unwrap_err();
+    let err =
+        SshCommunicator::new(server.config(vec![Auth::Password("wrong".into())])).connect(&quick()).await.unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, CommError::Auth { .. }), "{msg}");
-    assert!(msg.contains("password") && !msg.contains("wrong"), "the message names the method, never the secret: {msg}");
+    assert!(
+        msg.contains("password") && !msg.contains("wrong"),
+        "the message names the method, never the secret: {msg}"
+    );
 
     // Methods are tried in order: a rejected key, then the password.
     let dir = tempfile::tempdir().unwrap();

@@ -76,7 +76,10 @@ async fn timeout_kills_the_remote_command() {
     let c = connected(&sshd).await;
     let pidfile = remote_path(&sshd, "sleeper.pid");
     let (sink, log) = EventSink::memory();
-    let mut req = ExecRequest::new(format!("echo started; echo $$ > {pidfile}; exec sleep 300"));
+    // A child of the command, through a wrapper and a working directory: the whole group goes.
+    let mut req = ExecRequest::new(format!("echo started; sleep 300 & echo $! > {pidfile}; wait"));
+    req.execute_command = Some("env WRAPPED=1 sh -c {{quote command}}".into());
+    req.workdir = Some("/".into());
     req.timeout = Some(Duration::from_secs(1));
     let t0 = Instant::now();
     let err = c.exec(&req, &sink).await.unwrap_err();
@@ -85,11 +88,12 @@ async fn timeout_kills_the_remote_command() {
     assert_eq!(log.output_lines(), vec!["started"]);
     let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     // The server signals the process group; give the kernel a moment (polled, not slept).
-    let gone: Result<(), wait::WaitError<String>> = wait::until(&Wait::new(Duration::from_secs(10)), "sleeper to die", || {
-        let alive = pid_alive(pid);
-        async move { if alive { Poll::Pending("alive".into()) } else { Poll::Ready(()) } }
-    })
-    .await;
+    let gone: Result<(), wait::WaitError<String>> =
+        wait::until(&Wait::new(Duration::from_secs(10)), "sleeper to die", || {
+            let alive = pid_alive(pid);
+            async move { if alive { Poll::Pending("alive".into()) } else { Poll::Ready(()) } }
+        })
+        .await;
     gone.expect("the timed-out command was killed");
     // The connection is still usable.
     assert_eq!(run(&c, "echo ok").await.stdout_text(), "ok");
@@ -101,11 +105,8 @@ async fn large_outputs_on_both_streams_do_not_deadlock() {
     let sshd = sshd().await;
     let c = connected(&sshd).await;
     const N: usize = 50_000_000;
-    let out = run(
-        &c,
-        &format!("head -c {N} /dev/zero | tr '\\0' e >&2 & head -c {N} /dev/zero | tr '\\0' o; wait"),
-    )
-    .await;
+    let out =
+        run(&c, &format!("head -c {N} /dev/zero | tr '\\0' e >&2 & head -c {N} /dev/zero | tr '\\0' o; wait")).await;
     assert_eq!(out.status, ExecStatus::Exited(0));
     assert_eq!(out.stdout.len(), N);
     assert_eq!(out.stderr.len(), N);
@@ -132,7 +133,8 @@ async fn killed_session_is_connection_lost_then_reconnects() {
     let req = ExecRequest::new("echo ready; sleep 60");
     let running = c.exec(&req, &sink);
     let killer = async {
-        until_event(&log, "the command to start", |k| matches!(k, EventKind::Output { line, .. } if line == "ready")).await;
+        until_event(&log, "the command to start", |k| matches!(k, EventKind::Output { line, .. } if line == "ready"))
+            .await;
         assert!(sshd.kill_sessions() > 0);
     };
     let t0 = Instant::now();
@@ -166,7 +168,8 @@ async fn frozen_peer_is_noticed_by_keepalives() {
     let req = ExecRequest::new("echo ready; sleep 120");
     let running = c.exec(&req, &sink);
     let freezer = async {
-        until_event(&log, "the command to start", |k| matches!(k, EventKind::Output { line, .. } if line == "ready")).await;
+        until_event(&log, "the command to start", |k| matches!(k, EventKind::Output { line, .. } if line == "ready"))
+            .await;
         // Freeze the session's processes: the TCP connection stays open but nobody answers.
         let frozen = descendants(listener);
         assert!(!frozen.is_empty());

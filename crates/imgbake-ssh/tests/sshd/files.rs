@@ -102,15 +102,14 @@ async fn round_trip(sftp: bool) {
     assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777, 0o604);
 
     // Errors name the path.
-    let err = c.download(&remote_path(&sshd, "missing"), &local.path().join("x"), &EventSink::discard()).await.unwrap_err();
+    let err =
+        c.download(&remote_path(&sshd, "missing"), &local.path().join("x"), &EventSink::discard()).await.unwrap_err();
     assert!(matches!(&err, CommError::RemoteFile { path, .. } if path.ends_with("missing")), "{err}");
     let err = c.upload(&local.path().join("nope"), &remote, &EventSink::discard()).await.unwrap_err();
     assert!(matches!(&err, CommError::LocalFile { path, .. } if path.ends_with("nope")), "{err}");
 
-    let fell_back = conn_log
-        .events()
-        .iter()
-        .any(|e| matches!(&e.kind, EventKind::Info { message } if message.contains("no SFTP")));
+    let fell_back =
+        conn_log.events().iter().any(|e| matches!(&e.kind, EventKind::Info { message } if message.contains("no SFTP")));
     assert_eq!(fell_back, !sftp, "{:#?}", conn_log.events());
     c.disconnect().await;
     // Let the read-only directories go with the temp dirs.

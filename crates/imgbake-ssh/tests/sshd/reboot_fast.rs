@@ -60,7 +60,12 @@ fn options() -> RebootOptions {
 
 /// Wait until `reboot` has read the old identity and is about to issue the reboot.
 async fn issued(log: &EventLog) {
-    until_event(log, "the reboot request", |k| matches!(k, EventKind::State { state, .. } if state.starts_with("rebooting from boot"))).await;
+    until_event(
+        log,
+        "the reboot request",
+        |k| matches!(k, EventKind::State { state, .. } if state.starts_with("rebooting from boot")),
+    )
+    .await;
 }
 
 fn saw_state(log: &EventLog, needle: &str) -> bool {
@@ -86,9 +91,11 @@ async fn old_identity_after_the_reboot_request_does_not_count() {
     let waiting = reboot(&c, &opts, &events);
     let machine = async {
         // Still up, still boot-a, logins keep working: the waiter must keep polling.
-        until_event(&log, "a poll that saw the old boot", |k| {
-            matches!(k, EventKind::State { state, .. } if state.contains("still up with the old boot boot-a"))
-        })
+        until_event(
+            &log,
+            "a poll that saw the old boot",
+            |k| matches!(k, EventKind::State { state, .. } if state.contains("still up with the old boot boot-a")),
+        )
         .await;
         m.reboot_as("boot-b").await;
     };
@@ -98,7 +105,10 @@ async fn old_identity_after_the_reboot_request_does_not_count() {
     assert_eq!(report.after, BootIdentity("boot-b".into()));
     assert_eq!(report.reboots, 1);
     assert_eq!(rebooted_events(&log), vec![("boot-a".into(), "boot-b".into())]);
-    let settled = log.events().iter().any(|e| matches!(&e.kind, EventKind::Settled { boot_id, reboots: 1, .. } if boot_id == "boot-b"));
+    let settled = log
+        .events()
+        .iter()
+        .any(|e| matches!(&e.kind, EventKind::Settled { boot_id, reboots: 1, .. } if boot_id == "boot-b"));
     assert!(settled, "{:#?}", log.events());
     // The communicator is connected to the new boot.
     assert_eq!(c.boot_identity().await.unwrap().0, "boot-b");
@@ -123,10 +133,7 @@ async fn a_chain_of_two_reboots_is_followed() {
     let report = report.unwrap();
     assert_eq!(report.after, BootIdentity("boot-c".into()));
     assert_eq!(report.reboots, 2);
-    assert_eq!(
-        rebooted_events(&log),
-        vec![("boot-a".into(), "boot-b".into()), ("boot-b".into(), "boot-c".into())]
-    );
+    assert_eq!(rebooted_events(&log), vec![("boot-a".into(), "boot-b".into()), ("boot-b".into(), "boot-c".into())]);
     assert!(report.waited >= Duration::from_secs(3));
     c.disconnect().await;
 }
@@ -301,10 +308,7 @@ async fn recover_tells_a_network_drop_from_a_reboot() {
     let recovering = recover(&c, &known, &opts, &events);
     let comes_back = async { m.boot("boot-b").await };
     let (r, ()) = tokio::join!(recovering, comes_back);
-    assert_eq!(
-        r.unwrap(),
-        Recovery::Rebooted { from: known.clone(), to: BootIdentity("boot-b".into()), reboots: 1 }
-    );
+    assert_eq!(r.unwrap(), Recovery::Rebooted { from: known.clone(), to: BootIdentity("boot-b".into()), reboots: 1 });
     assert_eq!(rebooted_events(&log), vec![("boot-a".into(), "boot-b".into())]);
     assert!(!saw_state(&log, "network drop"));
     c.disconnect().await;

@@ -8,11 +8,18 @@ use imgbake_core::wait::{self, Poll, Wait};
 use imgbake_ssh::{Auth, HostKeyPolicy, SshCommunicator, SshConfig};
 use imgbake_testbed::{SshTarget, Sshd, SshdOptions};
 
+/// Sessions of the bed's sshd log in as root through root's login shell, which runs root's
+/// dotfiles; on the development machines those run `pyenv rehash`, which waits up to 60 s for a
+/// lock that a killed session leaves behind (and these tests kill sessions on purpose). A HOME
+/// without dotfiles keeps every command independent of the machine's root account.
+pub const NO_DOTFILES: &str = "SetEnv HOME=/nonexistent";
+
 pub async fn sshd() -> Sshd {
-    Sshd::start().await.expect("starting the bed's sshd (run tests/bed/install.sh if it is missing)")
+    sshd_with(SshdOptions::default()).await
 }
 
-pub async fn sshd_with(options: SshdOptions) -> Sshd {
+pub async fn sshd_with(mut options: SshdOptions) -> Sshd {
+    options.extra_config.push(NO_DOTFILES.into());
     Sshd::start_with(options).await.expect("starting the bed's sshd (run tests/bed/install.sh if it is missing)")
 }
 
