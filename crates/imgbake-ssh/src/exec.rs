@@ -35,6 +35,9 @@ pub(crate) async fn start(session: &Session, command: &str, target: &str) -> Res
 /// user cannot reach what `sudo` started.)
 const PGID_MARKER: &str = "IMGBAKE-PGID:";
 
+/// Stderr held back looking for that line before giving up on it.
+const MAX_SNIFF: usize = 64 * 1024;
+
 /// Run `req` (composed for `os`) to its end. Output streams to `events` as lines unless `req.quiet`.
 pub(crate) async fn run(
     session: &Session,
@@ -178,16 +181,24 @@ impl<'a> OutputSink<'a> {
             && let Some(held) = self.sniffing.as_mut()
         {
             held.extend_from_slice(data);
-            let Some(nl) = held.iter().position(|&b| b == b'\n') else { return };
-            let held = self.sniffing.take().unwrap_or_default();
-            let line = String::from_utf8_lossy(&held[..nl]);
-            match line.strip_prefix(PGID_MARKER) {
-                Some(pg) => {
+            // Lines before ours (a login shell's own messages) pass on; ours is taken out.
+            while let Some(held) = self.sniffing.as_mut() {
+                let Some(nl) = held.iter().position(|&b| b == b'\n') else {
+                    if held.len() > MAX_SNIFF {
+                        let all = self.sniffing.take().unwrap_or_default();
+                        self.deliver(stream, &all);
+                    }
+                    return;
+                };
+                let line: Vec<u8> = held.drain(..=nl).collect();
+                let text = String::from_utf8_lossy(&line);
+                if let Some(pg) = text.trim_end().strip_prefix(PGID_MARKER) {
                     self.pgid = pg.trim().parse().ok();
-                    self.deliver(stream, &held[nl + 1..]);
+                    let rest = self.sniffing.take().unwrap_or_default();
+                    self.deliver(stream, &rest);
+                    return;
                 }
-                // Not ours (a login shell that printed first): pass everything on.
-                None => self.deliver(stream, &held),
+                self.deliver(stream, &line);
             }
             return;
         }
@@ -227,5 +238,41 @@ impl<'a> OutputSink<'a> {
 
     fn into_captured(self) -> (Vec<u8>, Vec<u8>) {
         (self.out.1, self.err.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink_for(log: &EventSink) -> OutputSink<'_> {
+        let req = ExecRequest { capture: true, ..ExecRequest::default() };
+        OutputSink::new(&req, log, true)
+    }
+
+    #[test]
+    fn the_process_group_line_is_taken_out_of_stderr() {
+        let (events, log) = EventSink::memory();
+        let mut sink = sink_for(&events);
+        // Split across chunks, after a line of the login shell's own, before the command's output.
+        sink.push(Stream::Stderr, b"motd says hi\nIMGBAKE-PG");
+        sink.push(Stream::Stdout, b"out\n");
+        sink.push(Stream::Stderr, b"ID:4242\nerr 1\nerr");
+        sink.finish();
+        assert_eq!(sink.pgid, Some(4242));
+        assert_eq!(log.output_lines(), vec!["motd says hi", "out", "err 1", "err"]);
+        let (out, err) = sink.into_captured();
+        assert_eq!(out, b"out\n");
+        assert_eq!(err, b"motd says hi\nerr 1\nerr");
+    }
+
+    #[test]
+    fn without_the_line_stderr_is_untouched() {
+        let (events, log) = EventSink::memory();
+        let mut sink = sink_for(&events);
+        sink.push(Stream::Stderr, b"no newline at all");
+        sink.finish();
+        assert_eq!(sink.pgid, None);
+        assert_eq!(log.output_lines(), vec!["no newline at all"]);
     }
 }

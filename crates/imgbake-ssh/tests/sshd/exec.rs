@@ -187,3 +187,14 @@ async fn frozen_peer_is_noticed_by_keepalives() {
     assert!(noticed >= Duration::from_secs(4), "noticed after {noticed:?}: too early for keepalives");
     // Dropping sshd kills the frozen processes too.
 }
+
+#[tokio::test]
+async fn a_quiet_command_outlives_many_keepalive_rounds() {
+    let sshd = sshd().await;
+    let c = connected(&sshd).await;
+    // Silent for longer than keepalive interval × (max + 1): a healthy server answers the keepalives.
+    let out = run(&c, "sleep 10; echo alive").await;
+    assert_eq!(out.status, ExecStatus::Exited(0));
+    assert_eq!(out.stdout_text(), "alive");
+    c.disconnect().await;
+}
