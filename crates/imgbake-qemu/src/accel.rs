@@ -52,7 +52,10 @@ pub async fn auto(binary: &str, kernels: &[PathBuf]) -> Choice {
     {
         return match answer {
             "kvm" => Choice { accel: "kvm", reason: "KVM runs guests on this host (probed earlier this boot)".into() },
-            _ => Choice { accel: "tcg", reason: "KVM does not run guests on this host (probed earlier this boot)".into() },
+            _ => Choice {
+                accel: "tcg",
+                reason: "KVM does not run guests on this host (probed earlier this boot)".into(),
+            },
         };
     }
     let Some(kernel) = kernels.iter().find(|k| k.is_file()) else {

@@ -130,7 +130,10 @@ async fn start_of(job: &BuildJob, tree: &Tree, image: &Image) -> Result<Start, B
             let path = parent.locations.get(LOCATION).map(PathBuf::from).ok_or_else(|| {
                 BuildError::new(
                     ErrorKind::Config,
-                    format!("the parent artifact {} of image `{}` is not a local disk (no path)", parent.id, image.name),
+                    format!(
+                        "the parent artifact {} of image `{}` is not a local disk (no path)",
+                        parent.id, image.name
+                    ),
                 )
             })?;
             let disk = disk::canonical(&path).map_err(|e| {
@@ -147,7 +150,13 @@ async fn start_of(job: &BuildJob, tree: &Tree, image: &Image) -> Result<Start, B
                 Some(_) => source::root_source(tree, root).await?.kernel,
                 None => None,
             };
-            Ok(Start { disk, format: info.format, virtual_size: info.virtual_size, kernel, source_id: parent.id.clone() })
+            Ok(Start {
+                disk,
+                format: info.format,
+                virtual_size: info.virtual_size,
+                kernel,
+                source_id: parent.id.clone(),
+            })
         }
     }
 }
@@ -219,7 +228,8 @@ impl Builder for QemuBuilder {
 
         // The overlay: copy-on-write on the parent (or the source disk).
         let partial = output_dir.join(format!("{stem}.partial.qcow2"));
-        let partial_res = Resource::new(KIND, "file", partial.display().to_string()).with("build_id", job.build_id.clone());
+        let partial_res =
+            Resource::new(KIND, "file", partial.display().to_string()).with("build_id", job.build_id.clone());
         job.record(partial_res.clone())?;
         let size = match s.disk_size {
             Some((bytes, _)) if bytes > start.virtual_size => Some(bytes),
@@ -289,7 +299,8 @@ impl Builder for QemuBuilder {
         // Capture: the overlay becomes the artifact as it is, or converted.
         ev.emit(EventKind::Phase { phase: "capture".into() });
         let disk_path = output_dir.join(format!("{stem}.{}", s.format.extension()));
-        let disk_res = Resource::new(KIND, "file", disk_path.display().to_string()).with("build_id", job.build_id.clone());
+        let disk_res =
+            Resource::new(KIND, "file", disk_path.display().to_string()).with("build_id", job.build_id.clone());
         job.record(disk_res.clone())?;
         let backing_written = match s.format {
             OutputFormat::Overlay => {
@@ -491,7 +502,8 @@ async fn run(
 /// Stop a journaled QEMU process: SIGTERM (QEMU exits at once, as on `quit`), then SIGKILL. A process
 /// that is gone — or whose pid now belongs to another process — is success.
 async fn stop_process(r: &Resource) -> Result<(), BuildError> {
-    let (Ok(pid), Some(started)) = (r.id.parse::<u32>(), r.extra.get("started").and_then(|s| s.parse::<u64>().ok())) else {
+    let (Ok(pid), Some(started)) = (r.id.parse::<u32>(), r.extra.get("started").and_then(|s| s.parse::<u64>().ok()))
+    else {
         return Err(BuildError::new(ErrorKind::Local, format!("journal entry {} has no pid/start time", r.describe())));
     };
     if !process::signal_if_same(pid, started, libc::SIGTERM) {
@@ -501,7 +513,11 @@ async fn stop_process(r: &Resource) -> Result<(), BuildError> {
         let w = Wait::new(limit).interval(Duration::from_millis(20), Duration::from_millis(250));
         async move {
             wait::until(&w, "QEMU to exit", || async {
-                if process::start_time(pid) == Some(started) { Poll::Pending("running".into()) } else { Poll::Ready(()) }
+                if process::start_time(pid) == Some(started) {
+                    Poll::Pending("running".into())
+                } else {
+                    Poll::Ready(())
+                }
             })
             .await
             .map_err(|e: wait::WaitError<String>| e.to_string())
@@ -511,7 +527,7 @@ async fn stop_process(r: &Resource) -> Result<(), BuildError> {
         return Ok(());
     }
     process::signal_if_same(pid, started, libc::SIGKILL);
-    gone(Duration::from_secs(10)).await.map_err(|e| {
-        BuildError::new(ErrorKind::Local, format!("QEMU process {pid} survived SIGKILL: {e}"))
-    })
+    gone(Duration::from_secs(10))
+        .await
+        .map_err(|e| BuildError::new(ErrorKind::Local, format!("QEMU process {pid} survived SIGKILL: {e}")))
 }

@@ -37,7 +37,12 @@ pub async fn info(path: &Path) -> Result<DiskInfo, QemuError> {
 
 /// Create a qcow2 overlay at `path` backed by `backing` (written into the overlay as given, so a
 /// relative name keeps a directory of chained artifacts movable), optionally with a larger size.
-pub async fn create_overlay(path: &Path, backing: &str, backing_format: &str, size: Option<u64>) -> Result<(), QemuError> {
+pub async fn create_overlay(
+    path: &Path,
+    backing: &str,
+    backing_format: &str,
+    size: Option<u64>,
+) -> Result<(), QemuError> {
     let mut cmd = guarded("qemu-img");
     cmd.args(["create", "-q", "-f", "qcow2", "-F", backing_format, "-b", backing]).arg(path);
     if let Some(size) = size {

@@ -9,7 +9,9 @@ use imgbake_core::error::{BuildError, ErrorKind};
 #[non_exhaustive]
 pub enum QemuError {
     /// A QEMU program is missing.
-    #[error("{program} not found: install QEMU with scripts/base-image/install-tools.sh (or `apt-get install qemu-system-x86 qemu-utils`)")]
+    #[error(
+        "{program} not found: install QEMU with scripts/base-image/install-tools.sh (or `apt-get install qemu-system-x86 qemu-utils`)"
+    )]
     NotInstalled {
         /// The program.
         program: String,

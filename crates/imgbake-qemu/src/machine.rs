@@ -103,7 +103,8 @@ impl Machine {
         let console = spec.work_dir.join("console.log");
         let log = spec.work_dir.join("qemu.log");
         let _ = std::fs::remove_file(&qmp);
-        let log_file = std::fs::File::create(&log).map_err(|e| LaunchError::Other(QemuError::io("creating", &log, e).into()))?;
+        let log_file =
+            std::fs::File::create(&log).map_err(|e| LaunchError::Other(QemuError::io("creating", &log, e).into()))?;
         let log_file2 =
             log_file.try_clone().map_err(|e| LaunchError::Other(QemuError::io("opening", &log, e).into()))?;
 
@@ -187,7 +188,10 @@ impl Machine {
                 machine.kill().await;
                 Err(LaunchError::Other(BuildError::new(
                     ErrorKind::Timeout,
-                    format!("QEMU's monitor did not answer within {waited:?} ({last_state}); QEMU log: {}", machine.log_tail(2000)),
+                    format!(
+                        "QEMU's monitor did not answer within {waited:?} ({last_state}); QEMU log: {}",
+                        machine.log_tail(2000)
+                    ),
                 )))
             }
         }

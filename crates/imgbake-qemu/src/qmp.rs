@@ -11,7 +11,12 @@ use tokio::net::UnixStream;
 use crate::error::QemuError;
 
 /// Run one QMP command and return its `return` value. Asynchronous events on the way are skipped.
-pub async fn execute(socket: &Path, command: &str, arguments: Option<Value>, timeout: Duration) -> Result<Value, QemuError> {
+pub async fn execute(
+    socket: &Path,
+    command: &str,
+    arguments: Option<Value>,
+    timeout: Duration,
+) -> Result<Value, QemuError> {
     let err = |detail: String| QemuError::Qmp { command: command.to_owned(), socket: socket.to_path_buf(), detail };
     let exchange = async {
         let stream = UnixStream::connect(socket).await.map_err(|e| err(format!("connect: {e}")))?;

@@ -72,6 +72,6 @@ pub fn scan(dir: &Path) -> Result<Vec<Sidecar>, QemuError> {
         s.artifact.locations.insert(crate::LOCATION.into(), abs.display().to_string());
         out.push(s);
     }
-    out.sort_by(|a, b| a.artifact.created.cmp(&b.artifact.created));
+    out.sort_by_key(|s| s.artifact.created);
     Ok(out)
 }

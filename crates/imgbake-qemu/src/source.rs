@@ -38,7 +38,10 @@ pub async fn root_source(tree: &Tree, image: &Image) -> Result<RootSource, Build
     let missing = || {
         BuildError::new(
             ErrorKind::Config,
-            format!("image `{}` has no parent and no source.disk: set source = {{ disk = \"path/to/base.qcow2\" }}", image.name),
+            format!(
+                "image `{}` has no parent and no source.disk: set source = {{ disk = \"path/to/base.qcow2\" }}",
+                image.name
+            ),
         )
         .at(image.span)
     };
@@ -46,9 +49,7 @@ pub async fn root_source(tree: &Tree, image: &Image) -> Result<RootSource, Build
     let disk_value = src.get_ref().disk.as_ref().ok_or_else(missing)?;
     let span = Span::new(disk_value.span());
     let disk = disk::canonical(&tree.path(disk_value)).map_err(|e| {
-        BuildError::new(ErrorKind::Config, format!("image `{}`: source disk: {e}", image.name))
-            .at(span)
-            .caused_by(e)
+        BuildError::new(ErrorKind::Config, format!("image `{}`: source disk: {e}", image.name)).at(span).caused_by(e)
     })?;
     let info = disk::info(&disk)
         .await
@@ -60,14 +61,11 @@ pub async fn root_source(tree: &Tree, image: &Image) -> Result<RootSource, Build
         )
         .at(span));
     }
-    let kernel = match &src.get_ref().kernel {
-        Some(k) => Some((
-            tree.path(k),
-            src.get_ref().initrd.as_ref().map(|i| tree.path(i)),
-            src.get_ref().append.clone(),
-        )),
-        None => None,
-    };
+    let kernel = src
+        .get_ref()
+        .kernel
+        .as_ref()
+        .map(|k| (tree.path(k), src.get_ref().initrd.as_ref().map(|i| tree.path(i)), src.get_ref().append.clone()));
     Ok(RootSource { disk, format: info.format, virtual_size: info.virtual_size, kernel })
 }
 

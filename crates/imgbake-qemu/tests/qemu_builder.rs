@@ -34,6 +34,10 @@ async fn local_tree_builds_as_a_chain_of_overlays() {
     let a = build(&builder, &tree, "app", BuildSource::Parent(tools_art.clone())).await;
     let app_art = a.result.unwrap_or_else(|e| panic!("app failed: {}", e.chain()));
 
+    for (name, events) in [("base", &b.events), ("tools", &t.events), ("app", &a.events)] {
+        eprintln!("{name}: {}", phase_timeline(events));
+    }
+
     // Copy-on-write chain, as qemu-img sees it.
     let path = |a: &imgbake_core::artifact::Artifact| Path::new(&a.locations["path"]).to_path_buf();
     let base_info = qemu_img_info(&path(&base_art));
@@ -50,7 +54,8 @@ async fn local_tree_builds_as_a_chain_of_overlays() {
     assert!(size(&path(&app_art)) < 64 << 20, "app overlay is {} bytes", size(&path(&app_art)));
 
     // The reboot step really rebooted (a new boot id), and the on-box tests ran and passed.
-    let reboots: Vec<_> = t.events.events().into_iter().filter(|e| matches!(e.kind, EventKind::Rebooted { .. })).collect();
+    let reboots: Vec<_> =
+        t.events.events().into_iter().filter(|e| matches!(e.kind, EventKind::Rebooted { .. })).collect();
     assert_eq!(reboots.len(), 1, "tools reboots once: {reboots:?}");
     if let EventKind::Rebooted { from, to } = &reboots[0].kind {
         assert_ne!(from, to);
@@ -93,6 +98,25 @@ async fn local_tree_builds_as_a_chain_of_overlays() {
     let vdi_info = qemu_img_info(&vdi);
     assert_eq!(vdi_info["format"], "vdi");
     assert!(vdi_info.get("backing-filename").is_none());
+}
+
+/// `phase +seconds` for each phase of a build, for the log (the docs quote these numbers).
+fn phase_timeline(events: &imgbake_core::event::EventLog) -> String {
+    let all = events.events();
+    let Some(first) = all.first().map(|e| e.at) else { return String::new() };
+    let mut parts: Vec<String> = all
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Phase { phase } => {
+                Some(format!("{phase} @{:.1}s", (e.at - first).num_milliseconds() as f64 / 1000.0))
+            }
+            _ => None,
+        })
+        .collect();
+    if let Some(last) = all.last() {
+        parts.push(format!("end @{:.1}s", (last.at - first).num_milliseconds() as f64 / 1000.0));
+    }
+    parts.join(", ")
 }
 
 /// A disk that never boots: the build fails with a timeout naming the setting, QEMU is gone and the
@@ -165,10 +189,7 @@ async fn sweep_finds_leftovers_and_spares_artifacts() {
     found.sort_by(|a, b| a.id.cmp(&b.id));
     let ids: Vec<_> = found.iter().map(|r| (r.kind.as_str(), r.extra["build_id"].as_str())).collect();
     assert_eq!(ids, vec![("file", "b1"), ("file", "b2")]);
-    let only_b2 = builder
-        .sweep(&tree, &SweepFilter { build_id: Some("b2".into()), older_than: None })
-        .await
-        .unwrap();
+    let only_b2 = builder.sweep(&tree, &SweepFilter { build_id: Some("b2".into()), older_than: None }).await.unwrap();
     assert_eq!(only_b2.len(), 1);
     for r in &found {
         builder.destroy(&tree, r, &EventSink::discard()).await.unwrap();
