@@ -207,3 +207,44 @@ fn local_tree_validates() {
     assert_eq!(tree.order(), vec!["base", "tools", "app"]);
     assert!(tree.images().values().all(|i| i.has_builder("qemu")));
 }
+
+/// `reboot = { method = "platform" }` resets the machine through QMP `system_reset` and the build
+/// goes on with the new boot; `format = "qcow2"` leaves a standalone disk (the chain flattened).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_reboot_and_flattened_output() {
+    let base = base_image();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tree.toml"),
+        format!(
+            r#"
+[images.flat]
+builder = "qemu"
+source = {{ disk = "{}" }}
+communicator = {{ username = "root" }}
+qemu = {{ format = "qcow2" }}
+[[images.flat.steps]]
+shell = {{ inline = ["echo kept > /root/marker", "sync"] }}
+[[images.flat.steps]]
+reboot = {{ method = "platform" }}
+[[images.flat.steps]]
+shell = {{ inline = ["test \"$(cat /root/marker)\" = kept"] }}
+"#,
+            base.display()
+        ),
+    )
+    .unwrap();
+    let tree = load(dir.path(), &[]);
+    let builder = QemuBuilder::new();
+    let resolved = builder.resolve_source(&tree, tree.image("flat").unwrap()).await.unwrap();
+    let b = build(&builder, &tree, "flat", BuildSource::Root(resolved)).await;
+    eprintln!("flat: {}", phase_timeline(&b.events));
+    let art = b.result.unwrap_or_else(|e| panic!("flat failed: {}", e.chain()));
+    let reboots = b.events.events().into_iter().filter(|e| matches!(e.kind, EventKind::Rebooted { .. })).count();
+    assert_eq!(reboots, 1);
+    let info = qemu_img_info(Path::new(&art.locations["path"]));
+    assert_eq!(info["format"], "qcow2");
+    assert!(info.get("backing-filename").is_none(), "flattened: {info}");
+    assert_eq!(art.extra["format"], "qcow2");
+    assert!(processes_with(&format!("imgbake:{}:", b.build_id)).is_empty());
+}
