@@ -21,7 +21,11 @@ mod tests {
 
     #[test]
     fn picks_by_interface() {
-        let i = Instance::builder().private_ip_address("10.0.0.5").public_ip_address("").private_dns_name("ip-10-0-0-5").build();
+        let i = Instance::builder()
+            .private_ip_address("10.0.0.5")
+            .public_ip_address("")
+            .private_dns_name("ip-10-0-0-5")
+            .build();
         assert_eq!(ssh_address(&i, None).as_deref(), Some("10.0.0.5"));
         assert_eq!(ssh_address(&i, Some("public_ip")), None);
         assert_eq!(ssh_address(&i, Some("private_dns")).as_deref(), Some("ip-10-0-0-5"));

@@ -74,7 +74,8 @@ fn assemble(images: &[&Image], found: Vec<(String, Ami)>) -> Vec<Artifact> {
     let mut out: Vec<Artifact> = Vec::new();
     for ((image, build_id), amis) in groups {
         let Some(img) = by_name.get(image.as_str()) else { continue };
-        let build_region = img.aws.as_ref().and_then(|a| a.region.as_ref()).map(|r| r.get_ref().clone()).unwrap_or_default();
+        let build_region =
+            img.aws.as_ref().and_then(|a| a.region.as_ref()).map(|r| r.get_ref().clone()).unwrap_or_default();
         let Some((_, primary)) = amis.iter().find(|(r, _)| *r == build_region) else { continue };
         let t = tags::to_map(primary.tags());
         let created = t
@@ -111,7 +112,11 @@ fn assemble(images: &[&Image], found: Vec<(String, Ami)>) -> Vec<Artifact> {
     // Images in the given order; newest first within one.
     let order: HashMap<&str, usize> = images.iter().enumerate().map(|(i, img)| (img.name.as_str(), i)).collect();
     out.sort_by(|a, b| {
-        order.get(a.image.as_str()).cmp(&order.get(b.image.as_str())).then(b.created.cmp(&a.created)).then(b.id.cmp(&a.id))
+        order
+            .get(a.image.as_str())
+            .cmp(&order.get(b.image.as_str()))
+            .then(b.created.cmp(&a.created))
+            .then(b.id.cmp(&a.id))
     });
     out
 }
@@ -128,7 +133,11 @@ pub async fn delete(b: &AwsBuilder, tree: &Tree, artifact: &Artifact, events: &E
             .map(|s| s.split(',').filter(|x| !x.is_empty()).map(str::to_string).collect())
             .unwrap_or_default();
         crate::image::remove(&c, ami, &known, &wait).await?;
-        events.emit(EventKind::ResourceDeleted { kind: "aws.image".into(), id: ami.clone(), region: Some(region.clone()) });
+        events.emit(EventKind::ResourceDeleted {
+            kind: "aws.image".into(),
+            id: ami.clone(),
+            region: Some(region.clone()),
+        });
     }
     Ok(())
 }

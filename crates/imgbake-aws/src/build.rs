@@ -29,7 +29,7 @@ use crate::error::{ApiError, config};
 use crate::reboot::Ec2Reboot;
 use crate::tags::{BuildTags, COMPLETE, role};
 use crate::userdata::HostKey;
-use crate::{AwsBuilder, copy, image, keypair, launch, preflight, security_group, source, userdata, waiters};
+use crate::{AwsBuilder, copy, image, keypair, launch, preflight, security_group, userdata, waiters};
 
 const DEFAULT_INSTANCE_TYPE: &str = "t3.micro";
 const DEFAULT_INSTANCE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -82,7 +82,9 @@ impl Ctx<'_> {
                     region: r.region.clone(),
                 });
             }
-            Err(e) => self.events.warn(format!("could not remove {} yet (cleanup retries): {}", r.describe(), e.chain())),
+            Err(e) => {
+                self.events.warn(format!("could not remove {} yet (cleanup retries): {}", r.describe(), e.chain()))
+            }
         }
     }
 
@@ -103,13 +105,16 @@ impl Ctx<'_> {
         t
     }
 
-    /// Tags of the snapshots.
-    fn snapshot_tags(&self) -> Vec<Tag> {
-        let mut extra: BTreeMap<String, String> = self.image.tags.clone();
-        extra.extend(self.a.snapshot_tags.clone());
-        let mut t = self.tags.with_role(role::ARTIFACT, &extra);
-        t.push(Tag::builder().key(keys::FINGERPRINT).value(&self.job.fingerprint).build());
-        t
+    /// Tags of the snapshots: the AMI's, and `snapshot_tags` over them.
+    fn snapshot_tags(&self, ami_tags: &[Tag]) -> Vec<Tag> {
+        let mut m = crate::tags::to_map(ami_tags);
+        for (k, v) in &self.a.snapshot_tags {
+            // imgbake's own keys stay as they are.
+            if !k.starts_with("imgbake:") {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        crate::tags::to_tags(&m)
     }
 }
 
@@ -151,7 +156,7 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
     c.identity().await?;
     let source_id = job.source.id_in(&region);
     let source_span = image.source.as_ref().map(span);
-    let source_ami = source::existing(&c, &source_id).await.map_err(|e| e.at(source_span))?;
+    let source_ami = b.source_ami(&c, &source_id).await.map_err(|e| e.at(source_span))?;
     let os = image.communicator.os.unwrap_or_default();
     let temp_group = a.security_group_ids.is_empty();
     let private_ssh = a.ssh_interface.as_ref().is_some_and(|i| i.get_ref().starts_with("private"));
@@ -174,16 +179,17 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
             (Some(k), public)
         }
     };
-    let user_extra = match (&a.user_data, &a.user_data_file) {
-        (Some(t), _) => Some(t.clone()),
-        (None, Some(f)) => {
-            let path = job.tree.path(f);
-            Some(std::fs::read_to_string(&path).map_err(|e| {
-                config(format!("cannot read aws.user_data_file {}: {e}", path.display())).at(span(f))
-            })?)
-        }
-        (None, None) => None,
-    };
+    let user_extra =
+        match (&a.user_data, &a.user_data_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(f)) => {
+                let path = job.tree.path(f);
+                Some(std::fs::read_to_string(&path).map_err(|e| {
+                    config(format!("cannot read aws.user_data_file {}: {e}", path.display())).at(span(f))
+                })?)
+            }
+            (None, None) => None,
+        };
     let user_data = match os {
         Os::Linux => userdata::linux(&host_key, user_extra.as_deref()),
         Os::Windows => userdata::windows(
@@ -222,7 +228,9 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
     };
     let groups = if temp_group {
         let name = format!("imgbake-{}-{}", job.build_id, job.image);
-        let (id, r) = ctx.create(&session, "security_group", || security_group::create(&c, &name, net.vpc_id.as_deref(), &temporary)).await?;
+        let (id, r) = ctx
+            .create(&session, "security_group", || security_group::create(&c, &name, net.vpc_id.as_deref(), &temporary))
+            .await?;
         temporaries.push(r);
         security_group::allow_ssh(&c, &id, ssh_port, &cidrs).await?;
         vec![id]
@@ -234,7 +242,11 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
     let machine_tags = ctx.tags.with_role(role::BUILD_INSTANCE, &run_tags);
     let spec = launch::Launch {
         image_id: source_id.clone(),
-        instance_type: a.instance_type.as_ref().map(|t| t.get_ref().clone()).unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.into()),
+        instance_type: a
+            .instance_type
+            .as_ref()
+            .map(|t| t.get_ref().clone())
+            .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.into()),
         key_name,
         security_groups: groups,
         subnet_id: net.subnet_id.clone(),
@@ -258,6 +270,7 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
         &instance_id,
         "running",
         &["shutting-down", "terminated", "stopping", "stopped"],
+        Some("pending"),
         &ctx.wait(instance_timeout),
         &ctx.events,
     )
@@ -274,31 +287,42 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
     ssh.connect(&connect_wait(image)).await?;
     ctx.events.info(format!("connected to {} ({instance_id}, {region})", ssh.target()));
     ctx.phase("provision");
-    let reboot: Arc<dyn imgbake_core::reboot::PlatformReboot> = Arc::new(Ec2Reboot::new(c.clone(), instance_id.clone()));
+    let reboot: Arc<dyn imgbake_core::reboot::PlatformReboot> =
+        Arc::new(Ec2Reboot::new(c.clone(), instance_id.clone()));
     let provisioned = job.provisioner.provision(&ssh, Some(reboot)).await;
     ssh.disconnect().await;
     provisioned?;
 
     // --- Capture.
     ctx.phase("capture");
-    image::stop(&c, &instance_id).await?;
-    waiters::instance(&c, &instance_id, "stopped", &["shutting-down", "terminated"], &ctx.wait(instance_timeout), &ctx.events)
-        .await?;
+    let stopping = image::stop(&c, &instance_id).await?;
+    let stopping = (stopping != "stopped").then_some(stopping.as_str());
+    waiters::instance(
+        &c,
+        &instance_id,
+        "stopped",
+        &["shutting-down", "terminated"],
+        stopping,
+        &ctx.wait(instance_timeout),
+        &ctx.events,
+    )
+    .await?;
     let ami_name = match &a.ami_name {
         Some(n) => n.get_ref().clone(),
         None => clean_name(&format!("{}-{}", job.image, created.timestamp())),
     };
     let ami_tags = ctx.ami_tags(&source_id);
     let (ami, ami_r) = ctx
-        .create(&session, "image", || image::create(&c, &instance_id, &ami_name, a.ami_description.as_deref(), &ami_tags))
+        .create(&session, "image", || {
+            image::create(&c, &instance_id, &ami_name, a.ami_description.as_deref(), &ami_tags)
+        })
         .await
         .map_err(|e| e.at(a.ami_name.as_ref().map(span)))?;
     let image_timeout = a.image_timeout.map(|d| d.get()).unwrap_or(DEFAULT_IMAGE_TIMEOUT);
-    let made = waiters::image(&c, &ami, &ctx.wait(image_timeout), &ctx.events).await?;
+    let made = waiters::image(&c, &ami, true, &ctx.wait(image_timeout), &ctx.events).await?;
     let snaps = image::snapshots(&made);
     // The entry now names the snapshots, so a retried cleanup still finds them after the AMI is gone.
     let ami_r = replace(&job, ami_r, session.resource("image", &ami).with("snapshots", snaps.join(",")))?;
-    image::tag(&c, &snaps, &ctx.snapshot_tags(), &ctx.wait(TAG_TIMEOUT)).await?;
 
     // --- Copies and sharing, while the machine and the temporary resources go.
     let cleanup = async {
@@ -350,6 +374,20 @@ async fn finish(
 ) -> Result<Finished, BuildError> {
     let a = ctx.a;
     let region = session.region.clone();
+    let complete = Tag::builder().key(COMPLETE).value("true").build();
+    let mut locations = BTreeMap::new();
+    let mut extra = BTreeMap::new();
+    locations.insert(region.clone(), ami.to_string());
+    extra.insert(format!("snapshots.{region}"), snaps.join(","));
+    if a.copy_regions.is_empty() && a.share.is_none() && a.deprecate_after.is_none() && a.snapshot_tags.is_empty() {
+        // Nothing else to do: one call tags the snapshots (with the AMI's tags) and marks both complete.
+        let mut t = ami_tags.to_vec();
+        t.push(complete);
+        let ids: Vec<String> = std::iter::once(ami.to_string()).chain(snaps.iter().cloned()).collect();
+        image::tag(&ctx.c, &ids, &t, &ctx.wait(TAG_TIMEOUT)).await?;
+        return Ok((locations, extra, Vec::new()));
+    }
+    image::tag(&ctx.c, snaps, &ctx.snapshot_tags(ami_tags), &ctx.wait(TAG_TIMEOUT)).await?;
     if !a.copy_regions.is_empty() {
         ctx.phase("copy");
     }
@@ -373,15 +411,12 @@ async fn finish(
             crate::share::deprecate(c, id, at).await.map_err(|e| BuildError::from(e).at(span(d)))?;
         }
     }
-    let complete = vec![Tag::builder().key(COMPLETE).value("true").build()];
-    let mut locations = BTreeMap::new();
-    let mut extra = BTreeMap::new();
+    let complete = vec![complete];
     for (c, id, s) in &all {
         image::tag(c, std::slice::from_ref(id), &complete, &ctx.wait(TAG_TIMEOUT)).await?;
         locations.insert(c.region().to_string(), id.clone());
         extra.insert(format!("snapshots.{}", c.region()), s.join(","));
     }
-    debug_assert!(locations.contains_key(&region));
     Ok((locations, extra, entries))
 }
 
@@ -410,14 +445,14 @@ async fn copy_to(
         client_token: format!("imgbake-{}-{}", ctx.job.build_id, uuid::Uuid::new_v4().simple()),
     };
     let (id, r) = ctx.create(&dst_session, "image", || copy::start(&dst, &spec)).await.map_err(|e| e.at(span(to)))?;
-    let made = waiters::image(&dst, &id, &ctx.wait(image_timeout), &ctx.events).await?;
+    let made = waiters::image(&dst, &id, true, &ctx.wait(image_timeout), &ctx.events).await?;
     let snaps = image::snapshots(&made);
     let r = replace(ctx.job, r, dst_session.resource("image", &id).with("snapshots", snaps.join(",")))?;
     let have = crate::tags::to_map(made.tags());
     if have.get(keys::BUILD_ID).map(String::as_str) != Some(ctx.tags.build_id()) {
         image::tag(&dst, std::slice::from_ref(&id), ami_tags, &ctx.wait(TAG_TIMEOUT)).await?;
     }
-    image::tag(&dst, &snaps, &ctx.snapshot_tags(), &ctx.wait(TAG_TIMEOUT)).await?;
+    image::tag(&dst, &snaps, &ctx.snapshot_tags(ami_tags), &ctx.wait(TAG_TIMEOUT)).await?;
     Ok((dst, id, snaps, r))
 }
 
@@ -433,10 +468,20 @@ fn debug_key(ctx: &Ctx<'_>, key: &russh::keys::PrivateKey) -> Result<(), BuildEr
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&path).map_err(local)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(local)?;
         f.write_all(text.as_bytes()).map_err(local)?;
     }
-    ctx.events.info(format!("debug: the build machine's login key is in {} (ssh -i {} ...)", path.display(), path.display()));
+    ctx.events.info(format!(
+        "debug: the build machine's login key is in {} (ssh -i {} ...)",
+        path.display(),
+        path.display()
+    ));
     Ok(())
 }
 
@@ -448,5 +493,4 @@ mod tests {
     fn ami_names_are_cleaned() {
         assert_eq!(clean_name("web:v2 (x86)+1"), "web-v2 (x86)-1");
     }
-
 }

@@ -48,7 +48,10 @@ pub async fn destroy(b: &AwsBuilder, r: &Resource, events: &EventSink) -> Result
             "snapshot" => image::delete_snapshot(&c, &id, &cleanup).await?,
             "volume" => delete_volume(&c, &id, &cleanup).await?,
             other => {
-                return Err(BuildError::new(ErrorKind::Local, format!("unknown aws resource kind `{other}` ({})", r.describe())));
+                return Err(BuildError::new(
+                    ErrorKind::Local,
+                    format!("unknown aws resource kind `{other}` ({})", r.describe()),
+                ));
             }
         }
     }
@@ -57,26 +60,44 @@ pub async fn destroy(b: &AwsBuilder, r: &Resource, events: &EventSink) -> Result
 
 /// Terminate an instance and wait until it is gone (its security group can only go after that).
 pub async fn terminate(b: &AwsBuilder, c: &Clients, id: &str, events: &EventSink) -> Result<(), BuildError> {
-    match c.ec2.terminate_instances().instance_ids(id).send().await.api("TerminateInstances", c.region(), Some(id.into())) {
-        Ok(_) => {}
+    let reported = match c.ec2.terminate_instances().instance_ids(id).send().await.api(
+        "TerminateInstances",
+        c.region(),
+        Some(id.into()),
+    ) {
+        Ok(out) => out
+            .terminating_instances()
+            .first()
+            .and_then(|i| i.current_state())
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_else(|| "shutting-down".into()),
         Err(e) if e.is_not_found() => return Ok(()),
         Err(e) => return Err(e.into()),
+    };
+    if reported == "terminated" {
+        return Ok(());
     }
     let wait = b.options().polling.wait(b.options().cleanup_timeout);
-    match waiters::instance(c, id, "terminated", &[], &wait, events).await {
+    match waiters::instance(c, id, "terminated", &[], Some(&reported), &wait, events).await {
         Ok(_) => Ok(()),
         Err(e) => Err(e),
     }
 }
 
 async fn delete_volume(c: &Clients, id: &str, wait: &imgbake_core::wait::Wait) -> Result<(), BuildError> {
-    waiters::retry(wait, &format!("volume {id} ({}) to be deletable", c.region()), |e: &crate::error::ApiError| e.code_is("VolumeInUse"), || async {
-        match c.ec2.delete_volume().volume_id(id).send().await.api("DeleteVolume", c.region(), Some(id.into())) {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e),
-        }
-    })
+    waiters::retry(
+        wait,
+        &format!("volume {id} ({}) to be deletable", c.region()),
+        |e: &crate::error::ApiError| e.code_is("VolumeInUse"),
+        || async {
+            match c.ec2.delete_volume().volume_id(id).send().await.api("DeleteVolume", c.region(), Some(id.into())) {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_not_found() => Ok(()),
+                Err(e) => Err(e),
+            }
+        },
+    )
     .await
 }
 
@@ -99,34 +120,34 @@ async fn tagged(c: &Clients, r: &Resource) -> Result<Vec<String>, BuildError> {
                 .send()
                 .await
                 .api("DescribeInstances", region, None)?;
-            out.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| i.instance_id().map(str::to_string)).collect()
+            out.reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .filter_map(|i| i.instance_id().map(str::to_string))
+                .collect()
         }
         "security_group" => {
-            let out = c
-                .ec2
-                .describe_security_groups()
-                .filters(by_build)
-                .filters(by_image)
-                .send()
-                .await
-                .api("DescribeSecurityGroups", region, None)?;
+            let out = c.ec2.describe_security_groups().filters(by_build).filters(by_image).send().await.api(
+                "DescribeSecurityGroups",
+                region,
+                None,
+            )?;
             out.security_groups().iter().filter_map(|g| g.group_id().map(str::to_string)).collect()
         }
         "image" => {
-            let out = c
-                .ec2
-                .describe_images()
-                .owners("self")
-                .filters(by_build)
-                .filters(by_image)
-                .send()
-                .await
-                .api("DescribeImages", region, None)?;
+            let out = c.ec2.describe_images().owners("self").filters(by_build).filters(by_image).send().await.api(
+                "DescribeImages",
+                region,
+                None,
+            )?;
             out.images().iter().filter_map(|i| i.image_id().map(str::to_string)).collect()
         }
         "key_pair" => {
-            let out =
-                c.ec2.describe_key_pairs().filters(by_build).filters(by_image).send().await.api("DescribeKeyPairs", region, None)?;
+            let out = c.ec2.describe_key_pairs().filters(by_build).filters(by_image).send().await.api(
+                "DescribeKeyPairs",
+                region,
+                None,
+            )?;
             out.key_pairs().iter().filter_map(|k| k.key_name().map(str::to_string)).collect()
         }
         other => {

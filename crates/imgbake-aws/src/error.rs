@@ -37,7 +37,12 @@ const CREDENTIAL_CODES: &[&str] = &[
 
 impl ApiError {
     /// From an SDK error.
-    pub fn from_sdk<E>(operation: &'static str, region: &str, target: Option<String>, e: SdkError<E, HttpResponse>) -> Self
+    pub fn from_sdk<E>(
+        operation: &'static str,
+        region: &str,
+        target: Option<String>,
+        e: SdkError<E, HttpResponse>,
+    ) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
@@ -152,6 +157,9 @@ mod tests {
         assert!(!err(Some("InvalidParameterValue"), Some(400)).is_transient());
         let e = err(Some("AuthFailure"), Some(401));
         assert!(e.is_credentials());
-        assert_eq!(e.to_string(), "DescribeImages in eu-west-1 (ami-1): x (check the AWS credentials: environment, profile, or assumed role)");
+        assert_eq!(
+            e.to_string(),
+            "DescribeImages in eu-west-1 (ami-1): x (check the AWS credentials: environment, profile, or assumed role)"
+        );
     }
 }

@@ -12,10 +12,20 @@ use crate::error::{ApiError, SdkResultExt};
 use crate::tags;
 use crate::waiters;
 
-/// Ask EC2 to stop the instance.
-pub async fn stop(c: &Clients, instance: &str) -> Result<(), ApiError> {
-    c.ec2.stop_instances().instance_ids(instance).send().await.api("StopInstances", c.region(), Some(instance.into()))?;
-    Ok(())
+/// Ask EC2 to stop the instance; returns the state it reported (`stopping`, or `stopped` already).
+pub async fn stop(c: &Clients, instance: &str) -> Result<String, ApiError> {
+    let out = c.ec2.stop_instances().instance_ids(instance).send().await.api(
+        "StopInstances",
+        c.region(),
+        Some(instance.into()),
+    )?;
+    Ok(out
+        .stopping_instances()
+        .first()
+        .and_then(|i| i.current_state())
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_string())
+        .unwrap_or_else(|| "stopping".into()))
 }
 
 /// CreateImage of the (stopped) instance, tagged at creation; returns the AMI id. The image's snapshots
@@ -77,23 +87,30 @@ pub async fn tag(c: &Clients, ids: &[String], tags: &[Tag], wait: &Wait) -> Resu
     if ids.is_empty() || tags.is_empty() {
         return Ok(());
     }
-    waiters::retry(wait, &format!("tagging {} ({})", ids.join(", "), c.region()), |e: &ApiError| e.is_not_found(), || async {
-        c.ec2
-            .create_tags()
-            .set_resources(Some(ids.to_vec()))
-            .set_tags(Some(tags.to_vec()))
-            .send()
-            .await
-            .api("CreateTags", c.region(), Some(ids.join(",")))
-            .map(|_| ())
-    })
+    waiters::retry(
+        wait,
+        &format!("tagging {} ({})", ids.join(", "), c.region()),
+        |e: &ApiError| e.is_not_found(),
+        || async {
+            c.ec2
+                .create_tags()
+                .set_resources(Some(ids.to_vec()))
+                .set_tags(Some(tags.to_vec()))
+                .send()
+                .await
+                .api("CreateTags", c.region(), Some(ids.join(",")))
+                .map(|_| ())
+        },
+    )
     .await
 }
 
 /// Deregister `ami` and delete its snapshots (those it lists, plus `known`). Missing things are fine.
 pub async fn remove(c: &Clients, ami: &str, known: &[String], wait: &Wait) -> Result<(), BuildError> {
     let mut snaps: BTreeSet<String> = known.iter().filter(|s| !s.is_empty()).cloned().collect();
-    if let Some(img) = waiters::describe_image(c, ami).await.or_else(|e| if e.is_not_found() { Ok(None) } else { Err(e) })? {
+    if let Some(img) =
+        waiters::describe_image(c, ami).await.or_else(|e| if e.is_not_found() { Ok(None) } else { Err(e) })?
+    {
         snaps.extend(snapshots(&img));
         match c.ec2.deregister_image().image_id(ami).send().await.api("DeregisterImage", c.region(), Some(ami.into())) {
             Ok(_) => {}
@@ -109,12 +126,21 @@ pub async fn remove(c: &Clients, ami: &str, known: &[String], wait: &Wait) -> Re
 
 /// Delete a snapshot, retrying while a just-deregistered image still holds it.
 pub async fn delete_snapshot(c: &Clients, id: &str, wait: &Wait) -> Result<(), BuildError> {
-    waiters::retry(wait, &format!("snapshot {id} ({}) to be deletable", c.region()), |e: &ApiError| e.code_is("InvalidSnapshot.InUse"), || async {
-        match c.ec2.delete_snapshot().snapshot_id(id).send().await.api("DeleteSnapshot", c.region(), Some(id.into())) {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e),
-        }
-    })
+    waiters::retry(
+        wait,
+        &format!("snapshot {id} ({}) to be deletable", c.region()),
+        |e: &ApiError| e.code_is("InvalidSnapshot.InUse"),
+        || async {
+            match c.ec2.delete_snapshot().snapshot_id(id).send().await.api(
+                "DeleteSnapshot",
+                c.region(),
+                Some(id.into()),
+            ) {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_not_found() => Ok(()),
+                Err(e) => Err(e),
+            }
+        },
+    )
     .await
 }

@@ -10,7 +10,8 @@ use crate::tags;
 
 /// The key pair name of a build: unique per build and image, recognisable in the console.
 pub fn name(build_id: &str, image: &str) -> String {
-    let clean: String = image.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
+    let clean: String =
+        image.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
     format!("imgbake-{build_id}-{clean}")
 }
 

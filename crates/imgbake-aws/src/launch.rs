@@ -4,8 +4,8 @@
 
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification, Image as Ami,
-    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceNetworkInterfaceSpecification,
-    InstanceType, ResourceType, Tag, VolumeType,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceNetworkInterfaceSpecification, InstanceType,
+    ResourceType, Tag, VolumeType,
 };
 use imgbake_config::AwsSettings;
 
@@ -146,7 +146,9 @@ mod tests {
     #[test]
     fn encryption_covers_the_source_disks() {
         let source = Ami::builder()
-            .block_device_mappings(Bdm::builder().device_name("/dev/xvda").ebs(EbsBlockDevice::builder().volume_size(8).build()).build())
+            .block_device_mappings(
+                Bdm::builder().device_name("/dev/xvda").ebs(EbsBlockDevice::builder().volume_size(8).build()).build(),
+            )
             .block_device_mappings(Bdm::builder().device_name("/dev/sdb").virtual_name("ephemeral0").build())
             .build();
         let a = AwsSettings { encrypt: Some(true), kms_key_id: Some("alias/k".into()), ..Default::default() };

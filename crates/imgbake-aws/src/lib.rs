@@ -90,6 +90,8 @@ pub struct AwsBuilder {
     options: AwsOptions,
     /// Known regions per (profile, endpoint, role), asked once.
     regions: tokio::sync::Mutex<HashMap<(Option<String>, Option<String>, Option<String>), Vec<String>>>,
+    /// Source AMIs resolved for planning, so the build does not describe them again.
+    sources: std::sync::Mutex<HashMap<(Session, String), aws_sdk_ec2::types::Image>>,
 }
 
 impl AwsBuilder {
@@ -99,7 +101,22 @@ impl AwsBuilder {
             clients: ClientCache::new(options.client.clone()),
             options,
             regions: tokio::sync::Mutex::new(HashMap::new()),
+            sources: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The source AMI `id` of `c`'s session: as resolved for planning, else described now (it must exist
+    /// and be available).
+    pub async fn source_ami(&self, c: &Clients, id: &str) -> Result<aws_sdk_ec2::types::Image, BuildError> {
+        let key = (c.session.clone(), id.to_string());
+        if let Some(ami) = self.sources.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(ami);
+        }
+        let ami = source::existing(c, id).await?;
+        if let Ok(mut m) = self.sources.lock() {
+            m.insert(key, ami.clone());
+        }
+        Ok(ami)
     }
 
     /// The options.
@@ -114,7 +131,12 @@ impl AwsBuilder {
 
     /// Check that the build region and every copy region exist (DescribeRegions, once per account
     /// setup), pointing at the value that names a wrong one.
-    pub async fn check_regions(&self, c: &Clients, a: &AwsSettings, region: &Spanned<String>) -> Result<(), BuildError> {
+    pub async fn check_regions(
+        &self,
+        c: &Clients,
+        a: &AwsSettings,
+        region: &Spanned<String>,
+    ) -> Result<(), BuildError> {
         let key = (c.session.profile.clone(), c.session.endpoint.clone(), c.session.role.clone());
         let mut cache = self.regions.lock().await;
         if !cache.contains_key(&key) {
@@ -169,7 +191,11 @@ impl Builder for AwsBuilder {
         let c = self.clients.get(&Session::of(a, region.get_ref())).await;
         c.check_credentials().await?;
         self.check_regions(&c, a, region).await?;
-        source::resolve(&c, image).await
+        let (resolved, ami) = source::resolve(&c, image).await?;
+        if let Ok(mut m) = self.sources.lock() {
+            m.insert((c.session.clone(), resolved.id.clone()), ami);
+        }
+        Ok(resolved)
     }
 
     async fn list_artifacts(&self, tree: &Tree, images: &[&Image]) -> Result<Vec<Artifact>, BuildError> {

@@ -68,12 +68,13 @@ pub async fn network(c: &Clients, a: &AwsSettings, need_cidr: bool) -> Result<Ne
     let region = c.region();
     let mut net = Network::default();
     if let Some(id) = &a.subnet_id {
-        let subnet = subnets(c, Some(id.get_ref()), None, None)
-            .await
-            .map_err(|e| e.at(span(id)))?
-            .into_iter()
-            .next()
-            .ok_or_else(|| config(format!("subnet {} does not exist in {region}", id.get_ref())).at(span(id)))?;
+        let subnet =
+            subnets(c, Some(id.get_ref()), None, None)
+                .await
+                .map_err(|e| e.at(span(id)))?
+                .into_iter()
+                .next()
+                .ok_or_else(|| config(format!("subnet {} does not exist in {region}", id.get_ref())).at(span(id)))?;
         let subnet_vpc = subnet.vpc_id().unwrap_or_default().to_string();
         if let Some(v) = &a.vpc_id
             && v.get_ref() != &subnet_vpc
@@ -165,7 +166,9 @@ async fn vpc_cidr(c: &Clients, vpc: Option<&str>) -> Result<Option<String>, Buil
             (None, Some(v)) => Err(config(format!("VPC {v} does not exist in {}", c.region()))),
             (None, None) => Ok(None),
         },
-        Err(e) if e.is_not_found() => Err(config(format!("VPC {} does not exist in {}", vpc.unwrap_or("?"), c.region()))),
+        Err(e) if e.is_not_found() => {
+            Err(config(format!("VPC {} does not exist in {}", vpc.unwrap_or("?"), c.region())))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -209,9 +212,9 @@ pub async fn ssh_cidrs(a: &AwsSettings, net: &Network, public_ip_url: &str) -> R
             config("cannot tell the VPC's CIDR for SSH over private addresses: set aws.ssh_cidrs".to_string())
         });
     }
-    let ip = crate::public_ip::lookup(public_ip_url, Duration::from_secs(10))
-        .await
-        .map_err(|e| config(format!("cannot find this machine's public IP for the SSH rule ({e}): set aws.ssh_cidrs")))?;
+    let ip = crate::public_ip::lookup(public_ip_url, Duration::from_secs(10)).await.map_err(|e| {
+        config(format!("cannot find this machine's public IP for the SSH rule ({e}): set aws.ssh_cidrs"))
+    })?;
     Ok(vec![format!("{ip}/32")])
 }
 

@@ -30,7 +30,9 @@ pub async fn lookup(url: &str, timeout: Duration) -> Result<Ipv4Addr, String> {
         s.take(64 * 1024).read_to_end(&mut buf).await.map_err(|e| format!("reading {url}: {e}"))?;
         Ok::<_, String>(buf)
     };
-    let buf = tokio::time::timeout(timeout, fetch).await.map_err(|_| format!("{url} did not answer within {timeout:?}"))??;
+    let buf = tokio::time::timeout(timeout, fetch)
+        .await
+        .map_err(|_| format!("{url} did not answer within {timeout:?}"))??;
     parse(&String::from_utf8_lossy(&buf)).map_err(|e| format!("{url}: {e}"))
 }
 

@@ -29,12 +29,11 @@ impl PlatformReboot for Ec2Reboot {
 
     async fn reboot(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let c = &self.clients;
-        c.ec2
-            .reboot_instances()
-            .instance_ids(&self.instance)
-            .send()
-            .await
-            .api("RebootInstances", c.region(), Some(self.instance.clone()))?;
+        c.ec2.reboot_instances().instance_ids(&self.instance).send().await.api(
+            "RebootInstances",
+            c.region(),
+            Some(self.instance.clone()),
+        )?;
         Ok(())
     }
 }

@@ -33,35 +33,40 @@ pub async fn create(c: &Clients, name: &str, vpc: Option<&str>, tags: &[Tag]) ->
 
 /// Allow TCP `port` from `cidrs`.
 pub async fn allow_ssh(c: &Clients, group: &str, port: u16, cidrs: &[String]) -> Result<(), ApiError> {
-    let ranges: Vec<IpRange> = cidrs
-        .iter()
-        .map(|cidr| IpRange::builder().cidr_ip(cidr).description("imgbake SSH").build())
-        .collect();
+    let ranges: Vec<IpRange> =
+        cidrs.iter().map(|cidr| IpRange::builder().cidr_ip(cidr).description("imgbake SSH").build()).collect();
     let rule = IpPermission::builder()
         .ip_protocol("tcp")
         .from_port(i32::from(port))
         .to_port(i32::from(port))
         .set_ip_ranges(Some(ranges))
         .build();
-    c.ec2
-        .authorize_security_group_ingress()
-        .group_id(group)
-        .ip_permissions(rule)
-        .send()
-        .await
-        .api("AuthorizeSecurityGroupIngress", c.region(), Some(group.into()))?;
+    c.ec2.authorize_security_group_ingress().group_id(group).ip_permissions(rule).send().await.api(
+        "AuthorizeSecurityGroupIngress",
+        c.region(),
+        Some(group.into()),
+    )?;
     Ok(())
 }
 
 /// Delete group `id`, retrying while EC2 still counts a (terminating) instance in it. A group that
 /// does not exist is fine.
 pub async fn delete(c: &Clients, id: &str, wait: &Wait) -> Result<(), BuildError> {
-    waiters::retry(wait, &format!("security group {id} ({}) to be deletable", c.region()), |e| e.code_is("DependencyViolation"), || async {
-        match c.ec2.delete_security_group().group_id(id).send().await.api("DeleteSecurityGroup", c.region(), Some(id.into())) {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e),
-        }
-    })
+    waiters::retry(
+        wait,
+        &format!("security group {id} ({}) to be deletable", c.region()),
+        |e| e.code_is("DependencyViolation"),
+        || async {
+            match c.ec2.delete_security_group().group_id(id).send().await.api(
+                "DeleteSecurityGroup",
+                c.region(),
+                Some(id.into()),
+            ) {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_not_found() => Ok(()),
+                Err(e) => Err(e),
+            }
+        },
+    )
     .await
 }

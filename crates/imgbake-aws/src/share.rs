@@ -1,7 +1,9 @@
 //! Who may launch the AMI (accounts, groups, organizations), and its deprecation time.
 
 use aws_sdk_ec2::primitives::DateTime;
-use aws_sdk_ec2::types::{CreateVolumePermission, CreateVolumePermissionModifications, LaunchPermission, LaunchPermissionModifications};
+use aws_sdk_ec2::types::{
+    CreateVolumePermission, CreateVolumePermissionModifications, LaunchPermission, LaunchPermissionModifications,
+};
 use imgbake_config::Share;
 
 use crate::clients::Clients;
@@ -14,7 +16,9 @@ pub async fn grant(c: &Clients, ami: &str, snapshots: &[String], share: &Share) 
     adds.extend(share.accounts.iter().map(|a| LaunchPermission::builder().user_id(a).build()));
     adds.extend(share.groups.iter().map(|g| LaunchPermission::builder().group(g.as_str().into()).build()));
     adds.extend(share.organizations.iter().map(|o| LaunchPermission::builder().organization_arn(o).build()));
-    adds.extend(share.organizational_units.iter().map(|o| LaunchPermission::builder().organizational_unit_arn(o).build()));
+    adds.extend(
+        share.organizational_units.iter().map(|o| LaunchPermission::builder().organizational_unit_arn(o).build()),
+    );
     if adds.is_empty() {
         return Ok(());
     }
@@ -45,12 +49,10 @@ pub async fn grant(c: &Clients, ami: &str, snapshots: &[String], share: &Share) 
 
 /// Mark `ami` deprecated at `at`.
 pub async fn deprecate(c: &Clients, ami: &str, at: chrono::DateTime<chrono::Utc>) -> Result<(), ApiError> {
-    c.ec2
-        .enable_image_deprecation()
-        .image_id(ami)
-        .deprecate_at(DateTime::from_secs(at.timestamp()))
-        .send()
-        .await
-        .api("EnableImageDeprecation", c.region(), Some(ami.into()))?;
+    c.ec2.enable_image_deprecation().image_id(ami).deprecate_at(DateTime::from_secs(at.timestamp())).send().await.api(
+        "EnableImageDeprecation",
+        c.region(),
+        Some(ami.into()),
+    )?;
     Ok(())
 }

@@ -16,15 +16,16 @@ fn span<T>(v: &Spanned<T>) -> Span {
     Span::new(v.span())
 }
 
-/// Resolve the source of a root image in the image's build region.
-pub async fn resolve(c: &Clients, image: &Image) -> Result<ResolvedSource, BuildError> {
+/// Resolve the source of a root image in the image's build region; also returns the AMI as EC2
+/// describes it.
+pub async fn resolve(c: &Clients, image: &Image) -> Result<(ResolvedSource, Ami), BuildError> {
     let Some(source) = &image.source else {
         return Err(config(format!("image `{}` has no source (and no parent)", image.name)).at(image.span));
     };
     let s = source.get_ref();
     if let Some(id) = &s.ami {
         let ami = existing(c, id.get_ref()).await.map_err(|e| e.at(span(id)))?;
-        return Ok(ResolvedSource { id: id.get_ref().clone(), description: describe(&ami, None) });
+        return Ok((ResolvedSource { id: id.get_ref().clone(), description: describe(&ami, None) }, ami));
     }
     if let Some(f) = &s.ami_filter {
         return by_filter(c, f).await;
@@ -45,7 +46,8 @@ pub async fn resolve(c: &Clients, image: &Image) -> Result<ResolvedSource, Build
             );
         }
         let ami = existing(c, &value).await.map_err(|e| e.at(span(p)))?;
-        return Ok(ResolvedSource { id: value, description: describe(&ami, Some(format!("from SSM {name}"))) });
+        let description = describe(&ami, Some(format!("from SSM {name}")));
+        return Ok((ResolvedSource { id: value, description }, ami));
     }
     Err(config(format!("image `{}`: source has no ami, ami_filter or ssm_parameter for the aws builder", image.name))
         .at(span(source)))
@@ -75,7 +77,7 @@ fn describe(ami: &Ami, how: Option<String>) -> String {
     }
 }
 
-async fn by_filter(c: &Clients, f: &Spanned<AmiFilter>) -> Result<ResolvedSource, BuildError> {
+async fn by_filter(c: &Clients, f: &Spanned<AmiFilter>) -> Result<(ResolvedSource, Ami), BuildError> {
     let at = span(f);
     let filter = f.get_ref();
     let mut req = c.ec2.describe_images().filters(tags::attr("state", &["available"]));
@@ -102,16 +104,32 @@ async fn by_filter(c: &Clients, f: &Spanned<AmiFilter>) -> Result<ResolvedSource
     let summary = summary(filter);
     match found.len() {
         0 => Err(config(format!("the AMI filter ({summary}) matches no available AMI in {}", c.region())).at(at)),
-        1 => Ok(ResolvedSource { id: found[0].image_id().unwrap_or_default().into(), description: describe(&found[0], None) }),
-        n if filter.most_recent => Ok(ResolvedSource {
-            id: found[0].image_id().unwrap_or_default().into(),
-            description: describe(&found[0], Some(format!("newest of {n} matches"))),
-        }),
+        1 => Ok((
+            ResolvedSource {
+                id: found[0].image_id().unwrap_or_default().into(),
+                description: describe(&found[0], None),
+            },
+            found.swap_remove(0),
+        )),
+        n if filter.most_recent => Ok((
+            ResolvedSource {
+                id: found[0].image_id().unwrap_or_default().into(),
+                description: describe(&found[0], Some(format!("newest of {n} matches"))),
+            },
+            found.swap_remove(0),
+        )),
         n => {
             let shown: Vec<String> = found
                 .iter()
                 .take(5)
-                .map(|a| format!("{} ({}, {})", a.image_id().unwrap_or("?"), a.name().unwrap_or("?"), a.creation_date().unwrap_or("?")))
+                .map(|a| {
+                    format!(
+                        "{} ({}, {})",
+                        a.image_id().unwrap_or("?"),
+                        a.name().unwrap_or("?"),
+                        a.creation_date().unwrap_or("?")
+                    )
+                })
                 .collect();
             Err(config(format!(
                 "the AMI filter ({summary}) matches {n} AMIs in {}: {}{}; set most_recent = true to take the newest, or narrow the filter",

@@ -87,7 +87,8 @@ async fn in_session(c: &Clients, tree: &str, filter: &SweepFilter) -> Result<Vec
         }
     }
 
-    let groups = c.ec2.describe_security_groups().set_filters(f()).send().await.api("DescribeSecurityGroups", region, None)?;
+    let groups =
+        c.ec2.describe_security_groups().set_filters(f()).send().await.api("DescribeSecurityGroups", region, None)?;
     for g in groups.security_groups() {
         if let Some(id) = g.group_id()
             && wanted(g.tags(), filter, now)
@@ -105,7 +106,8 @@ async fn in_session(c: &Clients, tree: &str, filter: &SweepFilter) -> Result<Vec
         }
     }
 
-    let images = c.ec2.describe_images().owners("self").set_filters(f()).send().await.api("DescribeImages", region, None)?;
+    let images =
+        c.ec2.describe_images().owners("self").set_filters(f()).send().await.api("DescribeImages", region, None)?;
     let mut used: BTreeSet<String> = BTreeSet::new();
     for img in images.images() {
         let snaps = crate::image::snapshots(img);
@@ -119,7 +121,11 @@ async fn in_session(c: &Clients, tree: &str, filter: &SweepFilter) -> Result<Vec
         }
     }
 
-    let snaps = c.ec2.describe_snapshots().owner_ids("self").set_filters(f()).send().await.api("DescribeSnapshots", region, None)?;
+    let snaps = c.ec2.describe_snapshots().owner_ids("self").set_filters(f()).send().await.api(
+        "DescribeSnapshots",
+        region,
+        None,
+    )?;
     for s in snaps.snapshots() {
         if let Some(id) = s.snapshot_id()
             && !used.contains(id)
@@ -129,14 +135,12 @@ async fn in_session(c: &Clients, tree: &str, filter: &SweepFilter) -> Result<Vec
         }
     }
 
-    let vols = c
-        .ec2
-        .describe_volumes()
-        .set_filters(f())
-        .filters(tags::attr("status", &["available"]))
-        .send()
-        .await
-        .api("DescribeVolumes", region, None)?;
+    let vols =
+        c.ec2.describe_volumes().set_filters(f()).filters(tags::attr("status", &["available"])).send().await.api(
+            "DescribeVolumes",
+            region,
+            None,
+        )?;
     for v in vols.volumes() {
         if let Some(id) = v.volume_id()
             && wanted(v.tags(), filter, now)

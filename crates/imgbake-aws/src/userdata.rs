@@ -132,7 +132,10 @@ pub fn linux(key: &HostKey, extra: Option<&str>) -> Result<String, UserDataError
     }
     let mut doc = format!("Content-Type: multipart/mixed; boundary=\"{boundary}\"\nMIME-Version: 1.0\n\n");
     doc.push_str(&format!("--{boundary}\n{}", part("text/cloud-config", "imgbake-host-key.cfg", &cloud_config(key))));
-    doc.push_str(&format!("--{boundary}\n{}", part("text/x-shellscript", "imgbake-host-key.sh", &fallback_script(key))));
+    doc.push_str(&format!(
+        "--{boundary}\n{}",
+        part("text/x-shellscript", "imgbake-host-key.sh", &fallback_script(key))
+    ));
     if let Some(user) = extra.filter(|e| !e.trim().is_empty()) {
         match content_type(user)? {
             Some(kind) => doc.push_str(&format!("--{boundary}\n{}", part(kind, "user-data", user))),
@@ -209,7 +212,8 @@ mod tests {
 
     fn key() -> HostKey {
         HostKey {
-            private_openssh: "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\nBBBB\n-----END OPENSSH PRIVATE KEY-----\n".into(),
+            private_openssh: "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\nBBBB\n-----END OPENSSH PRIVATE KEY-----\n"
+                .into(),
             public_line: "ssh-ed25519 AAAAC3Nza imgbake-b-1".into(),
         }
     }
@@ -228,7 +232,11 @@ mod tests {
 
         assert!(linux(&key(), Some("#!/bin/bash\necho hi")).unwrap().contains("text/x-shellscript; charset=\"us-ascii\"\nMIME-Version: 1.0\nContent-Transfer-Encoding: 7bit\nContent-Disposition: attachment; filename=\"user-data\""));
         let mime = "Content-Type: multipart/mixed; boundary=\"X\"\nMIME-Version: 1.0\n\n--X\nContent-Type: text/x-shellscript\n\n#!/bin/sh\n--X--";
-        assert!(linux(&key(), Some(mime)).unwrap().contains("--==imgbake-user-data==\nContent-Type: multipart/mixed; boundary=\"X\""));
+        assert!(
+            linux(&key(), Some(mime))
+                .unwrap()
+                .contains("--==imgbake-user-data==\nContent-Type: multipart/mixed; boundary=\"X\"")
+        );
         assert_eq!(linux(&key(), Some("echo hi")).unwrap_err(), UserDataError::UnknownKind("echo hi".into()));
         // The user's text cannot end imgbake's document early.
         let sneaky = "#!/bin/sh\n# --==imgbake-user-data==--\n";
@@ -245,7 +253,9 @@ mod tests {
 
     #[test]
     fn windows_wraps_the_script_with_its_parameters() {
-        let doc = windows(&key(), "ssh-ed25519 LOGIN it's me", None, 2222, Some("<powershell>Write-Output hi</powershell>")).unwrap();
+        let doc =
+            windows(&key(), "ssh-ed25519 LOGIN it's me", None, 2222, Some("<powershell>Write-Output hi</powershell>"))
+                .unwrap();
         assert!(doc.starts_with("<powershell>\n& {\n<#\n"));
         assert!(doc.contains("\n} -HostPrivateKey @'\n-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\nBBBB\n-----END OPENSSH PRIVATE KEY-----\n'@ -HostPublicKey 'ssh-ed25519 AAAAC3Nza imgbake-b-1' -AuthorizedKey 'ssh-ed25519 LOGIN it''s me' -Port 2222\n"));
         assert!(doc.ends_with("# The user's user data:\nWrite-Output hi\n</powershell>\n<persist>false</persist>\n"));
@@ -256,6 +266,9 @@ mod tests {
     fn embedded_script_is_the_provisioners_one() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../provisioners/windows/enable-openssh.ps1");
         let on_disk = std::fs::read_to_string(path).unwrap();
-        assert_eq!(ENABLE_OPENSSH_PS1, on_disk, "copy provisioners/windows/enable-openssh.ps1 to crates/imgbake-aws/src/windows/");
+        assert_eq!(
+            ENABLE_OPENSSH_PS1, on_disk,
+            "copy provisioners/windows/enable-openssh.ps1 to crates/imgbake-aws/src/windows/"
+        );
     }
 }

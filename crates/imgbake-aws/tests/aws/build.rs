@@ -21,7 +21,11 @@ share = { accounts = ["111122223333"] }"#,
         "[images.base.publish]\nssm_parameter = \"/images/base/latest\"",
     );
     let remote = bed.sshd.home_dir().join("imgbake-uploaded.txt");
-    let steps = Steps::with_upload(&["test \"$(id -u)\" = 0", "echo provisioned"], b"hello from imgbake\n", remote.to_str().unwrap());
+    let steps = Steps::with_upload(
+        &["test \"$(id -u)\" = 0", "echo provisioned"],
+        b"hello from imgbake\n",
+        remote.to_str().unwrap(),
+    );
     let (job, log) = bed.job(&builder, &tree, "base", steps.clone()).await;
 
     let artifact = builder.build(job.clone()).await.unwrap_or_else(|e| panic!("build failed: {}", e.chain()));
@@ -54,7 +58,8 @@ share = { accounts = ["111122223333"] }"#,
         assert_eq!(t["team"], "core");
         assert_eq!(t["release"], "2024.1");
         assert!(t.contains_key("imgbake:created"));
-        let perms = ec2.describe_image_attribute().image_id(ami).attribute("launchPermission".into()).send().await.unwrap();
+        let perms =
+            ec2.describe_image_attribute().image_id(ami).attribute("launchPermission".into()).send().await.unwrap();
         let users: Vec<&str> = perms.launch_permissions().iter().filter_map(|p| p.user_id()).collect();
         assert_eq!(users, vec!["111122223333"], "{region}");
         let snaps = imgbake_aws::image::snapshots(&img);

@@ -29,7 +29,11 @@ async fn an_api_error_at_image_creation_leaves_nothing() {
     let bed = Bed::start().await;
     let builder = bed.builder();
     let tree = bed.tree("", "");
-    bed.proxy.inject(FaultRule::new("CreateImage", Fault::error(400, "UnauthorizedOperation", "not allowed (injected)"), 1));
+    bed.proxy.inject(FaultRule::new(
+        "CreateImage",
+        Fault::error(400, "UnauthorizedOperation", "not allowed (injected)"),
+        1,
+    ));
     let (job, _) = bed.job(&builder, &tree, "base", Steps::new(&["true"])).await;
     let e = builder.build(job.clone()).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Platform);
@@ -47,7 +51,11 @@ async fn an_api_error_after_the_image_exists_removes_the_image_and_its_snapshots
     let builder = bed.builder();
     let tree = bed.tree("copy_regions = [\"us-east-1\"]\nshare = { accounts = [\"111122223333\"] }", "");
     // Sharing fails for good once the AMI and its copy exist.
-    bed.proxy.inject(FaultRule::new("ModifyImageAttribute", Fault::error(400, "InvalidParameter", "no (injected)"), u32::MAX));
+    bed.proxy.inject(FaultRule::new(
+        "ModifyImageAttribute",
+        Fault::error(400, "InvalidParameter", "no (injected)"),
+        u32::MAX,
+    ));
     let (job, _) = bed.job(&builder, &tree, "base", Steps::new(&["true"])).await;
     let e = builder.build(job.clone()).await.unwrap_err();
     assert!(e.chain().contains("ModifyImageAttribute"), "{}", e.chain());
@@ -70,7 +78,10 @@ async fn a_failed_image_stops_the_wait_at_once_and_leaves_nothing() {
     let start = Instant::now();
     let e = builder.build(job.clone()).await.unwrap_err();
     assert!(e.message.contains("became `failed`"), "{}", e.chain());
-    assert!(start.elapsed() < Duration::from_secs(30), "the image timeout is 60 s; a terminal state must not wait for it");
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "the image timeout is 60 s; a terminal state must not wait for it"
+    );
     bed.unwind(&builder, &job).await;
     assert_eq!(bed.leftovers(&[]).await, Vec::<String>::new());
 }

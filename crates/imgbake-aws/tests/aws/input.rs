@@ -16,7 +16,9 @@ async fn an_unknown_region() {
     let bed = Bed::start().await;
     let builder = bed.builder();
     let tree = bed.tree("", "").clone();
-    let text = std::fs::read_to_string(bed.dir.path().join("tree.toml")).unwrap().replace("region = \"eu-west-1\"", "region = \"eu-west-9\"");
+    let text = std::fs::read_to_string(bed.dir.path().join("tree.toml"))
+        .unwrap()
+        .replace("region = \"eu-west-1\"", "region = \"eu-west-9\"");
     std::fs::write(bed.dir.path().join("tree.toml"), text).unwrap();
     let tree2 = imgbake_config::Tree::load(&bed.dir.path().join("tree.toml"), &Default::default()).unwrap();
     drop(tree);
@@ -49,12 +51,17 @@ async fn filters_matching_nothing_or_too_much() {
             + &extra;
         std::fs::write(bed.dir.path().join("tree.toml"), text).unwrap();
         drop(t);
-        imgbake_config::Tree::load(&bed.dir.path().join("tree.toml"), &Default::default()).unwrap_or_else(|d| panic!("{d}"))
+        imgbake_config::Tree::load(&bed.dir.path().join("tree.toml"), &Default::default())
+            .unwrap_or_else(|d| panic!("{d}"))
     };
     let tree = write(filter("ubuntu-*", false));
     let e = builder.resolve_source(&tree, tree.image("base").unwrap()).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Config);
-    assert!(e.message.contains("the AMI filter (name `ubuntu-*`, owners self) matches no available AMI in eu-west-1"), "{}", e.message);
+    assert!(
+        e.message.contains("the AMI filter (name `ubuntu-*`, owners self) matches no available AMI in eu-west-1"),
+        "{}",
+        e.message
+    );
     assert!(located(&tree, &e).contains("tree.toml:"), "{}", located(&tree, &e));
 
     let newer = bed.moto.register_image(REGION, "debian-12-amd64-20240201", &[]).await.unwrap();
@@ -84,7 +91,11 @@ async fn missing_credentials() {
     let job = bed.job_from(&tree, "base", Steps::new(&["true"]), &bed.source, EventSink::discard());
     let e = builder.build(job.clone()).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Config, "{}", e.chain());
-    assert!(e.message.contains("no usable AWS credentials") || e.message.contains("no AWS credentials"), "{}", e.chain());
+    assert!(
+        e.message.contains("no usable AWS credentials") || e.message.contains("no AWS credentials"),
+        "{}",
+        e.chain()
+    );
     assert!(e.message.contains("aws sso login"), "{}", e.message);
     assert_eq!(bed.creating_calls(), Vec::<String>::new());
     assert!(job.journal.pending().is_empty());
@@ -95,8 +106,10 @@ async fn a_subnet_in_another_vpc_and_a_missing_security_group() {
     let bed = Bed::start().await;
     let builder = bed.builder();
     let ec2 = bed.ec2(REGION).await;
-    let vpc_a = ec2.create_vpc().cidr_block("10.1.0.0/16").send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
-    let vpc_b = ec2.create_vpc().cidr_block("10.2.0.0/16").send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
+    let vpc_a =
+        ec2.create_vpc().cidr_block("10.1.0.0/16").send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
+    let vpc_b =
+        ec2.create_vpc().cidr_block("10.2.0.0/16").send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
     let subnet = ec2.create_subnet().vpc_id(&vpc_a).cidr_block("10.1.1.0/24").send().await.unwrap();
     let subnet = subnet.subnet().unwrap().subnet_id().unwrap().to_string();
     bed.proxy.reset();
@@ -105,7 +118,11 @@ async fn a_subnet_in_another_vpc_and_a_missing_security_group() {
     let job = bed.job_from(&tree, "base", Steps::new(&["true"]), &bed.source, EventSink::discard());
     let e = builder.build(job).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Config);
-    assert!(e.message.contains(&format!("subnet {subnet} is in VPC {vpc_a}, not in aws.vpc_id {vpc_b}")), "{}", e.message);
+    assert!(
+        e.message.contains(&format!("subnet {subnet} is in VPC {vpc_a}, not in aws.vpc_id {vpc_b}")),
+        "{}",
+        e.message
+    );
     assert!(located(&tree, &e).ends_with("tree.toml:16:13"), "{}", located(&tree, &e));
 
     let tree = bed.tree(&format!("subnet_id = \"{subnet}\"\nsecurity_group_ids = [\"sg-0000000000000dead\"]"), "");
@@ -118,7 +135,8 @@ async fn a_subnet_in_another_vpc_and_a_missing_security_group() {
     let e = builder.build(job).await.unwrap_err();
     assert!(e.message.contains("subnet subnet-0000000000000dead does not exist in eu-west-1"), "{}", e.message);
 
-    let job = bed.job_from(&bed.tree("", ""), "base", Steps::new(&["true"]), "ami-0000000000000dead", EventSink::discard());
+    let job =
+        bed.job_from(&bed.tree("", ""), "base", Steps::new(&["true"]), "ami-0000000000000dead", EventSink::discard());
     let e = builder.build(job).await.unwrap_err();
     assert!(e.message.contains("AMI ami-0000000000000dead does not exist in eu-west-1"), "{}", e.message);
     assert_eq!(bed.creating_calls(), Vec::<String>::new());

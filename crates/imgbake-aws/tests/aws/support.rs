@@ -120,7 +120,13 @@ image_timeout = "60s"
 
     /// A job for `image` of `tree`, rendered for a fresh build id, journaled under the bed's dir, its
     /// source resolved by the builder; events kept in memory.
-    pub async fn job(&self, builder: &AwsBuilder, tree: &Tree, image: &str, steps: Arc<dyn Provision>) -> (BuildJob, EventLog) {
+    pub async fn job(
+        &self,
+        builder: &AwsBuilder,
+        tree: &Tree,
+        image: &str,
+        steps: Arc<dyn Provision>,
+    ) -> (BuildJob, EventLog) {
         let img = tree.image(image).unwrap();
         let source = builder.resolve_source(tree, img).await.unwrap_or_else(|e| panic!("{}", e.chain()));
         let (events, log) = EventSink::memory();
@@ -128,7 +134,14 @@ image_timeout = "60s"
     }
 
     /// A job starting from AMI `source` as given (no resolving), with events going to `events`.
-    pub fn job_from(&self, tree: &Tree, image: &str, steps: Arc<dyn Provision>, source: &str, events: EventSink) -> BuildJob {
+    pub fn job_from(
+        &self,
+        tree: &Tree,
+        image: &str,
+        steps: Arc<dyn Provision>,
+        source: &str,
+        events: EventSink,
+    ) -> BuildJob {
         let build_id = format!("b-{}", uuid::Uuid::new_v4().simple().to_string().get(..10).unwrap());
         let tree = Arc::new(tree.rerender(&Stamp::new(&build_id, chrono::Utc::now())).unwrap());
         let source = BuildSource::Root(ResolvedSource { id: source.to_string(), description: "test source".into() });
@@ -236,7 +249,11 @@ pub struct Steps {
 
 impl Steps {
     pub fn new(commands: &[&str]) -> Arc<Steps> {
-        Arc::new(Steps { commands: commands.iter().map(|c| c.to_string()).collect(), upload: None, seen: Mutex::new(Vec::new()) })
+        Arc::new(Steps {
+            commands: commands.iter().map(|c| c.to_string()).collect(),
+            upload: None,
+            seen: Mutex::new(Vec::new()),
+        })
     }
 
     pub fn with_upload(commands: &[&str], data: &[u8], remote: &str) -> Arc<Steps> {
@@ -250,12 +267,19 @@ impl Steps {
 
 #[async_trait]
 impl Provision for Steps {
-    async fn provision(&self, comm: &dyn Communicator, platform: Option<Arc<dyn PlatformReboot>>) -> Result<(), BuildError> {
+    async fn provision(
+        &self,
+        comm: &dyn Communicator,
+        platform: Option<Arc<dyn PlatformReboot>>,
+    ) -> Result<(), BuildError> {
         self.seen.lock().unwrap().push(platform.map(|p| p.describe()));
         for c in &self.commands {
             let out = comm.exec(&ExecRequest::new(c.clone()).captured(), &EventSink::discard()).await?;
             if !out.status.success() {
-                return Err(BuildError::new(ErrorKind::Step, format!("`{c}` {}: {}", out.status, String::from_utf8_lossy(&out.stderr))));
+                return Err(BuildError::new(
+                    ErrorKind::Step,
+                    format!("`{c}` {}: {}", out.status, String::from_utf8_lossy(&out.stderr)),
+                ));
             }
         }
         if let Some((data, remote)) = &self.upload {
@@ -267,5 +291,8 @@ impl Provision for Steps {
 
 /// The tags of a moto image as a map.
 pub fn image_tags(img: &aws_sdk_ec2::types::Image) -> std::collections::BTreeMap<String, String> {
-    img.tags().iter().map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string())).collect()
+    img.tags()
+        .iter()
+        .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
+        .collect()
 }

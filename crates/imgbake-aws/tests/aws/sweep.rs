@@ -39,7 +39,8 @@ async fn a_killed_build_is_swept_by_tag() {
     assert!(builder.sweep(&tree, &other).await.unwrap().is_empty());
     let young = SweepFilter { build_id: None, older_than: Some(Duration::from_secs(3600)) };
     assert!(builder.sweep(&tree, &young).await.unwrap().is_empty());
-    let found = builder.sweep(&tree, &SweepFilter { build_id: Some(job.build_id.clone()), older_than: None }).await.unwrap();
+    let found =
+        builder.sweep(&tree, &SweepFilter { build_id: Some(job.build_id.clone()), older_than: None }).await.unwrap();
     let mut kinds: Vec<&str> = found.iter().map(|r| r.kind.as_str()).collect();
     kinds.sort();
     assert_eq!(kinds, vec!["image", "instance", "key_pair", "security_group"], "{found:?}");
@@ -50,7 +51,10 @@ async fn a_killed_build_is_swept_by_tag() {
     assert_eq!(all.len(), found.len(), "the complete artifact is not a leftover: {all:?}");
 
     for r in found.iter().rev() {
-        builder.destroy(&tree, r, &EventSink::discard()).await.unwrap_or_else(|e| panic!("{}: {}", r.describe(), e.chain()));
+        builder
+            .destroy(&tree, r, &EventSink::discard())
+            .await
+            .unwrap_or_else(|e| panic!("{}: {}", r.describe(), e.chain()));
     }
     assert_eq!(bed.leftovers(&[&kept.id]).await, Vec::<String>::new());
     assert!(builder.sweep(&tree, &SweepFilter::default()).await.unwrap().is_empty());

@@ -18,7 +18,11 @@ async fn throttling_5xx_and_not_found_yet_are_retried() {
     bed.proxy.inject(FaultRule::new("RunInstances", Fault::unavailable(), 1));
     bed.proxy.inject(FaultRule::new("DescribeInstances", Fault::throttle(), 3));
     // Right after creation EC2 may not list the instance yet.
-    bed.proxy.inject(FaultRule::new("DescribeInstances", Fault::error(400, "InvalidInstanceID.NotFound", "not yet"), 2));
+    bed.proxy.inject(FaultRule::new(
+        "DescribeInstances",
+        Fault::error(400, "InvalidInstanceID.NotFound", "not yet"),
+        2,
+    ));
     bed.proxy.inject(FaultRule::new("CreateImage", Fault::throttle(), 2));
     bed.proxy.inject(FaultRule::new("DescribeImages", Fault::server_error(), 2));
     bed.proxy.inject(FaultRule::new("CreateTags", Fault::throttle(), 1));
@@ -62,7 +66,10 @@ async fn transitions_are_noticed_within_the_poll_cap() {
     bed.unwind(&builder, &job).await;
     let t = bed.proxy.transitions();
     let kinds: Vec<(&str, &str)> = t.iter().map(|t| (t.kind.as_str(), t.to.as_str())).collect();
-    assert_eq!(kinds, vec![("instance", "running"), ("instance", "stopped"), ("image", "available"), ("instance", "terminated")]);
+    assert_eq!(
+        kinds,
+        vec![("instance", "running"), ("instance", "stopped"), ("image", "available"), ("instance", "terminated")]
+    );
     for tr in &t {
         let late = tr.lateness().unwrap();
         // Polls pause at most 300 ms here; allow for a slow machine.
