@@ -100,3 +100,18 @@ else
     state=built
 fi
 echo "guest: $state ($guest, kernel $(cat "$guest/kernel-version"))"
+
+# --- the local base image (QEMU builder tests, the quick start; ~1.5 min once, then cached) ---
+repo=$(cd "$here/../.." && pwd)
+if base=$(IMGBAKE_CACHE=$cache "$repo/scripts/make-base-image.sh" --check 2>/dev/null); then
+    echo "base image: ok ($base)"
+else
+    log=$(mktemp)
+    if ! base=$(IMGBAKE_CACHE=$cache "$repo/scripts/make-base-image.sh" 2>"$log"); then
+        tail -n 40 "$log" >&2
+        rm -f "$log"
+        die "scripts/make-base-image.sh failed"
+    fi
+    rm -f "$log"
+    echo "base image: built ($base)"
+fi

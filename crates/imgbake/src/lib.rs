@@ -31,9 +31,11 @@
 pub use imgbake_config as config;
 pub use imgbake_core as core;
 
-/// The builders this build of imgbake includes (`aws`, `qemu`).
+/// The builders this build of imgbake includes (`aws`, `qemu`, per the crate's features).
 pub fn registry() -> imgbake_core::registry::Registry {
     #[allow(unused_mut)]
     let mut r = imgbake_core::registry::Registry::new();
+    #[cfg(feature = "qemu")]
+    r.register(std::sync::Arc::new(imgbake_qemu::QemuBuilder::new()));
     r
 }
