@@ -241,12 +241,24 @@ async fn connect_hedged(cfg: &SshConfig, events: &EventSink, wait: &Wait) -> Res
     let mut tasks = JoinSet::new();
 
     let results = async {
+        let mut first_auth_failure: Option<Instant> = None;
         while let Some(r) = rx.recv().await {
             match r {
                 Ok(s) => return Ok(s),
                 Err(e) if e.is_not_up() => {
                     if let Ok(mut l) = last_error.lock() {
                         *l = e.to_string();
+                    }
+                }
+                // A first boot may reject the key until cloud-init has installed it (`auth_grace`).
+                Err(e @ CommError::Auth { .. })
+                    if first_auth_failure.get_or_insert_with(Instant::now).elapsed() < cfg.auth_grace =>
+                {
+                    if let Ok(mut l) = last_error.lock() {
+                        *l = format!(
+                            "{e} (retrying for up to {:?}: the login key may not be installed yet)",
+                            cfg.auth_grace
+                        );
                     }
                 }
                 Err(e) => return Err(e),

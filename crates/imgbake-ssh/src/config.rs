@@ -94,6 +94,11 @@ pub struct SshConfig {
     /// Limit for one connection attempt: TCP connect, banner, key exchange and authentication.
     /// Default 20 s (slow links and loaded servers).
     pub connect_timeout: Duration,
+    /// Keep retrying authentication failures this long after the first one. On a cloud machine's first
+    /// boot sshd can answer before cloud-init has installed the login key, so a rejected key there means
+    /// "not yet"; a key that is still rejected after the grace period is final, with the usual message.
+    /// Default 0 (a rejected key is final at once); builders set it for freshly launched machines.
+    pub auth_grace: Duration,
     /// Limit for TCP connect plus the server's SSH banner. A live server answers within moments; a
     /// machine that is down drops connection attempts (the TCP connect hangs) or sits behind a port
     /// forward that accepts TCP and then says nothing (QEMU user networking). Such an attempt counts as
@@ -141,6 +146,7 @@ impl Default for SshConfig {
             auth: Vec::new(),
             host_key: HostKeyPolicy::default(),
             bastion: None,
+            auth_grace: Duration::ZERO,
             connect_timeout: Duration::from_secs(20),
             banner_timeout: Duration::from_secs(2),
             keepalive_interval: Duration::from_secs(2),

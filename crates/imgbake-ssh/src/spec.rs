@@ -48,12 +48,21 @@ pub struct Machine {
     /// The host key the builder injected, as an OpenSSH public key line: what `host_key = "pinned"`
     /// (the default) pins.
     pub pinned_host_key: Option<String>,
+    /// How long a rejected login key still means "not installed yet" (a cloud machine's first boot,
+    /// where cloud-init writes the key after sshd may already answer). Default 0.
+    pub auth_grace: Duration,
 }
 
 impl Machine {
     /// A machine at `address`.
     pub fn new(address: impl Into<String>) -> Self {
         Machine { address: address.into(), ..Machine::default() }
+    }
+
+    /// Retry rejected logins for this long (see [`Machine::auth_grace`]).
+    pub fn auth_grace(mut self, grace: Duration) -> Self {
+        self.auth_grace = grace;
+        self
     }
 
     /// With the port the builder found.
@@ -166,6 +175,7 @@ pub fn ssh_config(tree: &Tree, image: &Image, machine: &Machine) -> Result<SshCo
     if let Some(k) = c.keepalive {
         config.keepalive_interval = k.get();
     }
+    config.auth_grace = machine.auth_grace;
     config.boot_identity_command = c.boot_id_command.clone();
     config.os = c.os.unwrap_or_default();
     if let Some(b) = &c.bastion {

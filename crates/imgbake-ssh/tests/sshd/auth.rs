@@ -66,6 +66,46 @@ async fn wrong_key_is_a_final_clear_error() {
     assert!(err.to_string().contains("no authentication method"), "{err}");
 }
 
+/// A cloud machine's first boot: sshd answers before cloud-init has installed the login key. With an
+/// auth grace, rejections are retried until the key appears; after the grace they are final.
+#[tokio::test]
+async fn a_key_installed_late_is_waited_for_within_the_auth_grace() {
+    let sshd = sshd().await;
+    let (key, public) = imgbake_ssh::generate_ed25519("late-key").unwrap();
+    let mut cfg = config_for(&sshd);
+    cfg.auth = vec![Auth::Key(key.clone())];
+    cfg.auth_grace = Duration::from_secs(60);
+    let (sink, log) = EventSink::memory();
+    let c = SshCommunicator::new(cfg.clone()).with_events(sink);
+    let connecting = tokio::spawn(async move {
+        c.connect(&Wait::new(Duration::from_secs(60)).interval(Duration::from_millis(100), Duration::from_millis(500)))
+            .await
+            .map(|()| c)
+    });
+    // Install the key only after the server has rejected it at least once (like cloud-init would).
+    wait::until(&Wait::new(Duration::from_secs(30)), "a rejected login", || {
+        let seen = sshd.log().contains("Failed publickey for root")
+            || sshd.log().contains("Connection closed by authenticating user root");
+        async move { if seen { Poll::Ready(()) } else { Poll::<(), ()>::Pending("no rejection yet".into()) } }
+    })
+    .await
+    .unwrap();
+    sshd.authorize_key(&public).unwrap();
+    let c = connecting.await.unwrap().expect("logs in once the key is there");
+    assert!(run(&c, "true").await.status.success());
+    c.disconnect().await;
+    drop(log);
+
+    // A key that never arrives: final once the grace is over, with the usual message.
+    let (stranger, _) = imgbake_ssh::generate_ed25519("never-installed").unwrap();
+    cfg.auth = vec![Auth::Key(stranger)];
+    cfg.auth_grace = Duration::from_secs(2);
+    let t0 = Instant::now();
+    let err = SshCommunicator::new(cfg).connect(&Wait::new(Duration::from_secs(60))).await.unwrap_err();
+    assert!(matches!(err, CommError::Auth { .. }), "{err}");
+    assert!(t0.elapsed() >= Duration::from_secs(2) && t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+}
+
 #[tokio::test]
 async fn host_key_mismatch_is_rejected_with_both_fingerprints() {
     let sshd = sshd().await;
