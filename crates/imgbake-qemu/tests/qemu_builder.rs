@@ -1,5 +1,7 @@
 //! The QEMU builder against real QEMU/TCG guests booted from scripts/make-base-image.sh's image.
-//! Each boot costs ~15-25 s of emulated CPU, so the chain test does the most per boot.
+//! Each boot costs ~15-25 s of emulated CPU. The whole local chain (backing files, the reboot, the
+//! on-box tests, reuse and partial rebuilds through the scheduler) is tested once, in
+//! tests/e2e/tests/qemu_local_tree.rs; these tests cover what is left.
 
 mod support;
 
@@ -11,94 +13,6 @@ use imgbake_core::error::ErrorKind;
 use imgbake_core::event::{EventKind, EventSink};
 use imgbake_qemu::QemuBuilder;
 use support::*;
-
-/// base → tools → app from images/local, end to end: files, scripts, one reboot, the on-box tests;
-/// each child is an overlay whose backing file is its parent; the sidecars list them back; nothing
-/// is left running or half-written.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_tree_builds_as_a_chain_of_overlays() {
-    let base = base_image();
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&repo().join("images/local"), dir.path());
-    let tree = load(dir.path(), &[("base_disk", base.to_str().unwrap())]);
-    let builder = QemuBuilder::new();
-    let out = dir.path().join("output");
-
-    let resolved = builder.resolve_source(&tree, tree.image("base").unwrap()).await.unwrap();
-    assert!(resolved.id.starts_with("sha256:") && resolved.id.len() == 71, "{resolved:?}");
-
-    let b = build(&builder, &tree, "base", BuildSource::Root(resolved.clone())).await;
-    let base_art = b.result.unwrap_or_else(|e| panic!("base failed: {}", e.chain()));
-    let t = build(&builder, &tree, "tools", BuildSource::Parent(base_art.clone())).await;
-    let tools_art = t.result.unwrap_or_else(|e| panic!("tools failed: {}", e.chain()));
-    let a = build(&builder, &tree, "app", BuildSource::Parent(tools_art.clone())).await;
-    let app_art = a.result.unwrap_or_else(|e| panic!("app failed: {}", e.chain()));
-
-    for (name, events) in [("base", &b.events), ("tools", &t.events), ("app", &a.events)] {
-        eprintln!("{name}: {}", phase_timeline(events));
-    }
-
-    // Copy-on-write chain, as qemu-img sees it.
-    let path = |a: &imgbake_core::artifact::Artifact| Path::new(&a.locations["path"]).to_path_buf();
-    let base_info = qemu_img_info(&path(&base_art));
-    assert_eq!(base_info["format"], "qcow2");
-    assert_eq!(base_info["full-backing-filename"].as_str().unwrap(), base.canonicalize().unwrap().to_str().unwrap());
-    let tools_info = qemu_img_info(&path(&tools_art));
-    assert_eq!(tools_info["backing-filename"].as_str().unwrap(), base_art.id, "tools is backed by base");
-    let app_info = qemu_img_info(&path(&app_art));
-    assert_eq!(app_info["backing-filename"].as_str().unwrap(), tools_art.id, "app is backed by tools");
-    assert_eq!(app_art.source, tools_art.id);
-    assert_eq!(app_art.parent.as_deref(), Some("tools"));
-    // A child stores only its own changes: far smaller than the 2 GiB virtual disk and than the base.
-    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
-    assert!(size(&path(&app_art)) < 64 << 20, "app overlay is {} bytes", size(&path(&app_art)));
-
-    // The reboot step really rebooted (a new boot id), and the on-box tests ran and passed.
-    let reboots: Vec<_> =
-        t.events.events().into_iter().filter(|e| matches!(e.kind, EventKind::Rebooted { .. })).collect();
-    assert_eq!(reboots.len(), 1, "tools reboots once: {reboots:?}");
-    if let EventKind::Rebooted { from, to } = &reboots[0].kind {
-        assert_ne!(from, to);
-    }
-    let (passed, failed, _) = a.report.test_totals();
-    assert_eq!((passed, failed), (7, 0), "{:?}", a.report.tests);
-
-    // Planning reads the sidecars back: one artifact per image, with the fingerprints given.
-    let images: Vec<_> = tree.images().values().collect();
-    let listed = builder.list_artifacts(&tree, &images).await.unwrap();
-    assert_eq!(listed.len(), 3, "{listed:?}");
-    for art in [&base_art, &tools_art, &app_art] {
-        let found = listed.iter().find(|l| l.image == art.image).unwrap();
-        assert_eq!(found.fingerprint, art.fingerprint);
-        assert_eq!(found.locations["path"], art.locations["path"]);
-    }
-
-    // Nothing left: no QEMU of these builds, no work dirs, only artifacts and sidecars in output/.
-    for id in [&b.build_id, &t.build_id, &a.build_id] {
-        assert!(processes_with(&format!("imgbake:{id}:")).is_empty(), "a QEMU of build {id} still runs");
-        assert!(work_dirs_of(id).is_empty(), "work dir of {id} left");
-    }
-    let mut expected: Vec<String> = [&base_art, &tools_art, &app_art]
-        .iter()
-        .flat_map(|a| [a.id.clone(), a.id.replace(".qcow2", ".json")])
-        .collect();
-    expected.sort();
-    assert_eq!(names_in(&out), expected);
-    assert!(builder.sweep(&tree, &SweepFilter::default()).await.unwrap().is_empty());
-
-    // A parent cannot be pruned under its child; a leaf can.
-    let err = builder.delete_artifact(&tree, &tools_art, &EventSink::discard()).await.unwrap_err();
-    assert!(err.message.contains("backing file of"), "{}", err.message);
-    builder.delete_artifact(&tree, &app_art, &EventSink::discard()).await.unwrap();
-    assert!(!path(&app_art).exists());
-
-    // The chain converts to a standalone disk for other hypervisors.
-    let vdi = dir.path().join("tools.vdi");
-    imgbake_qemu::disk::convert(&path(&tools_art), &vdi, "vdi").await.unwrap();
-    let vdi_info = qemu_img_info(&vdi);
-    assert_eq!(vdi_info["format"], "vdi");
-    assert!(vdi_info.get("backing-filename").is_none());
-}
 
 /// `phase +seconds` for each phase of a build, for the log (the docs quote these numbers).
 fn phase_timeline(events: &imgbake_core::event::EventLog) -> String {
