@@ -83,13 +83,16 @@ impl Default for AwsOptions {
     }
 }
 
+/// (profile, endpoint, role): what decides which regions exist.
+type AccountSetup = (Option<String>, Option<String>, Option<String>);
+
 /// The `aws` builder.
 #[derive(Debug)]
 pub struct AwsBuilder {
     clients: ClientCache,
     options: AwsOptions,
-    /// Known regions per (profile, endpoint, role), asked once.
-    regions: tokio::sync::Mutex<HashMap<(Option<String>, Option<String>, Option<String>), Vec<String>>>,
+    /// Known regions per account setup, asked once.
+    regions: tokio::sync::Mutex<HashMap<AccountSetup, Vec<String>>>,
     /// Source AMIs resolved for planning, so the build does not describe them again.
     sources: std::sync::Mutex<HashMap<(Session, String), aws_sdk_ec2::types::Image>>,
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 use imgbake_core::builder::Builder;
 use imgbake_moto_proxy::Delays;
 
+use imgbake_testbed::SshTarget;
+
 use crate::support::*;
 
 #[tokio::test]
@@ -113,4 +115,60 @@ share = { accounts = ["111122223333"] }"#,
     builder.delete_artifact(&tree, &artifact, &imgbake_core::event::EventSink::discard()).await.unwrap();
     assert_eq!(bed.leftovers(&[]).await, Vec::<String>::new());
     assert!(builder.list_artifacts(&tree, &[img]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_windows_build_injects_openssh_setup_and_no_key_pair() {
+    let bed = Bed::start().await;
+    let builder = bed.builder();
+    bed.tree("user_data = \"Write-Output 'mine'\"", "");
+    let text = std::fs::read_to_string(bed.dir.path().join("tree.toml"))
+        .unwrap()
+        .replace("username = \"root\",", "username = \"root\", os = \"windows\",");
+    std::fs::write(bed.dir.path().join("tree.toml"), text).unwrap();
+    let tree = imgbake_config::Tree::load(&bed.dir.path().join("tree.toml"), &Default::default())
+        .unwrap_or_else(|d| panic!("{d}"));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let keep = seen.clone();
+    bed.proxy.on_call(move |c| {
+        if c.action == "RunInstances" {
+            *keep.lock().unwrap() = c.param("UserData").unwrap_or_default().to_string();
+        }
+    });
+    // No steps: the bed's sshd is not Windows; connecting with the pinned key and the key the user
+    // data authorizes is what is tested here.
+    let (job, _) = bed.job(&builder, &tree, "base", Steps::new(&[])).await;
+    let artifact = builder.build(job.clone()).await.unwrap_or_else(|e| panic!("{}", e.chain()));
+    bed.unwind(&builder, &job).await;
+    use base64::Engine;
+    let ud =
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(seen.lock().unwrap().as_str()).unwrap())
+            .unwrap();
+    assert!(ud.starts_with("<powershell>\n& {\n<#"), "{ud}");
+    assert!(ud.contains(&format!("-Port {}", bed.sshd.port())), "{ud}");
+    assert!(
+        ud.ends_with("# The user's user data:\nWrite-Output 'mine'\n</powershell>\n<persist>false</persist>\n"),
+        "{ud}"
+    );
+    assert_eq!(bed.proxy.count("ImportKeyPair"), 0);
+    assert_eq!(bed.leftovers(&[&artifact.id]).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn platform_reboot_is_reboot_instances() {
+    use imgbake_core::reboot::PlatformReboot;
+    let bed = Bed::start().await;
+    let builder = bed.builder();
+    let run =
+        bed.ec2(REGION).await.run_instances().image_id(&bed.source).min_count(1).max_count(1).send().await.unwrap();
+    let id = run.instances()[0].instance_id().unwrap().to_string();
+    let session =
+        imgbake_aws::Session { region: REGION.into(), profile: None, endpoint: Some(bed.proxy.endpoint()), role: None };
+    let reboot = imgbake_aws::reboot::Ec2Reboot::new(builder.clients(&session).await, &id);
+    assert_eq!(reboot.describe(), format!("EC2 RebootInstances {id} (eu-west-1)"));
+    reboot.reboot().await.unwrap();
+    assert_eq!(bed.proxy.count("RebootInstances"), 1);
+    let missing = imgbake_aws::reboot::Ec2Reboot::new(builder.clients(&session).await, "i-0000000000000dead");
+    let e = missing.reboot().await.unwrap_err().to_string();
+    assert!(e.contains("RebootInstances in eu-west-1 (i-0000000000000dead)"), "{e}");
 }

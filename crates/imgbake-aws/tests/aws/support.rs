@@ -55,6 +55,11 @@ impl Bed {
             if let Some(key) = imgbake_aws::userdata::host_private_key_of(ud) {
                 install_host_key(&s, &key);
             }
+            // What enable-openssh.ps1 would do on Windows: the host key and the login key.
+            if let Some((key, login)) = windows_keys_of(ud) {
+                install_host_key(&s, &key);
+                s.authorize_key(&login).unwrap();
+            }
         });
         let dir = tempfile::tempdir().unwrap();
         Bed { moto, proxy, sshd, dir, source }
@@ -237,6 +242,14 @@ fn install_host_key(sshd: &Sshd, private_key: &str) {
     let path: PathBuf = sshd.dir().join("ssh_host_ed25519_key");
     std::fs::write(&path, private_key).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// The host private key and the login key from Windows user data.
+fn windows_keys_of(ud: &str) -> Option<(String, String)> {
+    let start = ud.find("-HostPrivateKey @'\n")? + "-HostPrivateKey @'\n".len();
+    let end = ud[start..].find("\n'@")? + start;
+    let login = ud.split("-AuthorizedKey '").nth(1)?.split('\'').next()?.to_string();
+    Some((format!("{}\n", &ud[start..end]), login))
 }
 
 /// Steps for tests: shell commands, then a file upload; optionally fail at a command.
