@@ -15,17 +15,23 @@ pub fn name(build_id: &str, image: &str) -> String {
     format!("imgbake-{build_id}-{clean}")
 }
 
-/// Import `public_line` as key pair `name`, tagged.
+/// Import `public_line` as key pair `name`, tagged. The name is unique to the build, so "duplicate"
+/// means an SDK retry of a call that had succeeded.
 pub async fn import(c: &Clients, name: &str, public_line: &str, tags: &[Tag]) -> Result<(), ApiError> {
-    c.ec2
+    let sent = c
+        .ec2
         .import_key_pair()
         .key_name(name)
         .public_key_material(Blob::new(public_line.as_bytes()))
         .tag_specifications(tags::spec(ResourceType::KeyPair, tags))
         .send()
         .await
-        .api("ImportKeyPair", c.region(), Some(name.into()))?;
-    Ok(())
+        .api("ImportKeyPair", c.region(), Some(name.into()));
+    match sent {
+        Ok(_) => Ok(()),
+        Err(e) if e.code_is("InvalidKeyPair.Duplicate") => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Delete key pair `name`; one that does not exist is fine.

@@ -9,9 +9,11 @@ use crate::error::{ApiError, SdkResultExt};
 use crate::tags;
 use crate::waiters;
 
-/// Create group `name` in `vpc` (default VPC when `None`), tagged; returns its id.
+/// Create group `name` in `vpc` (default VPC when `None`), tagged; returns its id. The name is unique
+/// to the build, so "duplicate" means an SDK retry of a call that had succeeded: the group is found by
+/// name.
 pub async fn create(c: &Clients, name: &str, vpc: Option<&str>, tags: &[Tag]) -> Result<String, ApiError> {
-    let out = c
+    let sent = c
         .ec2
         .create_security_group()
         .group_name(name)
@@ -20,15 +22,27 @@ pub async fn create(c: &Clients, name: &str, vpc: Option<&str>, tags: &[Tag]) ->
         .tag_specifications(tags::spec(ResourceType::SecurityGroup, tags))
         .send()
         .await
-        .api("CreateSecurityGroup", c.region(), Some(name.into()))?;
-    out.group_id().map(str::to_string).ok_or_else(|| ApiError {
+        .api("CreateSecurityGroup", c.region(), Some(name.into()));
+    let no_id = || ApiError {
         operation: "CreateSecurityGroup",
         region: c.region().into(),
         target: Some(name.into()),
         code: None,
         status: None,
         detail: "the answer has no group id".into(),
-    })
+    };
+    match sent {
+        Ok(out) => out.group_id().map(str::to_string).ok_or_else(no_id),
+        Err(e) if e.code_is("InvalidGroup.Duplicate") => {
+            let mut req = c.ec2.describe_security_groups().filters(tags::attr("group-name", &[name]));
+            if let Some(v) = vpc {
+                req = req.filters(tags::attr("vpc-id", &[v]));
+            }
+            let out = req.send().await.api("DescribeSecurityGroups", c.region(), Some(name.into()))?;
+            out.security_groups().first().and_then(|g| g.group_id()).map(str::to_string).ok_or(e)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Allow TCP `port` from `cidrs`.

@@ -12,31 +12,37 @@ pub struct Fault {
     pub code: String,
     /// Error message.
     pub message: String,
+    /// Forward the call to moto first and answer the error anyway: the call took effect but its
+    /// answer was lost (what makes clients retry something that succeeded).
+    #[serde(default)]
+    pub forward: bool,
 }
 
 impl Fault {
     /// EC2 throttling: HTTP 503 `RequestLimitExceeded`.
     pub fn throttle() -> Self {
-        Fault { status: 503, code: "RequestLimitExceeded".into(), message: "Request limit exceeded.".into() }
+        Fault::error(503, "RequestLimitExceeded", "Request limit exceeded.")
     }
 
     /// An internal error: HTTP 500 `InternalError`.
     pub fn server_error() -> Self {
-        Fault {
-            status: 500,
-            code: "InternalError".into(),
-            message: "An internal error has occurred (injected by imgbake-moto-proxy).".into(),
-        }
+        Fault::error(500, "InternalError", "An internal error has occurred (injected by imgbake-moto-proxy).")
     }
 
     /// Service unavailable: HTTP 503 `Unavailable`.
     pub fn unavailable() -> Self {
-        Fault { status: 503, code: "Unavailable".into(), message: "The service is unavailable.".into() }
+        Fault::error(503, "Unavailable", "The service is unavailable.")
     }
 
     /// Any error, e.g. a non-retryable 400 `UnauthorizedOperation` to fail a build mid-way.
     pub fn error(status: u16, code: &str, message: &str) -> Self {
-        Fault { status, code: code.into(), message: message.into() }
+        Fault { status, code: code.into(), message: message.into(), forward: false }
+    }
+
+    /// The same error, answered after moto carried the call out.
+    pub fn after_forwarding(mut self) -> Self {
+        self.forward = true;
+        self
     }
 
     /// The answer body: EC2's query-protocol error XML, or the JSON protocol's error document.

@@ -329,10 +329,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         let fault = s.rules.iter_mut().find_map(|r| r.applies(&call.action).then(|| r.fault.clone()));
         (fault, s.hook.clone(), s.call_hook.clone())
     };
-    if let Some(f) = fault {
+    let answer_fault = |f: &Fault| {
         record(&shared, &call, f.status, true);
         let (text, ct) = f.body(json);
-        return Ok(plain(StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), text, ct));
+        plain(StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), text, ct)
+    };
+    if let Some(f) = fault.as_ref().filter(|f| !f.forward) {
+        return Ok(answer_fault(f));
     }
     if let Some(h) = call_hook {
         h(&call);
@@ -376,6 +379,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     };
     let status = rparts.status.as_u16();
     let rbody = if rparts.status.is_success() { adjust(&shared, &call, rbody) } else { rbody };
+    if let Some(f) = &fault {
+        return Ok(answer_fault(f));
+    }
     record(&shared, &call, status, false);
     rparts.headers.remove(hyper::header::CONTENT_LENGTH);
     rparts.headers.remove(hyper::header::TRANSFER_ENCODING);

@@ -121,6 +121,18 @@ async fn faults_are_answered_then_calls_go_through() {
     ec2.describe_vpcs().send().await.unwrap();
     assert_eq!(proxy.injected("DescribeVpcs"), 1);
 
+    // A lost answer: moto did it, the client saw an error and retried, moto did it again.
+    proxy.inject(FaultRule::new("CreateVpc", Fault::server_error().after_forwarding(), 1));
+    ec2.create_vpc().cidr_block("10.9.0.0/16").send().await.unwrap();
+    let vpcs = ec2
+        .describe_vpcs()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("cidr").values("10.9.0.0/16").build())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(vpcs.vpcs().len(), 2);
+    assert_eq!(proxy.injected("CreateVpc"), 1);
+
     proxy.inject(FaultRule::new("DescribeSubnets", Fault::server_error(), 5));
     let err = ec2.describe_subnets().send().await.unwrap_err();
     assert!(format!("{err:?}").contains("InternalError"), "{err:?}");

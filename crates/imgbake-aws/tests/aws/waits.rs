@@ -51,6 +51,24 @@ async fn throttling_5xx_and_not_found_yet_are_retried() {
 }
 
 #[tokio::test]
+async fn lost_answers_of_create_calls_are_not_doubled() {
+    // The call took effect, its answer was lost, the SDK retried: EC2 says "duplicate", and that is
+    // the resource made by the first try. (moto ignores RunInstances' client token and accepts
+    // duplicate AMI names, so those two cannot be checked this way here.)
+    let bed = Bed::start().await;
+    let builder = bed.builder();
+    let tree = bed.tree("", "");
+    let (job, _) = bed.job(&builder, &tree, "base", Steps::new(&["true"])).await;
+    bed.proxy.inject(FaultRule::new("ImportKeyPair", Fault::server_error().after_forwarding(), 1));
+    bed.proxy.inject(FaultRule::new("CreateSecurityGroup", Fault::server_error().after_forwarding(), 1));
+    let artifact = builder.build(job.clone()).await.unwrap_or_else(|e| panic!("{}", e.chain()));
+    bed.unwind(&builder, &job).await;
+    assert_eq!(bed.proxy.count("ImportKeyPair"), 2);
+    assert_eq!(bed.proxy.count("CreateSecurityGroup"), 2);
+    assert_eq!(bed.leftovers(&[&artifact.id]).await, Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn transitions_are_noticed_within_the_poll_cap() {
     let bed = Bed::start().await;
     let builder = bed.builder();
