@@ -1,11 +1,12 @@
 //! The user data imgbake generates, checked without a real machine: golden files for Linux and Windows,
 //! and the Windows PowerShell parsed for syntax errors (tree-sitter's PowerShell grammar, through
-//! `tests/windows/check-powershell.sh`). Set `IMGBAKE_BLESS=1` to rewrite the golden files after an
+//! `imgbake_testbed::powershell`). Set `IMGBAKE_BLESS=1` to rewrite the golden files after an
 //! intended change, then review the diff.
 
 use std::path::{Path, PathBuf};
 
 use imgbake_aws::userdata::{self, HostKey};
+use imgbake_testbed::powershell::syntax_errors;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -54,25 +55,13 @@ fn windows_powershell_parses() {
     let doc = windows_user_data();
     let body =
         doc.strip_prefix("<powershell>\n").and_then(|d| d.split("</powershell>").next()).expect("a <powershell> block");
-    let dir = tempfile::tempdir().unwrap();
-    let generated = dir.path().join("user-data.ps1");
-    std::fs::write(&generated, body).unwrap();
-    let script: PathBuf = Path::new(ROOT).join("../../provisioners/windows/enable-openssh.ps1");
-    let out = std::process::Command::new(Path::new(ROOT).join("tests/windows/check-powershell.sh"))
-        .arg(&script)
-        .arg(&generated)
-        .output()
-        .expect("running tests/windows/check-powershell.sh");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "PowerShell syntax check failed:\n{text}");
-    assert_eq!(text.matches(": ok").count(), 2, "{text}");
-
-    // The check finds real errors (so a pass means something).
-    let broken = dir.path().join("broken.ps1");
-    std::fs::write(&broken, body.replace("'@ -HostPublicKey", "'@ -HostPublicKey (")).unwrap();
-    let out = std::process::Command::new(Path::new(ROOT).join("tests/windows/check-powershell.sh"))
-        .arg(&broken)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "a broken script passed: {}", String::from_utf8_lossy(&out.stdout));
+    let script_path: PathBuf = Path::new(ROOT).join("../../provisioners/windows/enable-openssh.ps1");
+    let script = std::fs::read_to_string(&script_path).unwrap();
+    for (what, text) in [("enable-openssh.ps1", script.as_str()), ("the generated user data", body)] {
+        let errors = syntax_errors(text);
+        assert!(errors.is_empty(), "{what}: PowerShell syntax errors at {errors:?}");
+    }
+    // The check finds real errors in this very text (so a pass means something).
+    let broken = body.replace("'@ -HostPublicKey", "'@ -HostPublicKey (");
+    assert!(!syntax_errors(&broken).is_empty(), "a broken script passed");
 }

@@ -36,6 +36,9 @@ mod moto;
 mod paths;
 mod poll;
 mod port;
+/// PowerShell syntax checks (feature `powershell`).
+#[cfg(feature = "powershell")]
+pub mod powershell;
 mod process;
 mod qemu;
 mod qmp;
