@@ -89,7 +89,11 @@ impl Ctx<'_> {
     }
 
     fn wait(&self, timeout: Duration) -> imgbake_core::wait::Wait {
-        self.b.options().polling.wait(timeout)
+        let mut polling = self.b.options().polling;
+        if let Some(p) = &self.a.poll_interval {
+            polling.max = p.get_ref().get().max(polling.initial);
+        }
+        polling.wait(timeout)
     }
 
     /// Tags of the AMI and its copies.
@@ -195,7 +199,7 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
         Os::Windows => userdata::windows(
             &host_key,
             &login_public,
-            b.options().windows_openssh_url.as_deref(),
+            a.windows_openssh_url.as_deref().or(b.options().windows_openssh_url.as_deref()),
             ssh_port,
             user_extra.as_deref(),
         ),

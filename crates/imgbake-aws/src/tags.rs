@@ -10,9 +10,7 @@ use std::collections::BTreeMap;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use imgbake_core::artifact::tags;
 
-/// Set on an AMI (and its copies) once everything about it succeeded. Planning only trusts AMIs with
-/// it; `imgbake clean` treats AMIs without it as leftovers of failed builds.
-pub const COMPLETE: &str = "imgbake:complete";
+pub use imgbake_core::artifact::tags::COMPLETE;
 
 /// Values of [`tags::ROLE`].
 pub mod role {

@@ -453,8 +453,14 @@ pub struct AwsSettings {
     pub profile: Option<String>,
     /// Role to assume for the build.
     pub assume_role_arn: Option<String>,
-    /// EC2 endpoint override (private endpoints, or a local test server).
+    /// Endpoint override for EC2, SSM and STS (private endpoints, or a local test server).
     pub endpoint: Option<Spanned<String>>,
+    /// Longest pause between two status polls while waiting (instance running, AMI available...).
+    /// A change is noticed about half of it late on average; longer means fewer API calls. Default 3.5s.
+    pub poll_interval: Option<Spanned<Duration>>,
+    /// Where Windows older than Server 2019 downloads Win32-OpenSSH (a release zip). Default: the
+    /// release the user-data script names.
+    pub windows_openssh_url: Option<String>,
     /// Instance type of the build machine. Default `t3.micro`.
     pub instance_type: Option<Spanned<String>>,
     /// Subnet id.

@@ -454,6 +454,16 @@ fn check_aws(tree: &Tree, img: &Image, diags: &mut Vec<Diagnostic>) {
             diags.push(Diagnostic::at(span_of(s), format!("volume_size {} is not a whole number of GiB", s.get_ref())));
         }
     }
+    if let Some(p) = &a.poll_interval
+        && p.get_ref().get() < std::time::Duration::from_millis(200)
+    {
+        diags.push(Diagnostic::at(span_of(p), "poll_interval must be at least 200ms (EC2 throttles faster polling)"));
+    }
+    if let Some(u) = &a.windows_openssh_url
+        && !(u.starts_with("https://") || u.starts_with("http://"))
+    {
+        diags.push(Diagnostic::at(img.span, format!("aws.windows_openssh_url `{u}` is not an http(s) URL")));
+    }
     if let Some(d) = &a.deprecate_after
         && d.get_ref().get().is_zero()
     {

@@ -23,6 +23,9 @@ pub mod tags {
     pub const ROLE: &str = "imgbake:role";
     /// When the resource was created (RFC 3339), for age-based sweeps.
     pub const CREATED: &str = "imgbake:created";
+    /// Set on an artifact once everything about it succeeded (copies, sharing). Planning only trusts
+    /// artifacts with it; `imgbake clean` treats artifacts without it as leftovers of failed builds.
+    pub const COMPLETE: &str = "imgbake:complete";
 }
 
 /// An image produced by a build: an AMI (in several regions), a disk image, a template...

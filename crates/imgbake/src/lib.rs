@@ -28,13 +28,19 @@
 //! assert!(dot.contains("\"base\" -> \"web\""));
 //! ```
 
+#[cfg(feature = "aws")]
+pub use imgbake_aws as aws;
 pub use imgbake_config as config;
 pub use imgbake_core as core;
+#[cfg(feature = "qemu")]
+pub use imgbake_qemu as qemu;
 
 /// The builders this build of imgbake includes (`aws`, `qemu`, per the crate's features).
 pub fn registry() -> imgbake_core::registry::Registry {
     #[allow(unused_mut)]
     let mut r = imgbake_core::registry::Registry::new();
+    #[cfg(feature = "aws")]
+    r.register(std::sync::Arc::new(imgbake_aws::AwsBuilder::new(imgbake_aws::AwsOptions::default())));
     #[cfg(feature = "qemu")]
     r.register(std::sync::Arc::new(imgbake_qemu::QemuBuilder::new()));
     r
