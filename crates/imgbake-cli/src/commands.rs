@@ -201,7 +201,7 @@ async fn build_cmd(t: &TreeArgs, sel: &Selection, a: BuildArgs, color: bool) -> 
     };
     let interactive = std::io::stdin().is_terminal() && !a.json;
     let opts = RunOptions {
-        parallel: a.parallel.or(tree.settings().parallel.map(|p| p as usize)).unwrap_or(4),
+        parallel: a.parallel,
         on_error: match a.on_error {
             OnError::Cleanup => imgbake::core::schedule::OnError::Cleanup,
             OnError::Abort => imgbake::core::schedule::OnError::Abort,

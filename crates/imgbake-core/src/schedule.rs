@@ -39,8 +39,8 @@ pub enum OnError {
 /// How to run a plan.
 #[derive(Clone)]
 pub struct RunOptions {
-    /// How many builds run at once.
-    pub parallel: usize,
+    /// How many builds run at once; `None`: the tree's `settings.parallel`, else 4.
+    pub parallel: Option<usize>,
     /// What happens when a build fails.
     pub on_error: OnError,
     /// Debug mode: breakpoints pause, temporary keys are kept in 0600 files.
@@ -63,7 +63,7 @@ pub struct RunOptions {
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
-            parallel: 4,
+            parallel: None,
             on_error: OnError::Cleanup,
             debug: false,
             interaction: Arc::new(NonInteractive),
@@ -262,7 +262,7 @@ pub async fn run(
     let ctx = Arc::new(Ctx {
         tree: Arc::new(stamped),
         registry: registry.clone(),
-        sem: Semaphore::new(opts.parallel.max(1)),
+        sem: Semaphore::new(opts.parallel.or(tree.settings().parallel.map(|p| p as usize)).unwrap_or(4).max(1)),
         opts,
         events: events.clone(),
         build_id: build_id.clone(),

@@ -32,6 +32,8 @@ struct DirBuilder {
     work: PathBuf,
     builds: AtomicUsize,
     built: Mutex<Vec<String>>,
+    /// (image, start, end) of every build.
+    spans: Mutex<Vec<(String, std::time::Instant, std::time::Instant)>>,
 }
 
 impl DirBuilder {
@@ -41,6 +43,7 @@ impl DirBuilder {
             work: root.join("work"),
             builds: AtomicUsize::new(0),
             built: Mutex::new(Vec::new()),
+            spans: Mutex::new(Vec::new()),
         })
     }
 }
@@ -77,6 +80,32 @@ impl Builder for DirBuilder {
     }
 
     async fn build(&self, job: BuildJob) -> Result<Artifact, BuildError> {
+        let started = std::time::Instant::now();
+        let result = self.build_inner(job.clone()).await;
+        self.spans.lock().unwrap().push((job.image.clone(), started, std::time::Instant::now()));
+        result
+    }
+
+    async fn destroy(&self, _tree: &Tree, r: &Resource, _events: &EventSink) -> Result<(), BuildError> {
+        match std::fs::remove_dir_all(&r.id) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    async fn sweep(&self, _tree: &Tree, _f: &SweepFilter) -> Result<Vec<Resource>, BuildError> {
+        let Ok(entries) = std::fs::read_dir(&self.work) else { return Ok(Vec::new()) };
+        Ok(entries.flatten().map(|e| Resource::new("qemu", "workdir", e.path().display().to_string())).collect())
+    }
+
+    async fn delete_artifact(&self, _tree: &Tree, a: &Artifact, _events: &EventSink) -> Result<(), BuildError> {
+        std::fs::remove_file(self.out.join(format!("{}.json", a.id))).map_err(err)
+    }
+}
+
+impl DirBuilder {
+    async fn build_inner(&self, job: BuildJob) -> Result<Artifact, BuildError> {
         self.builds.fetch_add(1, Ordering::SeqCst);
         self.built.lock().unwrap().push(job.image.clone());
         let work = self.work.join(format!("{}-{}", job.image, job.build_id));
@@ -105,23 +134,6 @@ impl Builder for DirBuilder {
         std::fs::create_dir_all(&self.out).map_err(err)?;
         std::fs::write(self.out.join(format!("{id}.json")), serde_json::to_string(&a).map_err(err)?).map_err(err)?;
         Ok(a)
-    }
-
-    async fn destroy(&self, _tree: &Tree, r: &Resource, _events: &EventSink) -> Result<(), BuildError> {
-        match std::fs::remove_dir_all(&r.id) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(err(e)),
-        }
-    }
-
-    async fn sweep(&self, _tree: &Tree, _f: &SweepFilter) -> Result<Vec<Resource>, BuildError> {
-        let Ok(entries) = std::fs::read_dir(&self.work) else { return Ok(Vec::new()) };
-        Ok(entries.flatten().map(|e| Resource::new("qemu", "workdir", e.path().display().to_string())).collect())
-    }
-
-    async fn delete_artifact(&self, _tree: &Tree, a: &Artifact, _events: &EventSink) -> Result<(), BuildError> {
-        std::fs::remove_file(self.out.join(format!("{}.json", a.id))).map_err(err)
     }
 }
 
@@ -420,4 +432,39 @@ async fn prune_keeps_the_newest_and_every_parent_of_a_kept_child() {
     let arts = bed.builder.list_artifacts(&tree, &tree.images().values().collect::<Vec<_>>()).await.unwrap();
     let app = arts.iter().find(|a| a.image == "app").unwrap();
     assert!(arts.iter().any(|a| a.id == app.source), "the kept app's parent artifact is still there");
+}
+
+#[tokio::test]
+async fn independent_branches_build_in_parallel_up_to_the_limit() {
+    let overlap = |spans: &[(String, std::time::Instant, std::time::Instant)], a: &str, b: &str| {
+        let x = spans.iter().find(|s| s.0 == a).unwrap();
+        let y = spans.iter().find(|s| s.0 == b).unwrap();
+        x.1 < y.2 && y.1 < x.2
+    };
+    let bed = bed().await;
+    // runtime and tools are siblings under base; make both take a while.
+    write(bed.dir.path(), "scripts/runtime.sh", "sleep 1\n");
+    let tree = std::fs::read_to_string(bed.dir.path().join("tree.toml")).unwrap();
+    write(
+        bed.dir.path(),
+        "tree.toml",
+        &tree.replace("shell = { inline = [\"echo tools\"] }", "shell = { inline = [\"sleep 1\"] }"),
+    );
+    assert!(bed.build(&PlanOptions::default()).await.ok());
+    let spans = std::mem::take(&mut *bed.builder.spans.lock().unwrap());
+    assert!(overlap(&spans, "runtime", "tools"), "siblings build at the same time by default");
+    assert!(!overlap(&spans, "base", "runtime"), "a child waits for its parent");
+
+    // settings.parallel = 1 (read by the library, not only the CLI): one build at a time.
+    write(
+        bed.dir.path(),
+        "tree.toml",
+        &std::fs::read_to_string(bed.dir.path().join("tree.toml"))
+            .unwrap()
+            .replace("name = \"e2e\"", "name = \"e2e\"\nparallel = 1"),
+    );
+    let s = bed.build(&PlanOptions { force: true, ..Default::default() }).await;
+    assert!(s.ok(), "{s:#?}");
+    let spans = std::mem::take(&mut *bed.builder.spans.lock().unwrap());
+    assert!(!overlap(&spans, "runtime", "tools"), "parallel = 1 builds one at a time");
 }
