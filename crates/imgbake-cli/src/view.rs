@@ -30,7 +30,7 @@ fn describe(e: &Event) -> Option<String> {
     Some(match &e.kind {
         EventKind::Planned { action, reason } => format!("plan: {action} ({reason})"),
         EventKind::BuildStarted { build_id, builder } => format!("build started ({builder}, build id {build_id})"),
-        EventKind::Phase { phase } => format!("{phase}"),
+        EventKind::Phase { phase } => phase.clone(),
         EventKind::StepStarted { .. } => format!("→ {step}"),
         EventKind::StepFinished { duration, outcome, .. } => {
             format!("{} {step} ({})", if outcome == "ok" { "✓" } else { "✗" }, secs(*duration))
