@@ -1,0 +1,205 @@
+//! Ctrl-C, SIGTERM and kill -9 against a real `imgbake build` process on the bed (moto behind the
+//! moto proxy, which holds instances and AMIs pending; the bed's sshd as the machine): whatever the
+//! build was doing — launching, provisioning, waiting for its AMI — nothing is left in the account.
+
+#[allow(dead_code)]
+#[path = "../../imgbake-aws/tests/aws/support.rs"]
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use imgbake_moto_proxy::Delays;
+use imgbake_testbed::SshTarget;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use support::{Bed, REGION};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Where the build is when the signal arrives.
+#[derive(Clone, Copy, Debug)]
+enum At {
+    /// The instance was requested and is pending.
+    Launch,
+    /// A step is running on the machine.
+    Provision,
+    /// The AMI exists and is pending.
+    ImageCreation,
+}
+
+impl At {
+    fn reached(self, event: &serde_json::Value) -> bool {
+        match self {
+            At::Launch => event["event"] == "resource_created" && event["kind"] == "aws.instance",
+            At::Provision => event["event"] == "step_started",
+            At::ImageCreation => event["event"] == "resource_created" && event["kind"] == "aws.image",
+        }
+    }
+}
+
+async fn bed() -> Bed {
+    let bed = Bed::start().await;
+    // Long enough that the signal lands inside each phase, short enough for a quick cleanup.
+    bed.proxy.set_delays(Delays {
+        instance_pending: Duration::from_secs(4),
+        instance_stopping: Duration::from_secs(1),
+        instance_shutting_down: Duration::from_secs(1),
+        image_pending: Duration::from_secs(8),
+    });
+    let tree = format!(
+        r#"[images.base]
+builder = "aws"
+source = {{ ami = "{source}" }}
+communicator = {{ username = "root", host = "127.0.0.1", port = {port}, timeout = "30s" }}
+aws = {{ region = "{REGION}", endpoint = "{endpoint}", ssh_cidrs = ["127.0.0.1/32"], poll_interval = "300ms" }}
+[[images.base.steps]]
+shell = {{ inline = ["sleep 2"] }}
+"#,
+        source = bed.source,
+        port = bed.sshd.port(),
+        endpoint = bed.proxy.endpoint(),
+    );
+    std::fs::write(bed.dir.path().join("tree.toml"), tree).unwrap();
+    bed
+}
+
+fn imgbake(bed: &Bed, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_imgbake"));
+    c.args(args)
+        .current_dir(bed.dir.path())
+        .env("AWS_ACCESS_KEY_ID", imgbake_testbed::ACCESS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", imgbake_testbed::SECRET_ACCESS_KEY)
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("NO_COLOR", "1");
+    c
+}
+
+/// Start `imgbake build --json` and read its events until `at`; returns the child and the build id.
+async fn build_until(bed: &Bed, at: At) -> (Child, String) {
+    let mut child = imgbake(bed, &["build", "tree.toml", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut build_id = String::new();
+    let reading = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let e: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if e["event"] == "build_started" {
+                build_id = e["build_id"].as_str().unwrap_or_default().to_string();
+            }
+            if at.reached(&e) {
+                return true;
+            }
+        }
+        false
+    };
+    let reached =
+        tokio::time::timeout(Duration::from_secs(120), reading).await.expect("the build reached no event in 2 min");
+    assert!(reached, "the build ended before {at:?}");
+    // Keep draining stdout so the process never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, build_id)
+}
+
+async fn wait_exit(child: &mut Child, within: Duration) -> i32 {
+    let status = tokio::time::timeout(within, child.wait()).await.expect("imgbake did not exit in time").unwrap();
+    status.code().unwrap_or(-1)
+}
+
+async fn interrupted_build_leaves_nothing(signal: Signal, at: At) {
+    let bed = bed().await;
+    let (mut child, build_id) = build_until(&bed, at).await;
+    kill(Pid::from_raw(child.id().unwrap() as i32), signal).unwrap();
+    let code = wait_exit(&mut child, Duration::from_secs(120)).await;
+    assert_eq!(code, 130, "{signal:?} at {at:?}: exit code");
+    let left = bed.leftovers(&[]).await;
+    assert!(left.is_empty(), "{signal:?} at {at:?} (build {build_id}) left {left:?}");
+    let journals = std::fs::read_dir(bed.dir.path().join(".imgbake/journal")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(journals, 0, "the cleanup journal is finished");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_during_launch() {
+    interrupted_build_leaves_nothing(Signal::SIGINT, At::Launch).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_during_provisioning() {
+    interrupted_build_leaves_nothing(Signal::SIGINT, At::Provision).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_during_image_creation() {
+    interrupted_build_leaves_nothing(Signal::SIGINT, At::ImageCreation).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_launch() {
+    interrupted_build_leaves_nothing(Signal::SIGTERM, At::Launch).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_provisioning() {
+    interrupted_build_leaves_nothing(Signal::SIGTERM, At::Provision).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_image_creation() {
+    interrupted_build_leaves_nothing(Signal::SIGTERM, At::ImageCreation).await;
+}
+
+/// kill -9 leaves resources behind; `imgbake clean` removes them from the journal — and, with the
+/// journal lost too, by their tags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_clean_finishes_the_job() {
+    let bed = bed().await;
+    let (mut child, build_id) = build_until(&bed, At::ImageCreation).await;
+    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGKILL).unwrap();
+    wait_exit(&mut child, Duration::from_secs(10)).await;
+    assert!(!bed.leftovers(&[]).await.is_empty(), "kill -9 leaves the build's resources");
+
+    let dry = imgbake(&bed, &["clean", "tree.toml", "--dry-run"]).output().await.unwrap();
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(dry.status.success(), "{text}{}", String::from_utf8_lossy(&dry.stderr));
+    assert!(text.contains("would remove aws instance"), "{text}");
+    assert!(!bed.leftovers(&[]).await.is_empty(), "a dry run removes nothing");
+
+    let out = imgbake(&bed, &["clean", "tree.toml"]).output().await.unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let left = bed.leftovers(&[]).await;
+    assert!(left.is_empty(), "clean from the journal left {left:?}");
+
+    // Again, but the journal is lost as well: the build id's tags are enough.
+    let (mut child, build_id2) = build_until(&bed, At::Provision).await;
+    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGKILL).unwrap();
+    wait_exit(&mut child, Duration::from_secs(10)).await;
+    std::fs::remove_dir_all(bed.dir.path().join(".imgbake")).unwrap();
+    assert!(!bed.leftovers(&[]).await.is_empty());
+    let out = imgbake(&bed, &["clean", "tree.toml", "--build-id", &build_id2]).output().await.unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let left = bed.leftovers(&[]).await;
+    assert!(left.is_empty(), "clean by tags (build {build_id2}, earlier {build_id}) left {left:?}");
+}
+
+/// A failing step: exit code 1, the error with its step, and nothing left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_build_exits_1_and_leaves_nothing() {
+    let bed = bed().await;
+    let tree =
+        std::fs::read_to_string(bed.dir.path().join("tree.toml")).unwrap().replace("sleep 2", "echo failing; exit 4");
+    std::fs::write(bed.dir.path().join("tree.toml"), tree).unwrap();
+    let out = imgbake(&bed, &["build", "tree.toml"]).output().await.unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("failed    base (aws)"), "{stdout}");
+    assert!(stderr.contains("exited with code 4"), "{stderr}");
+    assert!(stderr.contains("tree.toml:6:1"), "the error points at the step: {stderr}");
+    assert!(bed.leftovers(&[]).await.is_empty());
+}
