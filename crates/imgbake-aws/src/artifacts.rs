@@ -1,8 +1,9 @@
 //! Finding artifacts again by their tags (planning is a query), and deleting them for good.
 //!
 //! One paginated DescribeImages per session (region and account setup) for the whole tree — filtered
-//! on `imgbake:tree` and the completion tag, owners `self` — never a call per image. Copies in other
-//! regions join their build's artifact as more locations.
+//! on `imgbake:tree` and the completion tag, owners `self` — never a call per image, and no filter
+//! that grows with the tree (EC2 limits the values of one filter): AMIs of images not asked for are
+//! dropped here. Copies in other regions join their build's artifact as more locations.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -37,21 +38,23 @@ pub async fn list(clients: &ClientCache, tree: &Tree, images: &[&Image]) -> Resu
     let mut found: Vec<(String, Ami)> = Vec::new();
     for (s, names) in per_session {
         let c = clients.get(&s).await;
-        for ami in complete_images(&c, &tree_name, &names).await? {
-            found.push((s.region.clone(), ami));
+        for ami in complete_images(&c, &tree_name).await? {
+            let image = tags::to_map(ami.tags()).get(keys::IMAGE).cloned().unwrap_or_default();
+            if names.contains(&image) {
+                found.push((s.region.clone(), ami));
+            }
         }
     }
     Ok(assemble(images, found))
 }
 
-async fn complete_images(c: &Clients, tree: &str, names: &[String]) -> Result<Vec<Ami>, BuildError> {
+async fn complete_images(c: &Clients, tree: &str) -> Result<Vec<Ami>, BuildError> {
     let mut pages = c
         .ec2
         .describe_images()
         .owners("self")
         .filters(tags::filter(keys::TREE, tree))
         .filters(tags::filter(COMPLETE, "true"))
-        .filters(tags::attr(&format!("tag:{}", keys::IMAGE), &names.iter().map(String::as_str).collect::<Vec<_>>()))
         .into_paginator()
         .send();
     let mut out = Vec::new();

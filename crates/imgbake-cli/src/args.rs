@@ -6,7 +6,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Bake machine images: a tree of images, built incrementally, tested on the box, nothing leaked.
 #[derive(Parser, Debug)]
-#[command(name = "imgbake", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "imgbake",
+    version,
+    about = "Bake machine images: a tree of AMIs or QEMU disks, built incrementally, tested on the box, nothing leaked",
+    after_help = "Start with `imgbake validate TREE`, then `imgbake plan TREE`; docs: docs/ in the repository.",
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
