@@ -2,17 +2,20 @@
 //!
 //! An image's fingerprint hashes, per builder:
 //! - its configuration, rendered with build values masked (a `{{timestamp}}` in an AMI name does not
-//!   change it), without the keys that do not change the artifact (`description`, `keep`, `publish`,
-//!   `max_age`) and without other builders' settings and steps;
+//!   change it), in named parts — image settings, communicator, builder settings, each step — without
+//!   what only changes how a build runs, not what it makes (`description`, `keep`, `publish`,
+//!   `max_age`; timeouts, retries, step names; connection and network placement settings; QEMU
+//!   memory/CPUs/accelerator), and without other builders' settings and steps;
 //! - the content and mode of every local file it uses (scripts, uploads, tests, user-data);
 //! - its origin: the resolved source image at the root of a chain, the parent's artifact id otherwise
 //!   (so a parent rebuilt for fresh patches — same inputs, new artifact — rebuilds its children);
 //! - the builder and imgbake's fingerprint format version.
 //!
 //! The string also carries short hashes of those parts, so a plan can say *why* an image must be
-//! rebuilt using only what the artifact's tag holds — no local state:
-//! `fp1:<overall>:<config>:<origin>:<file>,<file>...` (at most 255 characters, the AWS tag limit; with
-//! very many files the per-file part is left out and the reason becomes "files changed").
+//! rebuilt ("step 3 (shell) changed", "file scripts/patch.sh changed") using only what the artifact's
+//! tag holds — no local state: `fp1:<overall>:<part>.<part>...:<origin>:<file>,<file>...` (at most 255
+//! characters, the AWS tag limit; with very many files or steps that detail is left out and the reason
+//! gets vaguer).
 //!
 //! ```
 //! use imgbake_core::fingerprint::{Fingerprint, Inputs};
@@ -41,8 +44,9 @@ const MAX_LEN: usize = 255;
 pub struct Inputs {
     /// The builder kind.
     pub builder: String,
-    /// Canonical JSON of the relevant, masked configuration.
-    pub config: String,
+    /// The relevant, masked configuration in named parts (`image settings`, `communicator`,
+    /// `aws settings`, `step 2 (shell)`...), each as canonical JSON.
+    pub config: Vec<(String, String)>,
     /// The resolved source id (root) or the parent's artifact id (child).
     pub origin: String,
     /// (path relative to the tree, content hash), sorted by path.
@@ -57,33 +61,84 @@ fn short(h: &str) -> &str {
     &h[..8.min(h.len())]
 }
 
+/// Keys that change how a build runs, not what it makes: left out so changing them rebuilds nothing.
+const OPERATIONAL: &[(&str, &[&str])] = &[
+    ("", &["description", "keep", "publish", "max_age", "communicator", "steps", "aws", "qemu", "builders"]),
+    (
+        "communicator",
+        &[
+            "timeout",
+            "keepalive",
+            "host",
+            "port",
+            "host_key",
+            "known_hosts_file",
+            "private_key_file",
+            "password",
+            "bastion",
+        ],
+    ),
+    ("step", &["name", "timeout", "retries", "pause_before", "only", "except"]),
+    (
+        "aws",
+        &[
+            "instance_timeout",
+            "image_timeout",
+            "poll_interval",
+            "ssh_cidrs",
+            "ssh_interface",
+            "subnet_id",
+            "subnet_filter",
+            "vpc_id",
+            "security_group_ids",
+            "associate_public_ip",
+            "profile",
+            "assume_role_arn",
+            "endpoint",
+            "key_pair_name",
+            "run_tags",
+        ],
+    ),
+    ("qemu", &["boot_timeout", "shutdown_timeout", "accelerator", "binary", "memory", "cpus", "output_dir"]),
+];
+
+fn without(mut v: serde_json::Value, section: &str) -> serde_json::Value {
+    if let Some(obj) = v.as_object_mut()
+        && let Some((_, keys)) = OPERATIONAL.iter().find(|(s, _)| *s == section)
+    {
+        for k in *keys {
+            obj.remove(*k);
+        }
+    }
+    v
+}
+
+fn canonical(v: &serde_json::Value) -> String {
+    // serde_json's maps are sorted, so this text is canonical.
+    v.to_string()
+}
+
 impl Inputs {
-    /// Inputs from parts (files added by the caller).
+    /// Inputs from one configuration text (files added by the caller).
     pub fn new(builder: &str, config: &str, origin: &str) -> Self {
-        Inputs { builder: builder.into(), config: config.into(), origin: origin.into(), files: Vec::new() }
+        Inputs {
+            builder: builder.into(),
+            config: vec![("configuration".into(), config.into())],
+            origin: origin.into(),
+            files: Vec::new(),
+        }
     }
 
     /// The inputs of `image` for `builder`, from a tree rendered with [`imgbake_config::Stamp::masked`].
     pub fn compute(masked: &Tree, image: &Image, builder: &str, origin: &str) -> std::io::Result<Inputs> {
-        let mut v = serde_json::to_value(image).map_err(std::io::Error::other)?;
-        if let Some(obj) = v.as_object_mut() {
-            for k in ["description", "keep", "publish", "max_age"] {
-                obj.remove(k);
-            }
-            for b in imgbake_config::BUILDERS {
-                if *b != builder {
-                    obj.remove(*b);
-                }
-            }
-            let steps: Vec<serde_json::Value> = image
-                .steps_for(builder)
-                .map(|(_, s)| serde_json::to_value(s).unwrap_or(serde_json::Value::Null))
-                .collect();
-            obj.insert("steps".into(), serde_json::Value::Array(steps));
-            obj.insert("builders".into(), serde_json::json!([builder]));
+        let v = serde_json::to_value(image).map_err(std::io::Error::other)?;
+        let mut config = vec![("image settings".to_string(), canonical(&without(v.clone(), "")))];
+        config.push(("communicator".into(), canonical(&without(v["communicator"].clone(), "communicator"))));
+        config.push((format!("{builder} settings"), canonical(&without(v[builder].clone(), builder))));
+        for (i, step) in image.steps_for(builder) {
+            let sv = serde_json::to_value(step).map_err(std::io::Error::other)?;
+            config.push((format!("step {i} ({})", step.kind.kind()), canonical(&without(sv, "step"))));
         }
-        // serde_json's maps are sorted, so this text is canonical.
-        let config = serde_json::to_string(&v).map_err(std::io::Error::other)?;
         let root = masked.root_dir();
         let mut files = Vec::new();
         for path in masked.local_files_for(image, builder) {
@@ -98,9 +153,13 @@ impl Inputs {
     /// The fingerprint of these inputs.
     pub fn fingerprint(&self) -> Fingerprint {
         let mut h = Sha256::new();
-        for part in [FORMAT, &self.builder, &self.config, &self.origin] {
+        for part in [FORMAT, &self.builder, &self.origin] {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
+        }
+        for (_, c) in &self.config {
+            h.update((c.len() as u64).to_le_bytes());
+            h.update(c.as_bytes());
         }
         for (p, c) in &self.files {
             h.update((p.len() as u64).to_le_bytes());
@@ -108,17 +167,19 @@ impl Inputs {
             h.update(c.as_bytes());
         }
         let overall = hex::encode(h.finalize());
-        let config = sha(self.config.as_bytes());
         let origin = sha(self.origin.as_bytes());
-        let mut s = format!("{FORMAT}:{}:{}:{}:", &overall[..20], short(&config), short(&origin));
+        let parts: Vec<String> = self.config.iter().map(|(_, c)| sha(c.as_bytes())[..4].to_string()).collect();
         let files: Vec<&str> = self.files.iter().map(|(_, c)| short(c)).collect();
-        let files = files.join(",");
-        if s.len() + files.len() <= MAX_LEN {
-            s.push_str(&files);
-        } else {
-            s.push('*');
+        let (mut parts, mut files) = (parts.join("."), files.join(","));
+        // Within the AWS tag limit: per-file detail goes first, then per-part detail.
+        let fixed = FORMAT.len() + 20 + 8 + 4;
+        if fixed + parts.len() + files.len() > MAX_LEN {
+            files = "*".into();
         }
-        Fingerprint(s)
+        if fixed + parts.len() + files.len() > MAX_LEN {
+            parts = "*".into();
+        }
+        Fingerprint(format!("{FORMAT}:{}:{parts}:{}:{files}", &overall[..20], short(&origin)))
     }
 }
 
@@ -176,20 +237,23 @@ pub struct Fingerprint(pub String);
 struct Parts<'a> {
     format: &'a str,
     overall: &'a str,
-    config: &'a str,
+    config: Option<Vec<&'a str>>,
     origin: &'a str,
     files: Option<Vec<&'a str>>,
+}
+
+fn list(text: &str, sep: char) -> Option<Vec<&str>> {
+    match text {
+        "*" => None,
+        "" => Some(Vec::new()),
+        t => Some(t.split(sep).collect()),
+    }
 }
 
 fn parts(s: &str) -> Option<Parts<'_>> {
     let mut it = s.splitn(5, ':');
     let (format, overall, config, origin, files) = (it.next()?, it.next()?, it.next()?, it.next()?, it.next()?);
-    let files = match files {
-        "*" => None,
-        "" => Some(Vec::new()),
-        f => Some(f.split(',').collect()),
-    };
-    Some(Parts { format, overall, config, origin, files })
+    Some(Parts { format, overall, config: list(config, '.'), origin, files: list(files, ',') })
 }
 
 impl Fingerprint {
@@ -220,8 +284,22 @@ impl Fingerprint {
             return Vec::new();
         }
         let mut out = Vec::new();
-        if new.config != old.config {
-            out.push("configuration changed".to_string());
+        match (&new.config, &old.config) {
+            (Some(n), Some(o)) if n.len() == o.len() => {
+                for (i, (a, b)) in n.iter().zip(o).enumerate() {
+                    if a != b {
+                        let name = inputs.config.get(i).map(|(l, _)| l.as_str()).unwrap_or("configuration");
+                        out.push(format!("{name} changed"));
+                    }
+                }
+            }
+            // The fixed parts come first: the rest are steps.
+            (Some(n), Some(o)) => out.push(format!(
+                "steps added or removed ({} → {} steps)",
+                o.len().saturating_sub(3),
+                n.len().saturating_sub(3)
+            )),
+            _ => {}
         }
         match (&new.files, &old.files) {
             (Some(n), Some(o)) if n.len() == o.len() => {
@@ -233,14 +311,20 @@ impl Fingerprint {
                 }
             }
             (Some(n), Some(o)) => out.push(format!("files added or removed ({} → {} files)", o.len(), n.len())),
-            _ => {
-                if new.config == old.config && new.origin == old.origin {
-                    out.push("files changed".into());
-                }
-            }
+            _ => {}
         }
         if out.is_empty() && new.origin == old.origin {
-            out.push("inputs changed".into());
+            // Some detail was left out for length: name what is left.
+            let config_known = new.config.is_some() && old.config.is_some();
+            let files_known = new.files.is_some() && old.files.is_some();
+            out.push(
+                match (config_known, files_known) {
+                    (true, false) => "files changed",
+                    (false, true) => "configuration changed",
+                    _ => "configuration or files changed",
+                }
+                .into(),
+            );
         }
         out
     }
@@ -280,7 +364,7 @@ mod tests {
         assert!(fp.as_str().len() <= MAX_LEN);
 
         let mut c = base.clone();
-        c.config = "{\"x\":1}".into();
+        c.config = vec![("configuration".into(), "{\"x\":1}".into())];
         assert_eq!(c.fingerprint().explain(fp.as_str(), &c), vec!["configuration changed"]);
 
         let mut o = base.clone();
@@ -307,6 +391,32 @@ mod tests {
         let mut changed = many.clone();
         changed.files[7].1 = "zz".into();
         assert_eq!(changed.fingerprint().explain(fp.as_str(), &changed), vec!["files changed"]);
+    }
+
+    /// What rebuilds and what does not, on a real tree: the recipe counts, how a build runs does not.
+    #[test]
+    fn operational_settings_do_not_count_and_changed_parts_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let write = |extra_step: &str, timeout: &str, boot: &str| {
+            std::fs::write(
+                d.path().join("tree.toml"),
+                format!(
+                    "[images.a]\nbuilder = \"qemu\"\nsource = {{ disk = \"d\" }}\ncommunicator = {{ username = \"root\", timeout = \"{timeout}\" }}\nqemu = {{ boot_timeout = \"{boot}\" }}\n[[images.a.steps]]\nname = \"first\"\ntimeout = \"{timeout}\"\nshell = {{ inline = [\"echo one\"] }}\n[[images.a.steps]]\nshell = {{ inline = [\"echo {extra_step}\"] }}\n"
+                ),
+            )
+            .unwrap();
+            std::fs::write(d.path().join("d"), "disk").unwrap();
+            let tree = Tree::load(&d.path().join("tree.toml"), &Default::default()).unwrap();
+            let masked = tree.rerender(&imgbake_config::Stamp::masked()).unwrap();
+            let i = Inputs::compute(&masked, masked.image("a").unwrap(), "qemu", "disk-1").unwrap();
+            (i.fingerprint(), i)
+        };
+        let (base, _) = write("two", "5m", "5m");
+        let (same, _) = write("two", "9m", "7m");
+        assert!(base.matches(same.as_str()), "timeouts, step names and boot limits do not rebuild");
+        let (changed, inputs) = write("2", "5m", "5m");
+        assert!(!base.matches(changed.as_str()));
+        assert_eq!(changed.explain(base.as_str(), &inputs), vec!["step 2 (shell) changed"]);
     }
 
     #[test]
