@@ -14,17 +14,29 @@ fn main() {
         runtime.block_on(child());
         return;
     }
-    // `cargo test -- --list` and filters: this binary has these two tests.
-    if std::env::args().any(|a| a == "--list") {
-        println!("children_die_with_killed_test_process: test");
-        println!("dropping_guard_kills_whole_tree: test");
+    const TESTS: [&str; 2] = ["children_die_with_killed_test_process", "dropping_guard_kills_whole_tree"];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // The libtest protocol cargo test and nextest speak: `--list` (none of these is `--ignored`), and
+    // name filters (`--exact NAME` from nextest, substrings from cargo test).
+    if args.iter().any(|a| a == "--list") {
+        if !args.iter().any(|a| a == "--ignored") {
+            for t in TESTS {
+                println!("{t}: test");
+            }
+        }
         return;
     }
+    let exact = args.iter().any(|a| a == "--exact");
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let selected = |name: &str| {
+        filters.is_empty() || filters.iter().any(|f| if exact { f.as_str() == name } else { name.contains(f.as_str()) })
+    };
     let mut failed = 0;
-    for (name, result) in [
-        ("children_die_with_killed_test_process", runtime.block_on(children_die_with_killed_test_process())),
-        ("dropping_guard_kills_whole_tree", runtime.block_on(dropping_guard_kills_whole_tree())),
-    ] {
+    for name in TESTS.into_iter().filter(|n| selected(n)) {
+        let result = match name {
+            "children_die_with_killed_test_process" => runtime.block_on(children_die_with_killed_test_process()),
+            _ => runtime.block_on(dropping_guard_kills_whole_tree()),
+        };
         match result {
             Ok(()) => println!("test {name} ... ok"),
             Err(e) => {
