@@ -106,6 +106,8 @@ fn child(args: ChildArgs) {
             journal: journal.clone(),
             provisioner: Arc::new(Step),
             debug: false,
+            keep_on_failure: false,
+            key_file: None,
         };
         let r = builder.build(job).await;
         let failed = imgbake_core::builder::unwind(&journal, &builder, &tree, &EventSink::discard()).await;

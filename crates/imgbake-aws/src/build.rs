@@ -133,7 +133,7 @@ fn clean_name(s: &str) -> String {
 
 /// The build.
 pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError> {
-    let image = job.image();
+    let image = job.image()?;
     let a = crate::settings(image)?;
     let region_v = crate::region(image)?;
     let region = region_v.get_ref().clone();
@@ -206,9 +206,18 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
     }
     .map_err(|e| config(format!("image `{}`: {e}", image.name)).at(a.user_data_file.as_ref().map(span)))?;
     if let Some(k) = &login_key
-        && job.debug
+        && job.key_file.is_some()
     {
-        debug_key(&ctx, k)?;
+        let text = k
+            .to_openssh(russh::keys::ssh_key::LineEnding::LF)
+            .map_err(|e| BuildError::new(ErrorKind::Local, format!("cannot encode the login key: {e}")))?;
+        if let Some(path) = job.write_key_file(&text)? {
+            ctx.events.info(format!(
+                "the build machine's login key is in {} (ssh -i {} ...)",
+                path.display(),
+                path.display()
+            ));
+        }
     }
     let temporary = ctx.tags.with_role(role::TEMPORARY, &BTreeMap::new());
 
@@ -458,35 +467,6 @@ async fn copy_to(
     }
     image::tag(&dst, &snaps, &ctx.snapshot_tags(ami_tags), &ctx.wait(TAG_TIMEOUT)).await?;
     Ok((dst, id, snaps, r))
-}
-
-/// `--debug`: keep the login key in a 0600 file under the state directory and say how to use it.
-fn debug_key(ctx: &Ctx<'_>, key: &russh::keys::PrivateKey) -> Result<(), BuildError> {
-    let dir = ctx.job.tree.state_dir().join("debug");
-    let path = dir.join(format!("{}-{}.key", ctx.job.build_id, ctx.job.image));
-    let local = |e: std::io::Error| BuildError::new(ErrorKind::Local, format!("debug key {}: {e}", path.display()));
-    std::fs::create_dir_all(&dir).map_err(local)?;
-    let text = key
-        .to_openssh(russh::keys::ssh_key::LineEnding::LF)
-        .map_err(|e| BuildError::new(ErrorKind::Local, format!("cannot encode the debug key: {e}")))?;
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(local)?;
-        f.write_all(text.as_bytes()).map_err(local)?;
-    }
-    ctx.events.info(format!(
-        "debug: the build machine's login key is in {} (ssh -i {} ...)",
-        path.display(),
-        path.display()
-    ));
-    Ok(())
 }
 
 #[cfg(test)]

@@ -224,4 +224,8 @@ impl Builder for AwsBuilder {
     async fn publish(&self, _tree: &Tree, image: &Image, artifact: &Artifact) -> Result<Vec<String>, BuildError> {
         publish::publish(&self.clients, image, artifact).await
     }
+
+    async fn published(&self, _tree: &Tree, image: &Image) -> Result<Vec<String>, BuildError> {
+        publish::published(&self.clients, image).await
+    }
 }

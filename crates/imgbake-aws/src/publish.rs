@@ -33,3 +33,21 @@ pub async fn publish(clients: &ClientCache, image: &Image, artifact: &Artifact) 
     }
     Ok(written)
 }
+
+/// The AMI ids the image's `publish.ssm_parameter` holds now, in every region the image is built or
+/// copied to (a parameter that does not exist yet holds nothing).
+pub async fn published(clients: &ClientCache, image: &Image) -> Result<Vec<String>, BuildError> {
+    let Some(p) = image.publish.as_ref().and_then(|p| p.ssm_parameter.as_ref()) else { return Ok(Vec::new()) };
+    let Some(a) = &image.aws else { return Ok(Vec::new()) };
+    let name = p.get_ref();
+    let mut ids = Vec::new();
+    for region in a.region.iter().chain(&a.copy_regions) {
+        let c = clients.get(&Session::of(a, region.get_ref())).await;
+        match c.ssm.get_parameter().name(name).send().await.api("GetParameter", region.get_ref(), Some(name.clone())) {
+            Ok(out) => ids.extend(out.parameter().and_then(|p| p.value()).map(str::to_string)),
+            Err(e) if e.code_is("ParameterNotFound") => {}
+            Err(e) => return Err(BuildError::from(e).at(Span::new(p.span()))),
+        }
+    }
+    Ok(ids)
+}

@@ -47,9 +47,7 @@ pub async fn sweep(clients: &ClientCache, tree: &Tree, filter: &SweepFilter) -> 
 /// Old enough, and of the wanted build.
 fn wanted(tags: &[Tag], filter: &SweepFilter, now: DateTime<Utc>) -> bool {
     let m = tags::to_map(tags);
-    if let Some(b) = &filter.build_id
-        && m.get(keys::BUILD_ID) != Some(b)
-    {
+    if filter.skips_build(m.get(keys::BUILD_ID).map(String::as_str).unwrap_or_default()) {
         return false;
     }
     match filter.older_than {

@@ -98,7 +98,7 @@ pub enum Command {
         /// Only what this build created.
         #[arg(long)]
         build_id: Option<String>,
-        /// Only what is older than this (default 1h without --build-id, so running builds are safe).
+        /// Only what is older than this (default 6h without --build-id). Builds running on this machine are never touched; keep it above your longest build for builds running elsewhere.
         #[arg(long, value_parser = parse_duration)]
         older_than: Option<std::time::Duration>,
         /// Only list what would be removed.

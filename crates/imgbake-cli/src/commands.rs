@@ -174,7 +174,7 @@ async fn build_cmd(t: &TreeArgs, sel: &Selection, a: BuildArgs, color: bool) -> 
     let Some(tree) = load_or_report(t, color) else { return Ok(ExitCode::from(1)) };
     let registry = imgbake::registry();
     let cancel = tokio_util::sync::CancellationToken::new();
-    crate::signals::install(cancel.clone())?;
+    let received = crate::signals::install(cancel.clone())?;
 
     let live_ok = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mode = view::choose(a.json, a.timestamps, live_ok);
@@ -187,7 +187,7 @@ async fn build_cmd(t: &TreeArgs, sel: &Selection, a: BuildArgs, color: bool) -> 
         _ = cancel.cancelled() => {
             drop(sink);
             let _ = renderer.await;
-            return Ok(ExitCode::from(130));
+            return Ok(ExitCode::from(received.exit_code().unwrap_or(130)));
         }
     };
     let plan = match plan {
@@ -250,7 +250,7 @@ async fn build_cmd(t: &TreeArgs, sel: &Selection, a: BuildArgs, color: bool) -> 
         && !matches!(prune_report, Some(Err(_)))
         && !prune_report.as_ref().is_some_and(|r| r.as_ref().is_ok_and(|r| !r.failed.is_empty()));
     if cancel.is_cancelled() {
-        return Ok(ExitCode::from(130));
+        return Ok(ExitCode::from(received.exit_code().unwrap_or(130)));
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -305,11 +305,13 @@ async fn clean_cmd(
     let Some(tree) = load_or_report(t, color) else { return Ok(ExitCode::from(1)) };
     let registry = imgbake::registry();
     let opts = imgbake::core::clean::CleanOptions { build_id, older_than, dry_run };
-    let (sink, rx) = EventSink::channel();
-    let renderer = tokio::spawn(view::render(view::Mode::Plain { timestamps: false }, rx));
+    // Removals are listed once, below; only notes and warnings are shown as they happen.
+    let sink = EventSink::callback(|e| match e.kind {
+        imgbake::core::event::EventKind::Info { message } => eprintln!("{message}"),
+        imgbake::core::event::EventKind::Warning { message } => eprintln!("warning: {message}"),
+        _ => {}
+    });
     let res = imgbake::core::clean::clean(&tree, &registry, &opts, &sink).await;
-    drop(sink);
-    let _ = renderer.await;
     match res {
         Ok(r) => {
             let verb = if dry_run { "would remove" } else { "removed" };

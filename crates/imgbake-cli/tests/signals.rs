@@ -1,6 +1,7 @@
 //! Ctrl-C, SIGTERM and kill -9 against a real `imgbake build` process on the bed (moto behind the
 //! moto proxy, which holds instances and AMIs pending; the bed's sshd as the machine): whatever the
-//! build was doing — launching, provisioning, waiting for its AMI — nothing is left in the account.
+//! build was doing — launching, provisioning, waiting for its AMI — nothing is left in the account,
+//! and the exit code is the signal's (130, 143).
 
 #[allow(dead_code)]
 #[path = "../../imgbake-aws/tests/aws/support.rs"]
@@ -118,7 +119,7 @@ async fn interrupted_build_leaves_nothing(signal: Signal, at: At) {
     let (mut child, build_id) = build_until(&bed, at).await;
     kill(Pid::from_raw(child.id().unwrap() as i32), signal).unwrap();
     let code = wait_exit(&mut child, Duration::from_secs(120)).await;
-    assert_eq!(code, 130, "{signal:?} at {at:?}: exit code");
+    assert_eq!(code, 128 + signal as i32, "{signal:?} at {at:?}: exit code");
     let left = bed.leftovers(&[]).await;
     assert!(left.is_empty(), "{signal:?} at {at:?} (build {build_id}) left {left:?}");
     let journals = std::fs::read_dir(bed.dir.path().join(".imgbake/journal")).map(|d| d.count()).unwrap_or(0);
@@ -201,5 +202,45 @@ async fn a_failed_build_exits_1_and_leaves_nothing() {
     assert!(stdout.contains("failed    base (aws)"), "{stdout}");
     assert!(stderr.contains("exited with code 4"), "{stderr}");
     assert!(stderr.contains("tree.toml:6:1"), "the error points at the step: {stderr}");
+    assert!(bed.leftovers(&[]).await.is_empty());
+}
+
+/// `imgbake clean` while a build runs on this machine: the build's journal says it is alive, so
+/// neither the journal nor the build's tagged resources are touched, however old — the build finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_never_touches_a_running_build() {
+    let bed = bed().await;
+    let (mut child, build_id) = build_until(&bed, At::Launch).await;
+    let out = imgbake(&bed, &["clean", "tree.toml", "--older-than", "0s"]).output().await.unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains(&format!("build {build_id} is running")), "{stderr}");
+    assert!(stdout.contains("removed 0 resource(s)"), "{stdout}");
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(120)).await, 0, "the build finished undisturbed");
+}
+
+/// `--on-error=abort`: the failed build's instance stays for inspection, with its login key in a
+/// 0600 file and how to remove it; `imgbake clean --build-id` removes it afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_keeps_the_machine_and_its_key_then_clean_removes_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let bed = bed().await;
+    let tree = std::fs::read_to_string(bed.dir.path().join("tree.toml")).unwrap().replace("sleep 2", "exit 5");
+    std::fs::write(bed.dir.path().join("tree.toml"), tree).unwrap();
+    let out = imgbake(&bed, &["build", "tree.toml", "--on-error", "abort", "--json"]).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    let kept = stdout.lines().find(|l| l.contains("kept for inspection")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(kept.contains("aws instance"), "{kept}");
+    let key = kept.split("log in with the key ").nth(1).and_then(|k| k.split(';').next()).expect("the key path");
+    let meta = std::fs::metadata(key).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert!(std::fs::read_to_string(key).unwrap().contains("OPENSSH PRIVATE KEY"));
+    let left = bed.leftovers(&[]).await;
+    assert!(left.iter().any(|l| l.contains("instance")), "the instance is kept: {left:?}");
+
+    let build_id = kept.split("--build-id ").nth(1).and_then(|b| b.split('`').next()).expect("the build id");
+    let out = imgbake(&bed, &["clean", "tree.toml", "--build-id", build_id]).output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(bed.leftovers(&[]).await.is_empty());
 }

@@ -261,7 +261,8 @@ impl Project {
         let engine = Engine::new(stamp, self.env.clone());
         let mut known_paths: Vec<String> = self.vars.keys().map(|k| format!("var.{k}")).collect();
         known_paths.extend(
-            ["image.name", "parent.name", "build.id", "build.timestamp", "tree.name", "tree.dir"].map(String::from),
+            ["image.name", "parent.name", "parent.artifact", "build.id", "build.timestamp", "tree.name", "tree.dir"]
+                .map(String::from),
         );
         let r = Renderer { project: self, engine, known_paths };
 
@@ -384,7 +385,11 @@ impl Project {
                 merged.get_ref().get("parent").and_then(|p| p.get_ref().as_str()).unwrap_or("").to_string();
             let mut ctx = base_ctx.clone();
             ctx["image"] = serde_json::json!({ "name": name });
-            ctx["parent"] = serde_json::json!({ "name": parent_name });
+            let parent_artifact = match stamp.parent_artifacts.get(&parent_name) {
+                Some(a) if !stamp.masked => a.clone(),
+                _ => "{parent.artifact}".to_string(),
+            };
+            ctx["parent"] = serde_json::json!({ "name": parent_name, "artifact": parent_artifact });
             r.render(&mut merged, None, &ctx, &mut diags);
             if let Some(img) = image_from(&name, kspan, merged, &mut diags) {
                 images.insert(name, img);

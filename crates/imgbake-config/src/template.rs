@@ -1,6 +1,7 @@
 //! Templating of tree values with handlebars in strict mode.
 //!
-//! Context: `var.NAME` (variables), `image.name`, `parent.name`, `build.id`, `build.timestamp`,
+//! Context: `var.NAME` (variables), `image.name`, `parent.name`, `parent.artifact` (the parent's artifact
+//! id in this build; `{parent.artifact}` while validating), `build.id`, `build.timestamp`,
 //! `tree.name`, `tree.dir`. Helpers: `env "NAME" ["default"]`, `timestamp` (build start, Unix seconds),
 //! `isotime ["strftime format"]` (build start, UTC; default RFC 3339), `uuid`, `lower`, `upper`,
 //! `trim`, `replace s "from" "to"`, `clean_name` (keep only characters valid in AMI and file names).
@@ -25,22 +26,30 @@ pub struct Stamp {
     /// Render build-dependent values as fixed markers (`{timestamp}`, `{build.id}`, `{uuid}`), so the
     /// result depends only on the configuration: used for fingerprints.
     pub masked: bool,
+    /// Artifact ids of parents built or reused in this run, by image name (`{{ parent.artifact }}`;
+    /// the marker `{parent.artifact}` where not known, as in validation and fingerprints).
+    pub parent_artifacts: std::collections::BTreeMap<String, String>,
 }
 
 impl Stamp {
     /// Values for a real build.
     pub fn new(build_id: impl Into<String>, time: DateTime<Utc>) -> Self {
-        Stamp { build_id: build_id.into(), time, masked: false }
+        Stamp { build_id: build_id.into(), time, masked: false, parent_artifacts: Default::default() }
     }
 
     /// Values for validation and planning: a recognisable build id, the current time.
     pub fn placeholder() -> Self {
-        Stamp { build_id: "b-validate".into(), time: Utc::now(), masked: false }
+        Stamp { build_id: "b-validate".into(), time: Utc::now(), masked: false, parent_artifacts: Default::default() }
     }
 
     /// Values that never change: for fingerprints.
     pub fn masked() -> Self {
-        Stamp { build_id: "{build.id}".into(), time: DateTime::<Utc>::UNIX_EPOCH, masked: true }
+        Stamp {
+            build_id: "{build.id}".into(),
+            time: DateTime::<Utc>::UNIX_EPOCH,
+            masked: true,
+            parent_artifacts: Default::default(),
+        }
     }
 }
 

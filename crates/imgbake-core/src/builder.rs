@@ -89,17 +89,53 @@ pub struct BuildJob {
     pub journal: Arc<Journal>,
     /// Runs the steps.
     pub provisioner: Arc<dyn Provision>,
-    /// Debug mode: keep the machine's temporary SSH key in a 0600 file and say how to connect.
+    /// Debug mode: breakpoints pause; the machine's temporary key goes to [`BuildJob::key_file`].
     pub debug: bool,
+    /// A failed build may keep its machine for inspection (`--on-error=abort` or `ask`): launch it so
+    /// it can outlive imgbake, and leave it running when provisioning ends with
+    /// [`ErrorKind::Aborted`](crate::error::ErrorKind::Aborted).
+    pub keep_on_failure: bool,
+    /// Where to write the machine's temporary private login key (OpenSSH format, mode 0600), when set
+    /// (debug mode, or a machine that may be kept), so the printed `ssh -i` commands work. The
+    /// scheduler removes it after the build unless the machine was kept.
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 impl BuildJob {
-    /// The image's settings.
-    ///
-    /// # Panics
-    /// Never for jobs made by the scheduler, which only names images of `tree`.
-    pub fn image(&self) -> &Image {
-        self.tree.image(&self.image).expect("a build job names an image of its tree")
+    /// The image's settings (an error when the job names an image its tree does not have).
+    pub fn image(&self) -> Result<&Image, BuildError> {
+        self.tree.image(&self.image).ok_or_else(|| {
+            BuildError::new(
+                crate::error::ErrorKind::Config,
+                format!("the build job names image `{}`, which its tree does not have", self.image),
+            )
+        })
+    }
+
+    /// Write the machine's temporary private key (OpenSSH text) to [`BuildJob::key_file`], if the
+    /// job has one; returns the path written.
+    pub fn write_key_file(&self, openssh_private_key: &str) -> Result<Option<std::path::PathBuf>, BuildError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let Some(path) = &self.key_file else { return Ok(None) };
+        let local = |e: std::io::Error| {
+            BuildError::new(
+                crate::error::ErrorKind::Local,
+                format!("cannot write the login key {}: {e}", path.display()),
+            )
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(local)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(local)?;
+        f.write_all(openssh_private_key.as_bytes()).map_err(local)?;
+        Ok(Some(path.clone()))
     }
 
     /// Record a resource on the journal and say so.
@@ -132,6 +168,15 @@ pub struct SweepFilter {
     pub build_id: Option<String>,
     /// Only resources created longer ago than this.
     pub older_than: Option<std::time::Duration>,
+    /// Builds in progress (their journal's process is alive): never swept, however old.
+    pub running: Vec<String>,
+}
+
+impl SweepFilter {
+    /// Is `build_id` excluded: another build asked for, or one still running?
+    pub fn skips_build(&self, build_id: &str) -> bool {
+        self.build_id.as_deref().is_some_and(|b| b != build_id) || self.running.iter().any(|r| r == build_id)
+    }
 }
 
 /// A platform that builds images.
@@ -160,6 +205,12 @@ pub trait Builder: Send + Sync {
 
     /// Delete an artifact for good (pruning): everywhere it was copied, with its storage.
     async fn delete_artifact(&self, tree: &Tree, artifact: &Artifact, events: &EventSink) -> Result<(), BuildError>;
+
+    /// The artifact ids an image's announcement points at now (what consumers launch); pruning never
+    /// deletes them.
+    async fn published(&self, _tree: &Tree, _image: &Image) -> Result<Vec<String>, BuildError> {
+        Ok(Vec::new())
+    }
 
     /// Announce an image's newest artifact (e.g. SSM parameters). Returns what was written, for people.
     async fn publish(&self, _tree: &Tree, _image: &Image, _artifact: &Artifact) -> Result<Vec<String>, BuildError> {

@@ -12,13 +12,17 @@ use crate::error::{BuildError, ErrorKind};
 use crate::event::{EventKind, EventSink};
 use crate::registry::Registry;
 
+/// The default minimum age of what the tag sweep removes.
+pub const DEFAULT_OLDER_THAN: Duration = Duration::from_secs(6 * 3600);
+
 /// What to clean.
 #[derive(Clone, Debug, Default)]
 pub struct CleanOptions {
     /// Only what this build created.
     pub build_id: Option<String>,
-    /// Only what is older than this. Without `build_id` it defaults to one hour, so a build running
-    /// right now is not touched.
+    /// Only what is older than this. Without `build_id` it defaults to six hours. Builds whose
+    /// journal belongs to a running imgbake on this machine are never touched; the age protects
+    /// builds running elsewhere (another CI runner), so keep it above your longest build.
     pub older_than: Option<Duration>,
     /// Only say what would be removed.
     pub dry_run: bool,
@@ -43,14 +47,17 @@ pub async fn clean(
     let mut report = CleanReport::default();
     let journals = Journal::open_all(&tree.state_dir())
         .map_err(|e| BuildError::new(ErrorKind::Local, "cannot read the cleanup journals").caused_by(e))?;
-    let older_than = opts.older_than.or(if opts.build_id.is_none() { Some(Duration::from_secs(3600)) } else { None });
+    let older_than = opts.older_than.or(if opts.build_id.is_none() { Some(DEFAULT_OLDER_THAN) } else { None });
     let mut seen: Vec<Resource> = Vec::new();
+    let mut running: Vec<String> = Vec::new();
     for j in journals {
-        if opts.build_id.as_deref().is_some_and(|b| b != j.build_id()) {
+        if j.process_alive() {
+            // A build in progress: neither its journal nor (below) its tagged resources are touched.
+            events.info(format!("build {} is running (journal {}); skipped", j.build_id(), j.path().display()));
+            running.push(j.build_id().to_string());
             continue;
         }
-        if opts.build_id.is_none() && j.process_alive() {
-            events.info(format!("journal {} belongs to a running imgbake (pid alive); skipped", j.path().display()));
+        if opts.build_id.as_deref().is_some_and(|b| b != j.build_id()) {
             continue;
         }
         for r in j.pending().into_iter().rev() {
@@ -68,7 +75,7 @@ pub async fn clean(
             let _ = j.finish();
         }
     }
-    let filter = SweepFilter { build_id: opts.build_id.clone(), older_than };
+    let filter = SweepFilter { build_id: opts.build_id.clone(), older_than, running };
     let mut kinds: Vec<String> =
         tree.images().values().flat_map(|i| i.builders.iter().map(|b| b.get_ref().clone())).collect();
     kinds.sort();

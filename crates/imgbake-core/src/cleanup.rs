@@ -217,7 +217,8 @@ impl Journal {
         Ok(Journal { path: path.to_path_buf(), build_id, image, pid, file: Mutex::new(None), stack: Mutex::new(stack) })
     }
 
-    /// Every journal under `state_dir` that still has pending resources.
+    /// Every journal under `state_dir` that still has pending resources or belongs to a running
+    /// imgbake (finished journals of dead processes are deleted on the way).
     pub fn open_all(state_dir: &Path) -> std::io::Result<Vec<Journal>> {
         let dir = Self::dir(state_dir);
         let mut out = Vec::new();
@@ -233,7 +234,7 @@ impl Journal {
         paths.sort();
         for p in paths {
             let j = Journal::open(&p)?;
-            if j.pending().is_empty() {
+            if j.pending().is_empty() && !j.process_alive() {
                 // Nothing left: an old finished journal.
                 let _ = std::fs::remove_file(&p);
             } else {

@@ -337,7 +337,7 @@ async fn decide(
     match existing.first() {
         None => d.reasons.push("no artifact yet".into()),
         Some(newest) => {
-            if fp.origin_differs(&newest.fingerprint) || newest.source != origin_id {
+            if fp.origin_differs(&newest.fingerprint) {
                 match &parent {
                     None => d.reasons.push(format!("source {} → {origin_id} ({origin_shown})", newest.source)),
                     Some(p) => {

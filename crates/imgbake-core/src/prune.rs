@@ -1,5 +1,5 @@
-//! Pruning: keep the newest N artifacts per image, delete the rest — never the newest one (it is the
-//! one published), never one a kept child was built from.
+//! Pruning: keep the newest N artifacts per image, delete the rest — never the newest one, never the
+//! published one (what consumers launch), never one a kept child was built from.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -78,10 +78,16 @@ pub async fn prune(
             let kind = b.get_ref().clone();
             let list = all.get(&(name.to_string(), kind.clone())).cloned().unwrap_or_default();
             let keep = opts.keep.or_else(|| img.keep.as_ref().map(|k| *k.get_ref()));
+            let published = match registry.get(&kind) {
+                Some(b) => b.published(tree, img).await?,
+                None => Vec::new(),
+            };
             let selected = opts.only.is_empty() || opts.only.iter().any(|o| o == name);
             for (i, a) in list.into_iter().enumerate() {
-                let why = if i == 0 {
-                    Some("newest (the published one)".to_string())
+                let why = if a.locations.values().any(|id| published.contains(id)) {
+                    Some("published: consumers launch it".to_string())
+                } else if i == 0 {
+                    Some("newest".to_string())
                 } else if protected.contains(&(kind.clone(), a.id.clone())) {
                     Some("a kept child image was built from it".to_string())
                 } else if !selected {

@@ -125,6 +125,8 @@ pub struct ImageResult {
     /// The error's span, for rendering with source snippets.
     #[serde(skip)]
     pub error_span: Option<Span>,
+    /// When the build started.
+    pub started: Option<chrono::DateTime<Utc>>,
     /// How long the build took.
     pub duration: Option<Duration>,
     /// What was published.
@@ -174,6 +176,7 @@ enum Slot {
 
 struct Ctx {
     tree: Arc<Tree>,
+    started: chrono::DateTime<Utc>,
     registry: Registry,
     opts: RunOptions,
     events: EventSink,
@@ -195,7 +198,7 @@ impl Ctx {
             source: r.artifact.as_ref().map(|a| a.source.clone()),
             reasons: r.reasons.clone(),
             build_id: r.artifact.as_ref().map(|a| a.build_id.clone()),
-            started: None,
+            started: r.started,
             duration_s: r.duration.map(|d| d.as_secs_f64()),
             steps: r.report.as_ref().map(|p| to_values(&p.steps)).unwrap_or_default(),
             tests: r.report.as_ref().map(|p| to_values(&p.tests)).unwrap_or_default(),
@@ -232,6 +235,7 @@ fn result(d: &Decision, status: Status, reasons: Vec<String>) -> ImageResult {
         error: None,
         error_location: None,
         error_span: None,
+        started: None,
         duration: None,
         published: Vec::new(),
         report: None,
@@ -261,6 +265,7 @@ pub async fn run(
     manifest.started = Some(started);
     let ctx = Arc::new(Ctx {
         tree: Arc::new(stamped),
+        started,
         registry: registry.clone(),
         sem: Semaphore::new(opts.parallel.or(tree.settings().parallel.map(|p| p as usize)).unwrap_or(4).max(1)),
         opts,
@@ -362,10 +367,12 @@ async fn build_one(ctx: Arc<Ctx>, d: Decision, parent_rx: Option<watch::Receiver
         _ = cancel.cancelled() => return cancelled(&ctx, &tx),
     };
     let start = Instant::now();
+    let started_at = Utc::now();
     // Built unless the build fails, or succeeds but cannot publish (build_inner then says Failed).
     let mut res = result(&d, Status::Built, d.reasons.clone());
     let outcome = build_inner(&ctx, &d, parent_artifact, &events, &mut res).await;
     res.duration = Some(start.elapsed());
+    res.started = Some(started_at);
     match outcome {
         Ok(artifact) => {
             let _ = tx.send(Slot::Ready(Box::new(artifact.clone())));
@@ -424,7 +431,16 @@ async fn build_inner(
             .map_err(|e| BuildError::new(ErrorKind::Local, "cannot start the cleanup journal").caused_by(e))?,
     );
 
-    let mut sc = StepContext::new(ctx.tree.clone(), d.image.clone(), d.builder.clone(), ctx.events.clone());
+    // A child's tree is rendered with its parent's artifact (`{{ parent.artifact }}`).
+    let tree = match (&parent_artifact, &d.parent) {
+        (Some(a), Some(p)) => {
+            let mut stamp = Stamp::new(ctx.build_id.clone(), ctx.started);
+            stamp.parent_artifacts.insert(p.clone(), a.id.clone());
+            Arc::new(ctx.tree.rerender(&stamp).map_err(|e| BuildError::new(ErrorKind::Config, e.to_string()))?)
+        }
+        _ => ctx.tree.clone(),
+    };
+    let mut sc = StepContext::new(tree.clone(), d.image.clone(), d.builder.clone(), ctx.events.clone());
     sc.interaction = match ctx.opts.on_error {
         OnError::Ask => ctx.opts.interaction.clone(),
         _ => {
@@ -436,15 +452,25 @@ async fn build_inner(
         }
     };
     sc.debug = ctx.opts.debug;
+    let keep_on_failure = matches!(ctx.opts.on_error, OnError::Abort | OnError::Ask);
+    // Absolute, so the `ssh -i` lines it appears in work from any directory.
+    let key_file = (ctx.opts.debug || keep_on_failure).then(|| {
+        let p = ctx.tree.state_dir().join("keys").join(format!("{}-{}.key", ctx.build_id, journal_name));
+        std::path::absolute(&p).unwrap_or(p)
+    });
+    sc.key_file = key_file.clone();
     sc.values.insert("IMGBAKE_BUILD_ID".into(), ctx.build_id.clone());
     sc.values.insert("IMGBAKE_FINGERPRINT".into(), fingerprint.clone());
     sc.values.insert("IMGBAKE_SOURCE".into(), source.id_in(""));
     if let Some(p) = &d.parent {
         sc.values.insert("IMGBAKE_PARENT".into(), p.clone());
     }
+    if let Some(a) = &parent_artifact {
+        sc.values.insert("IMGBAKE_PARENT_ARTIFACT".into(), a.id.clone());
+    }
     let runner = Arc::new(StepRunner::new(sc));
     let job = BuildJob {
-        tree: ctx.tree.clone(),
+        tree: tree.clone(),
         image: d.image.clone(),
         build_id: ctx.build_id.clone(),
         fingerprint,
@@ -453,6 +479,8 @@ async fn build_inner(
         journal: journal.clone(),
         provisioner: runner.clone(),
         debug: ctx.opts.debug,
+        keep_on_failure,
+        key_file: key_file.clone(),
     };
     events.emit(EventKind::BuildStarted { build_id: ctx.build_id.clone(), builder: d.builder.clone() });
     let cancel = ctx.opts.cancel.clone();
@@ -470,9 +498,11 @@ async fn build_inner(
     };
     if keep {
         let pending = journal.pending();
+        let key = key_file.as_ref().filter(|k| k.exists()).map(|k| format!("; log in with the key {}", k.display()));
         events.warn(format!(
-            "kept for inspection: {}; remove them with `imgbake clean {} --build-id {}` (journal {})",
+            "kept for inspection: {}{}; remove them with `imgbake clean {} --build-id {}` (journal {})",
             pending.iter().map(Resource::describe).collect::<Vec<_>>().join(", "),
+            key.unwrap_or_default(),
             ctx.tree.project().root().display(),
             ctx.build_id,
             journal.path().display()
@@ -483,6 +513,12 @@ async fn build_inner(
     } else {
         // Cleanup must finish even after Ctrl-C: it is not raced against the cancel token.
         let failed = unwind(&journal, builder.as_ref(), &ctx.tree, events).await;
+        if let Some(k) = &key_file
+            && let Err(e) = std::fs::remove_file(k)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            events.warn(format!("could not remove the login key {}: {e}", k.display()));
+        }
         if let Ok(mut l) = ctx.leftovers.lock() {
             l.extend(failed.into_iter().map(|(r, _)| r));
         }

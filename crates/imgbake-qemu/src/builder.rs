@@ -203,7 +203,7 @@ impl Builder for QemuBuilder {
 
     async fn build(&self, job: BuildJob) -> Result<Artifact, BuildError> {
         let tree = job.tree.clone();
-        let image = job.image().clone();
+        let image = job.image()?.clone();
         let s = Settings::resolve(&tree, &image)?;
         let ev = job.events.clone();
         ev.emit(EventKind::Phase { phase: "prepare".into() });
@@ -223,7 +223,7 @@ impl Builder for QemuBuilder {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new().mode(0o700).create(&work).map_err(|e| local("creating", &work, e))?;
         }
-        let marker = serde_json::json!({ "build_id": job.build_id, "image": image.name, "created": Utc::now() });
+        let marker = serde_json::json!({ "build_id": job.build_id, "image": image.name, "tree": tree.name(), "created": Utc::now() });
         std::fs::write(work.join("build.json"), marker.to_string()).map_err(|e| local("writing", &work, e))?;
 
         // The overlay: copy-on-write on the parent (or the source disk).
@@ -274,8 +274,10 @@ impl Builder for QemuBuilder {
             kernel: start.kernel.clone(),
             fw_cfg: vec![(SEED_AUTHORIZED_KEYS.into(), keys_file), (SEED_HOST_KEY.into(), host_file)],
             work_dir: work.clone(),
-            name: format!("imgbake:{}:{}", job.build_id, image.name),
+            // imgbake:BUILD:IMAGE:TREE — what `imgbake clean` finds a leftover QEMU by.
+            name: format!("imgbake:{}:{}:{}", job.build_id, image.name, tree.name()),
             extra_args: s.qemu_args.clone(),
+            may_outlive: job.keep_on_failure,
         };
         let mut process_res = None;
         let mut machine = Machine::launch(&spec, |pid, started| {
@@ -289,7 +291,17 @@ impl Builder for QemuBuilder {
         .await?;
 
         if let Err(e) = run(&job, &tree, &image, &s, &mut machine, client_key, host_pub).await {
-            machine.kill().await;
+            if e.kind == ErrorKind::Aborted && job.keep_on_failure {
+                // The user chose to inspect the machine: it stays up (and on the journal).
+                job.events.warn(format!(
+                    "QEMU (pid {}) keeps running for inspection on 127.0.0.1:{}",
+                    machine.pid(),
+                    machine.ssh_port()
+                ));
+                machine.detach();
+            } else {
+                machine.kill().await;
+            }
             return Err(e);
         }
         if let Some(r) = &process_res {
@@ -416,12 +428,11 @@ async fn run(
         SshMachine::new("127.0.0.1").port(port).generated_key(client_key.clone()).pinned_host_key(host_pub.clone());
     let config = ssh_config(tree, image, &target)?;
     let comm = SshCommunicator::new(config).with_events(ev.clone());
-    if job.debug {
-        let key = PathBuf::from(format!("{}.debug-key", machine.qmp_socket().display()));
-        if let Ok(text) = client_key.to_openssh(Default::default()) {
-            let _ = write_private(&key, text.as_bytes());
-        }
-        ev.info(format!("debug: ssh -i {} -p {port} -o StrictHostKeyChecking=no {}", key.display(), comm.target()));
+    if job.key_file.is_some()
+        && let Ok(text) = client_key.to_openssh(Default::default())
+        && let Some(key) = job.write_key_file(&text)?
+    {
+        ev.info(format!("ssh -i {} -p {port} -o StrictHostKeyChecking=no {}", key.display(), comm.target()));
     }
     let wait = Wait::new(s.boot_timeout).interval(Duration::from_millis(250), Duration::from_secs(2));
     let connected = tokio::select! {

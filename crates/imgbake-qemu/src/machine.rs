@@ -40,6 +40,10 @@ pub struct LaunchSpec {
     pub name: String,
     /// Extra arguments, last.
     pub extra_args: Vec<String>,
+    /// The machine may be kept for inspection after a failure (`--on-error=abort|ask`): launch it so it
+    /// can outlive imgbake (no parent-death signal). It is still killed when the [`Machine`] is dropped
+    /// unless [`Machine::detach`]ed, and found by `imgbake clean` otherwise.
+    pub may_outlive: bool,
 }
 
 /// A running guest.
@@ -108,7 +112,8 @@ impl Machine {
         let log_file2 =
             log_file.try_clone().map_err(|e| LaunchError::Other(QemuError::io("opening", &log, e).into()))?;
 
-        let mut cmd = guarded(&spec.binary);
+        let mut cmd =
+            if spec.may_outlive { crate::process::killed_on_drop(&spec.binary) } else { guarded(&spec.binary) };
         cmd.args(["-name", &spec.name, "-accel", &spec.accel]);
         if spec.accel == "kvm" {
             cmd.args(["-cpu", "host"]);
@@ -251,6 +256,13 @@ impl Machine {
     }
 
     /// Stop QEMU at once and reap it.
+    /// Leave the machine running for inspection: dropping this handle no longer kills it (its
+    /// resources stay on the journal for `imgbake clean`).
+    pub fn detach(self) {
+        // tokio cannot turn kill-on-drop off once spawned; not dropping the handle does the same.
+        std::mem::forget(self.child);
+    }
+
     pub async fn kill(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
             let _ = self.child.start_kill();

@@ -31,6 +31,14 @@ pub fn guarded(program: impl AsRef<OsStr>) -> Command {
     cmd
 }
 
+/// A command killed when its handle is dropped, in its own process group, that may outlive imgbake
+/// (no parent-death signal): for a machine kept for inspection after a failure.
+pub fn killed_on_drop(program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.kill_on_drop(true).process_group(0).stdin(Stdio::null());
+    cmd
+}
+
 /// Run a short command to completion and return its stdout; a failure carries its stderr.
 pub async fn output(mut cmd: Command) -> Result<Vec<u8>, QemuError> {
     let line = describe(&cmd);

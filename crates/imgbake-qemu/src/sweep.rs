@@ -1,5 +1,5 @@
 //! `imgbake clean` for local builds: what a build that was killed may have left — QEMU processes
-//! (found by the `-name imgbake:BUILD:IMAGE` they carry), temp work directories (with a `build.json`
+//! (found by the `-name imgbake:BUILD:IMAGE:TREE` they carry), temp work directories (with a `build.json`
 //! marker), `.partial.qcow2` overlays and disks without a sidecar in the output directories.
 //! Complete artifacts (disk + sidecar) are never returned.
 
@@ -17,7 +17,7 @@ use crate::process;
 use crate::settings::Settings;
 
 fn keep(filter: &SweepFilter, build_id: &str, age: Option<Duration>) -> bool {
-    if filter.build_id.as_deref().is_some_and(|b| b != build_id) {
+    if filter.skips_build(build_id) {
         return false;
     }
     match (filter.older_than, age) {
@@ -47,13 +47,16 @@ pub fn sweep(tree: &Tree, filter: &SweepFilter) -> Result<Vec<Resource>, BuildEr
     let mut out = Vec::new();
     let images: Vec<_> = tree.images().values().filter(|i| i.has_builder(KIND)).collect();
     let names: BTreeSet<&str> = images.iter().map(|i| i.name.as_str()).collect();
+    let tree_name = tree.name();
 
     for pid in process::all_pids() {
         let Some(args) = process::cmdline(pid) else { continue };
         let Some(name) = args.windows(2).find(|w| w[0] == "-name").map(|w| w[1].clone()) else { continue };
-        let Some((build_id, image)) = name.strip_prefix("imgbake:").and_then(|r| r.split_once(':')) else { continue };
+        let Some((build_id, rest)) = name.strip_prefix("imgbake:").and_then(|r| r.split_once(':')) else { continue };
+        // Another tree's image of the same name is not ours to remove.
+        let Some((image, tree_of)) = rest.split_once(':') else { continue };
         let Some(started) = process::start_time(pid) else { continue };
-        if names.contains(image) && keep(filter, build_id, process_age(started)) {
+        if tree_of == tree_name && names.contains(image) && keep(filter, build_id, process_age(started)) {
             out.push(
                 Resource::new(KIND, "process", pid.to_string())
                     .with("started", started.to_string())
@@ -71,7 +74,10 @@ pub fn sweep(tree: &Tree, filter: &SweepFilter) -> Result<Vec<Resource>, BuildEr
             let Ok(text) = std::fs::read(path.join("build.json")) else { continue };
             let Ok(marker) = serde_json::from_slice::<serde_json::Value>(&text) else { continue };
             let (Some(b), Some(i)) = (marker["build_id"].as_str(), marker["image"].as_str()) else { continue };
-            if names.contains(i) && keep(filter, b, age_of(&path)) {
+            if marker["tree"].as_str() == Some(tree_name.as_str())
+                && names.contains(i)
+                && keep(filter, b, age_of(&path))
+            {
                 out.push(Resource::new(KIND, "dir", path.display().to_string()).with("build_id", b));
             }
         }
@@ -85,6 +91,18 @@ pub fn sweep(tree: &Tree, filter: &SweepFilter) -> Result<Vec<Resource>, BuildEr
         out.extend(leftover_files(&dir, &names, filter));
     }
     Ok(out)
+}
+
+/// `b20261124-101500-3fa2`, the shape of the scheduler's build ids.
+fn looks_like_build_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 21
+        && b[0] == b'b'
+        && b[1..9].iter().all(u8::is_ascii_digit)
+        && b[9] == b'-'
+        && b[10..16].iter().all(u8::is_ascii_digit)
+        && b[16] == b'-'
+        && b[17..].iter().all(u8::is_ascii_hexdigit)
 }
 
 fn leftover_files(dir: &PathBuf, names: &BTreeSet<&str>, filter: &SweepFilter) -> Vec<Resource> {
@@ -108,6 +126,11 @@ fn leftover_files(dir: &PathBuf, names: &BTreeSet<&str>, filter: &SweepFilter) -
             continue;
         };
         let build_id = &stem[image.len() + 1..];
+        // A finished-looking disk without a sidecar is only ours if it is named like a build's
+        // output: `base-backup.qcow2` in the same directory is the user's.
+        if !(partial || looks_like_build_id(build_id) || filter.build_id.as_deref() == Some(build_id)) {
+            continue;
+        }
         if keep(filter, build_id, age_of(&path)) {
             out.push(Resource::new(KIND, "file", path.display().to_string()).with("build_id", build_id));
         }

@@ -95,22 +95,32 @@ async fn sweep_finds_leftovers_and_spares_artifacts() {
     let tree = load(dir.path(), &[]);
     let out = dir.path().join("output");
     std::fs::create_dir_all(&out).unwrap();
-    for f in ["my-img-b1.partial.qcow2", "my-img-b2.raw", "my-img-b3.qcow2", "my-img-b3.json", "other-b4.qcow2"] {
+    let b2 = "b20261124-101500-3fa2";
+    for f in [
+        "my-img-b1.partial.qcow2".to_string(),
+        format!("my-img-{b2}.raw"),
+        "my-img-b3.qcow2".into(),
+        "my-img-b3.json".into(),
+        "other-b4.qcow2".into(),
+        "my-img-backup.qcow2".into(),
+    ] {
         std::fs::write(out.join(f), b"x").unwrap();
     }
     let builder = QemuBuilder::new();
     let mut found = builder.sweep(&tree, &SweepFilter::default()).await.unwrap();
     found.sort_by(|a, b| a.id.cmp(&b.id));
     let ids: Vec<_> = found.iter().map(|r| (r.kind.as_str(), r.extra["build_id"].as_str())).collect();
-    assert_eq!(ids, vec![("file", "b1"), ("file", "b2")]);
-    let only_b2 = builder.sweep(&tree, &SweepFilter { build_id: Some("b2".into()), older_than: None }).await.unwrap();
+    assert_eq!(ids, vec![("file", "b1"), ("file", b2)], "a user's my-img-backup.qcow2 is not a leftover");
+    let only_b2 = builder.sweep(&tree, &SweepFilter { build_id: Some(b2.into()), ..Default::default() }).await.unwrap();
     assert_eq!(only_b2.len(), 1);
+    let running = SweepFilter { running: vec![b2.into()], ..Default::default() };
+    assert_eq!(builder.sweep(&tree, &running).await.unwrap().len(), 1, "a running build's files are never swept");
     for r in &found {
         builder.destroy(&tree, r, &EventSink::discard()).await.unwrap();
         // Removing what is already gone is success.
         builder.destroy(&tree, r, &EventSink::discard()).await.unwrap();
     }
-    assert_eq!(names_in(&out), vec!["my-img-b3.json", "my-img-b3.qcow2", "other-b4.qcow2"]);
+    assert_eq!(names_in(&out), vec!["my-img-b3.json", "my-img-b3.qcow2", "my-img-backup.qcow2", "other-b4.qcow2"]);
 }
 
 /// images/local/tree.toml is a valid tree (what `imgbake validate` checks).
@@ -161,4 +171,69 @@ shell = {{ inline = ["test \"$(cat /root/marker)\" = kept"] }}
     assert!(info.get("backing-filename").is_none(), "flattened: {info}");
     assert_eq!(art.extra["format"], "qcow2");
     assert!(processes_with(&format!("imgbake:{}:", b.build_id)).is_empty());
+}
+
+/// `--on-error=abort`: after a failed step the user chose to inspect the machine, so QEMU keeps
+/// running (and its login key is written), until the journal is unwound (`imgbake clean`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_build_keeps_qemu_running_until_cleaned() {
+    use imgbake_core::builder::{BuildJob, unwind};
+    use imgbake_core::cleanup::Journal;
+    use imgbake_core::provision::{BreakpointInfo, FailureChoice, Interaction, StepContext, StepFailure, StepRunner};
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+
+    struct Inspect;
+    #[async_trait::async_trait]
+    impl Interaction for Inspect {
+        fn is_interactive(&self) -> bool {
+            true
+        }
+        async fn breakpoint(&self, _info: BreakpointInfo) {}
+        async fn on_failure(&self, _failure: &StepFailure) -> FailureChoice {
+            FailureChoice::Abort
+        }
+    }
+
+    let base = base_image();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tree.toml"),
+        format!(
+            "[images.broken]\nbuilder = \"qemu\"\nsource = {{ disk = \"{}\" }}\ncommunicator = {{ username = \"root\" }}\n[[images.broken.steps]]\nshell = {{ inline = [\"exit 9\"] }}\n",
+            base.display()
+        ),
+    )
+    .unwrap();
+    let tree = load(dir.path(), &[]);
+    let builder = QemuBuilder::new();
+    let resolved = builder.resolve_source(&tree, tree.image("broken").unwrap()).await.unwrap();
+    let build_id = "t-abort-1".to_string();
+    let journal = Arc::new(Journal::create(&tree.state_dir(), &build_id, "broken").unwrap());
+    let (sink, _log) = EventSink::memory();
+    let mut cx = StepContext::new(tree.clone(), "broken", "qemu", sink.clone());
+    cx.interaction = Arc::new(Inspect);
+    let key = dir.path().join("keys/broken.key");
+    let job = BuildJob {
+        tree: tree.clone(),
+        image: "broken".into(),
+        build_id: build_id.clone(),
+        fingerprint: "fp-abort".into(),
+        source: BuildSource::Root(resolved),
+        events: sink.for_image("broken"),
+        journal: journal.clone(),
+        provisioner: Arc::new(StepRunner::new(cx)),
+        debug: false,
+        keep_on_failure: true,
+        key_file: Some(key.clone()),
+    };
+    let err = builder.build(job).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Aborted, "{}", err.chain());
+    assert!(!processes_with(&format!("imgbake:{build_id}:")).is_empty(), "QEMU keeps running for inspection");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(journal.pending().iter().any(|r| r.kind == "process"), "and stays on the journal");
+
+    let failed = unwind(&journal, &builder, &tree, &EventSink::discard()).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(processes_with(&format!("imgbake:{build_id}:")).is_empty(), "cleaning up stops it");
 }

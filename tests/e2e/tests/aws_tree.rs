@@ -275,4 +275,22 @@ async fn aws_prune_keeps_n_and_never_a_live_parent() {
     let gone =
         ec2.describe_images().image_ids(art(&s1, "app")).send().await.map(|o| o.images().is_empty()).unwrap_or(true);
     assert!(gone, "the pruned AMI is deregistered");
+
+    // A newer app built without publishing (--no-publish, or a failed publish): SSM still points at
+    // the older one, which must survive pruning.
+    write(t.bed.dir.path(), "scripts/app.sh", "echo app v3\n");
+    let tree = t.tree();
+    let p = t.plan(&PlanOptions { only: vec!["app".into()], ..Default::default() }).await;
+    let s4 = run(&tree, &p, &t.registry, RunOptions { publish: false, ..Default::default() }, &EventSink::discard())
+        .await
+        .unwrap();
+    assert!(s4.ok(), "{s4:#?}");
+    assert_eq!(t.ssm("/images/app/latest").await.as_deref(), Some(art(&s3, "app").as_str()), "not republished");
+    let report =
+        prune(&t.tree(), &t.registry, &PruneOptions { keep: Some(1), ..Default::default() }, &EventSink::discard())
+            .await
+            .unwrap();
+    assert!(report.deleted.iter().all(|a| a.image != "app"), "{report:#?}");
+    let published = report.kept.iter().find(|k| k.artifact.id == art(&s3, "app")).expect("the published app is kept");
+    assert_eq!(published.why, "published: consumers launch it");
 }

@@ -111,7 +111,7 @@ impl DirBuilder {
         let work = self.work.join(format!("{}-{}", job.image, job.build_id));
         std::fs::create_dir_all(&work).map_err(err)?;
         job.record(Resource::new("qemu", "workdir", work.display().to_string()))?;
-        let img = job.image();
+        let img = job.image()?;
         let comm = SshCommunicator::new(ssh_config(&job.tree, img, &Machine::new("127.0.0.1"))?)
             .with_events(job.events.clone());
         comm.connect(&Wait::new(Duration::from_secs(30))).await?;
@@ -177,6 +177,9 @@ shell = {{ script = "scripts/runtime.sh" }}
 parent = "runtime"
 [[images.app.steps]]
 shell = {{ inline = ["echo app $IMGBAKE_TEST"], env = {{ IMGBAKE_TEST = "x" }} }}
+[[images.app.steps]]
+name = "the parent's artifact reaches templates"
+local = {{ command = "test -n \"$IMGBAKE_PARENT_ARTIFACT\" && test '{{{{ parent.artifact }}}}' = \"$IMGBAKE_PARENT_ARTIFACT\"" }}
 
 [images.tools]
 parent = "base"

@@ -161,6 +161,8 @@ image_timeout = "60s"
             journal,
             provisioner: steps,
             debug: false,
+            keep_on_failure: false,
+            key_file: None,
         }
     }
 

@@ -35,12 +35,14 @@ async fn a_killed_build_is_swept_by_tag() {
         _ = notify.notified() => {}
     }
     // Killed: the journal is never unwound. The sweep finds it all by tag.
-    let other = SweepFilter { build_id: Some("b-other".into()), older_than: None };
+    let other = SweepFilter { build_id: Some("b-other".into()), ..Default::default() };
     assert!(builder.sweep(&tree, &other).await.unwrap().is_empty());
-    let young = SweepFilter { build_id: None, older_than: Some(Duration::from_secs(3600)) };
+    let young = SweepFilter { older_than: Some(Duration::from_secs(3600)), ..Default::default() };
     assert!(builder.sweep(&tree, &young).await.unwrap().is_empty());
-    let found =
-        builder.sweep(&tree, &SweepFilter { build_id: Some(job.build_id.clone()), older_than: None }).await.unwrap();
+    let found = builder
+        .sweep(&tree, &SweepFilter { build_id: Some(job.build_id.clone()), ..Default::default() })
+        .await
+        .unwrap();
     let mut kinds: Vec<&str> = found.iter().map(|r| r.kind.as_str()).collect();
     kinds.sort();
     assert_eq!(kinds, vec!["image", "instance", "key_pair", "security_group"], "{found:?}");

@@ -86,6 +86,8 @@ pub async fn build(builder: &QemuBuilder, tree: &Arc<Tree>, image: &str, source:
         journal: journal.clone(),
         provisioner: runner.clone(),
         debug: false,
+        keep_on_failure: false,
+        key_file: None,
     };
     let result = builder.build(job).await;
     let failed = unwind(&journal, builder, tree, &sink).await;
