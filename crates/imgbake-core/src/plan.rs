@@ -3,7 +3,7 @@
 //! A plan is a query: each builder lists the tree's artifacts once (batched), each chain root's source
 //! is resolved once, and fingerprints are compared. Nothing is created.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use imgbake_config::{Image, Span, Stamp, Tree};
@@ -148,28 +148,8 @@ pub async fn plan(
     }
 
     // One listing per builder for the whole tree.
-    let mut by_builder: BTreeMap<String, Vec<&Image>> = BTreeMap::new();
-    for name in tree.order() {
-        if !needed.contains(name) {
-            continue;
-        }
-        let img = &tree.images()[name];
-        for b in &img.builders {
-            by_builder.entry(b.get_ref().clone()).or_default().push(img);
-        }
-    }
-    let mut artifacts: BTreeMap<(String, String), Vec<Artifact>> = BTreeMap::new();
-    for (kind, images) in &by_builder {
-        let builder = registry.get(kind).ok_or_else(|| {
-            BuildError::new(ErrorKind::Config, format!("builder `{kind}` is not available in this build of imgbake"))
-        })?;
-        for a in builder.list_artifacts(tree, images).await? {
-            artifacts.entry((a.image.clone(), a.builder.clone())).or_default().push(a);
-        }
-    }
-    for list in artifacts.values_mut() {
-        list.sort_by_key(|a| std::cmp::Reverse(a.created));
-    }
+    let needed_images = tree.order().into_iter().filter(|n| needed.contains(*n)).map(|n| &tree.images()[n]);
+    let artifacts = registry.artifacts_of(tree, needed_images).await?;
 
     let mut decisions: Vec<Decision> = Vec::new();
     for name in tree.order() {

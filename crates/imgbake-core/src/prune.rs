@@ -1,13 +1,13 @@
 //! Pruning: keep the newest N artifacts per image, delete the rest — never the newest one, never the
 //! published one (what consumers launch), never one a kept child was built from.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use imgbake_config::Tree;
 use serde::Serialize;
 
 use crate::artifact::Artifact;
-use crate::error::{BuildError, ErrorKind};
+use crate::error::BuildError;
 use crate::event::EventSink;
 use crate::registry::Registry;
 
@@ -49,24 +49,7 @@ pub async fn prune(
     opts: &PruneOptions,
     events: &EventSink,
 ) -> Result<PruneReport, BuildError> {
-    let mut by_builder: BTreeMap<String, Vec<&imgbake_config::Image>> = BTreeMap::new();
-    for img in tree.images().values() {
-        for b in &img.builders {
-            by_builder.entry(b.get_ref().clone()).or_default().push(img);
-        }
-    }
-    let mut all: BTreeMap<(String, String), Vec<Artifact>> = BTreeMap::new();
-    for (kind, images) in &by_builder {
-        let builder = registry
-            .get(kind)
-            .ok_or_else(|| BuildError::new(ErrorKind::Config, format!("builder `{kind}` is not available")))?;
-        for a in builder.list_artifacts(tree, images).await? {
-            all.entry((a.image.clone(), a.builder.clone())).or_default().push(a);
-        }
-    }
-    for v in all.values_mut() {
-        v.sort_by_key(|a| std::cmp::Reverse(a.created));
-    }
+    let all = registry.artifacts_of(tree, tree.images().values()).await?;
     let mut report = PruneReport::default();
     // Children first: an artifact a kept child was built from must stay.
     let mut protected: BTreeSet<(String, String)> = BTreeSet::new();

@@ -3,7 +3,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use imgbake_config::{Image, Tree};
+
+use crate::artifact::Artifact;
 use crate::builder::Builder;
+use crate::error::{BuildError, ErrorKind};
 
 /// Builders by their kind (`aws`, `qemu`).
 #[derive(Clone, Default)]
@@ -26,6 +30,37 @@ impl Registry {
     /// The builder of `kind`.
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn Builder>> {
         self.builders.get(kind)
+    }
+
+    /// Every artifact of `images`, by (image, builder), newest first: one `list_artifacts` call per
+    /// builder for all of them (planning and pruning must not cost a call per image).
+    pub async fn artifacts_of(
+        &self,
+        tree: &Tree,
+        images: impl IntoIterator<Item = &Image>,
+    ) -> Result<BTreeMap<(String, String), Vec<Artifact>>, BuildError> {
+        let mut by_builder: BTreeMap<String, Vec<&Image>> = BTreeMap::new();
+        for img in images {
+            for b in &img.builders {
+                by_builder.entry(b.get_ref().clone()).or_default().push(img);
+            }
+        }
+        let mut all: BTreeMap<(String, String), Vec<Artifact>> = BTreeMap::new();
+        for (kind, images) in &by_builder {
+            let builder = self.get(kind).ok_or_else(|| {
+                BuildError::new(
+                    ErrorKind::Config,
+                    format!("builder `{kind}` is not available in this build of imgbake"),
+                )
+            })?;
+            for a in builder.list_artifacts(tree, images).await? {
+                all.entry((a.image.clone(), a.builder.clone())).or_default().push(a);
+            }
+        }
+        for list in all.values_mut() {
+            list.sort_by_key(|a| std::cmp::Reverse(a.created));
+        }
+        Ok(all)
     }
 
     /// The kinds registered.

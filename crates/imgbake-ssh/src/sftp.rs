@@ -162,16 +162,7 @@ impl Sftp {
     ) -> Result<(), CommError> {
         let local_err = |source| CommError::LocalFile { path: local.to_path_buf(), source };
         let mut src = tokio::fs::File::open(local).await.map_err(local_err)?;
-        let attrs = FileAttributes { permissions: Some(mode), ..Default::default() };
-        let mut dst = self
-            .session
-            .open_with_flags_and_attributes(
-                remote,
-                OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
-                attrs.clone(),
-            )
-            .await
-            .map_err(|e| self.remote_err(remote, e))?;
+        let mut dst = self.create(remote, mode).await?;
         let mut buf = vec![0u8; CHUNK];
         loop {
             let n = src.read(&mut buf).await.map_err(local_err)?;
@@ -181,28 +172,33 @@ impl Sftp {
             dst.write_all(&buf[..n]).await.map_err(|e| self.remote_err(remote, e.into()))?;
             progress.add(n as u64);
         }
+        self.finish(dst, remote, mode).await
+    }
+
+    /// Create (or truncate) `remote` for writing, with `mode`.
+    async fn create(&self, remote: &str, mode: u32) -> Result<russh_sftp::client::fs::File, CommError> {
+        let attrs = FileAttributes { permissions: Some(mode), ..Default::default() };
+        self.session
+            .open_with_flags_and_attributes(remote, OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE, attrs)
+            .await
+            .map_err(|e| self.remote_err(remote, e))
+    }
+
+    /// Close a file written with [`Sftp::create`] and give it exactly `mode`.
+    async fn finish(&self, mut dst: russh_sftp::client::fs::File, remote: &str, mode: u32) -> Result<(), CommError> {
         // Waits for every write to be acknowledged, then closes the handle.
         dst.shutdown().await.map_err(|e| self.remote_err(remote, e.into()))?;
         // The create mode went through the server's umask: set it exactly.
+        let attrs = FileAttributes { permissions: Some(mode), ..Default::default() };
         self.session.set_metadata(remote, attrs).await.map_err(|e| self.remote_err(remote, e))
     }
 
     /// Write `data` to `remote` with `mode`.
     pub(crate) async fn upload_bytes(&self, data: &[u8], remote: &str, mode: u32) -> Result<(), CommError> {
         self.guarded(async {
-            let attrs = FileAttributes { permissions: Some(mode), ..Default::default() };
-            let mut dst = self
-                .session
-                .open_with_flags_and_attributes(
-                    remote,
-                    OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
-                    attrs.clone(),
-                )
-                .await
-                .map_err(|e| self.remote_err(remote, e))?;
+            let mut dst = self.create(remote, mode).await?;
             dst.write_all(data).await.map_err(|e| self.remote_err(remote, e.into()))?;
-            dst.shutdown().await.map_err(|e| self.remote_err(remote, e.into()))?;
-            self.session.set_metadata(remote, attrs).await.map_err(|e| self.remote_err(remote, e))
+            self.finish(dst, remote, mode).await
         })
         .await
     }

@@ -76,19 +76,7 @@ async fn upload(cx: &Ctx<'_>, f: &FileStep) -> Result<(), BuildError> {
     let Some(source) = &f.source else {
         return Err(cx.fail(ErrorKind::Config, "an upload needs `source` (a local file or directory) or `content`"));
     };
-    let local = cx.tree().path(source);
-    if let Err(e) = std::fs::metadata(&local) {
-        return Err(cx
-            .fail(
-                ErrorKind::Local,
-                format!(
-                    "cannot read {} (named at {}): {e}",
-                    local.display(),
-                    cx.tree().locate(Span::new(source.span()))
-                ),
-            )
-            .at(Span::new(source.span())));
-    }
+    let local = cx.readable_local(source, "")?;
     let dest = upload_target(&local, dest_text);
     if let Some(parent) = remote_parent(&dest) {
         cx.make_remote_dir(parent).await?;

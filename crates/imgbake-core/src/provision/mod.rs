@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use imgbake_config::{Image, Os, Spanned, Step, StepKind, Tree};
+use imgbake_config::{Image, Os, Span, Spanned, Step, StepKind, Tree};
 use tokio::time::Instant;
 
 use crate::builder::Provision;
@@ -404,6 +404,25 @@ impl Ctx<'_> {
     /// A step error: prefixed with the step, secrets redacted, pointing at the step in the tree file.
     pub fn fail(&self, kind: ErrorKind, message: impl AsRef<str>) -> BuildError {
         BuildError::new(kind, self.events.redact(&format!("{}: {}", self.label, message.as_ref()))).at(self.step.span)
+    }
+
+    /// The local path `source` names, resolved against its tree file; an error naming `what` and
+    /// where it was named when it cannot be read (it may have gone since validation).
+    pub fn readable_local(&self, source: &Spanned<String>, what: &str) -> Result<std::path::PathBuf, BuildError> {
+        let local = self.tree().path(source);
+        match std::fs::metadata(&local) {
+            Ok(_) => Ok(local),
+            Err(e) => Err(self
+                .fail(
+                    ErrorKind::Local,
+                    format!(
+                        "cannot read {what}{} (named at {}): {e}",
+                        local.display(),
+                        self.tree().locate(Span::new(source.span()))
+                    ),
+                )
+                .at(Span::new(source.span()))),
+        }
     }
 
     /// A communicator error in `doing` (e.g. "uploading the script").

@@ -15,7 +15,7 @@
 
 use std::path::PathBuf;
 
-use imgbake_config::{Os, Span, TestStep};
+use imgbake_config::{Os, TestStep};
 
 use super::junit;
 use super::remote::{Ran, RebootPolicy, remote_is_absolute, remote_join, remote_parent};
@@ -52,19 +52,7 @@ pub(crate) async fn run(cx: &Ctx<'_>, t: &TestStep) -> Result<(), BuildError> {
     }
     match &t.source {
         Some(source) => {
-            let local = cx.tree().path(source);
-            if let Err(e) = std::fs::metadata(&local) {
-                return Err(cx
-                    .fail(
-                        ErrorKind::Local,
-                        format!(
-                            "cannot read the tests {} (named at {}): {e}",
-                            local.display(),
-                            cx.tree().locate(Span::new(source.span()))
-                        ),
-                    )
-                    .at(Span::new(source.span())));
-            }
+            let local = cx.readable_local(source, "the tests ")?;
             if let Some(parent) = remote_parent(&dest) {
                 cx.make_remote_dir(parent).await?;
             }
