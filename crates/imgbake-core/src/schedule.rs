@@ -349,6 +349,8 @@ async fn build_one(ctx: Arc<Ctx>, d: Decision, parent_rx: Option<watch::Receiver
         Some(mut rx) => match wait_parent(&mut rx, &cancel).await {
             None => return cancelled(&ctx, &tx),
             Some(Slot::Ready(a)) => Some(*a),
+            // The parent failed because the run was cancelled: so is this build, not "skipped".
+            Some(_) if cancel.is_cancelled() => return cancelled(&ctx, &tx),
             Some(_) => {
                 let _ = tx.send(Slot::Failed);
                 let p = d.parent.clone().unwrap_or_default();
