@@ -11,56 +11,13 @@ cache=${IMGBAKE_CACHE:-$HOME/.cache/imgbake}
 venv=$cache/venv
 moto_version=5.2.5
 
-apt_packages=(
-    openssh-server openssh-client # the bed's sshd, and the client tests compare against
-    qemu-system-x86               # the rebooting guest (TCG)
-    busybox-static dropbear-bin   # guest userland and SSH server (guest/build.sh)
-    xz-utils                      # guest/build.sh unpacks the kernel for direct (PVH) boot
-    python3-venv                  # moto's venv
-    iproute2 nftables             # network namespaces, outage simulation
-    ca-certificates               # pip over TLS
-    python3-pytest                # on-box test steps run real pytest on the bed's sshd (this machine)
-    strace                        # proves `imgbake validate` makes no network call
-)
-
 sudo=()
 [ "$(id -u)" = 0 ] || sudo=(sudo)
 
 die() { echo "install.sh: $*" >&2; exit 1; }
 
-# --- apt ---
-missing=()
-for p in "${apt_packages[@]}"; do
-    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
-done
-if [ ${#missing[@]} -eq 0 ]; then
-    echo "apt: ok (${#apt_packages[@]} packages present)"
-else
-    # Keep package scripts from starting services (sshd) on the machine; remove the guard even
-    # on failure, and never touch a policy-rc.d someone else put there.
-    policy=/usr/sbin/policy-rc.d
-    own_policy=0
-    cleanup_policy() { if [ $own_policy = 1 ]; then "${sudo[@]}" rm -f "$policy"; fi; }
-    trap cleanup_policy EXIT
-    if [ ! -e "$policy" ]; then
-        own_policy=1
-        printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
-        "${sudo[@]}" chmod 755 "$policy"
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    log=$(mktemp)
-    if ! { "${sudo[@]}" apt-get update -qq &&
-        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            "${missing[@]}"; } >"$log" 2>&1; then
-        cat "$log" >&2
-        rm -f "$log"
-        die "apt-get failed installing: ${missing[*]}"
-    fi
-    rm -f "$log"
-    cleanup_policy
-    own_policy=0
-    echo "apt: installed ${missing[*]}"
-fi
+# --- Debian packages: one transaction for the bed and the base image, then a command check ---
+"$here/../../scripts/install-packages.sh" bed
 
 # --- moto server (PyPI) in a private venv ---
 moto_ok() {
