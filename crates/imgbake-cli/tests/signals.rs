@@ -186,6 +186,14 @@ async fn after_kill_9_clean_finishes_the_job() {
     wait_exit(&mut child, Duration::from_secs(10)).await;
     std::fs::remove_dir_all(bed.dir.path().join(".imgbake")).unwrap();
     assert!(!bed.leftovers(&[]).await.is_empty());
+    // No journal, and everything younger than the default age filter: nothing removed, and it says
+    // how many it skipped and why.
+    let out = watched_async(&mut imgbake(&bed, &["clean", "tree.toml"])).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("removed 0 resource(s)"), "{text}");
+    assert!(text.contains("resource(s) younger than 6h") && text.contains("--older-than"), "{text}");
+    assert!(!bed.leftovers(&[]).await.is_empty(), "the age filter spared them");
     let out = watched_async(&mut imgbake(&bed, &["clean", "tree.toml", "--build-id", &build_id2])).await;
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let left = bed.leftovers(&[]).await;
