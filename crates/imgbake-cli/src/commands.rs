@@ -353,7 +353,7 @@ async fn clean_cmd(
             }
             println!("{verb} {} resource(s); {} failed", r.removed.len(), r.failed.len());
             if r.skipped_young > 0 {
-                let age = r.older_than.map(|d| humantime_short(d)).unwrap_or_default();
+                let age = r.older_than.map(humantime_short).unwrap_or_default();
                 println!(
                     "skipped {} resource(s) younger than {age}: they may belong to a build still running elsewhere; \
                      pass --older-than (e.g. --older-than 0s) or --build-id to remove them",
