@@ -1,6 +1,9 @@
 //! Every run of a process in these tests ends under a hard timeout: on expiry it is killed and the
 //! test fails with what it printed, instead of hanging the suite.
 
+// Each test crate uses part of this module.
+#![allow(dead_code)]
+
 use std::io::Read;
 use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -33,7 +36,6 @@ fn printed(out: &Mutex<Vec<u8>>, err: &Mutex<Vec<u8>>) -> String {
 }
 
 /// `output()` with a hard timeout.
-#[allow(dead_code)]
 pub trait Watched {
     fn output_within(&mut self, limit: Duration) -> Output;
     fn watched(&mut self) -> Output {
@@ -66,18 +68,17 @@ impl Watched for std::process::Command {
 }
 
 /// `output().await` with a hard timeout, for tokio commands.
-#[allow(dead_code)]
 pub async fn watched_async(c: &mut tokio::process::Command) -> Output {
     watched_async_within(c, LIMIT).await
 }
 
-#[allow(dead_code)]
 pub async fn watched_async_within(c: &mut tokio::process::Command, limit: Duration) -> Output {
     let mut child =
         c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).spawn().unwrap();
     let out = Arc::new(Mutex::new(Vec::new()));
     let err = Arc::new(Mutex::new(Vec::new()));
-    let pump = |r: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>, buf: Arc<Mutex<Vec<u8>>>| {
+    type Reader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+    let pump = |r: Option<Reader>, buf: Arc<Mutex<Vec<u8>>>| {
         tokio::spawn(async move {
             use tokio::io::AsyncReadExt;
             let Some(mut r) = r else { return };
@@ -90,8 +91,8 @@ pub async fn watched_async_within(c: &mut tokio::process::Command, limit: Durati
             }
         })
     };
-    let t1 = pump(child.stdout.take().map(|s| Box::new(s) as _), out.clone());
-    let t2 = pump(child.stderr.take().map(|s| Box::new(s) as _), err.clone());
+    let t1 = pump(child.stdout.take().map(|s| Box::new(s) as Reader), out.clone());
+    let t2 = pump(child.stderr.take().map(|s| Box::new(s) as Reader), err.clone());
     match tokio::time::timeout(limit, child.wait()).await {
         Ok(status) => {
             let _ = (t1.await, t2.await);
