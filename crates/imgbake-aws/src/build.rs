@@ -139,9 +139,10 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
     let region = region_v.get_ref().clone();
     let session = Session::of(a, &region);
     let c = b.clients(&session).await;
-    // Whole seconds: the `imgbake:created` tag keeps no more, and the artifact found again by its tags
-    // must equal the one returned here.
-    let created = Utc::now().trunc_subsecs(0);
+    // Milliseconds: the `imgbake:created` tag keeps no more, and the artifact found again by its tags
+    // must equal the one returned here. Whole seconds let two builds in one second tie, and prune
+    // then took the older one for the newest.
+    let created = Utc::now().trunc_subsecs(3);
     let tree_name = job.tree.name();
     let ctx = Ctx {
         b,

@@ -36,7 +36,7 @@ impl BuildTags {
         base.insert(tags::BUILD_ID.to_string(), build_id.to_string());
         base.insert(tags::IMAGE.to_string(), image.to_string());
         base.insert(tags::TREE.to_string(), tree.to_string());
-        base.insert(tags::CREATED.to_string(), created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        base.insert(tags::CREATED.to_string(), created.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
         BuildTags { base }
     }
 
@@ -93,7 +93,7 @@ mod tests {
         assert_eq!(m["imgbake:build-id"], "b-1");
         assert_eq!(m["team"], "core");
         assert_eq!(m["imgbake:role"], "artifact");
-        assert_eq!(m["imgbake:created"], "1970-01-01T00:00:00Z");
+        assert_eq!(m["imgbake:created"], "1970-01-01T00:00:00.000Z");
         assert_eq!(m.len(), 6);
     }
 }

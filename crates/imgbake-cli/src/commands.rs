@@ -22,7 +22,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Graph { tree, format } => graph(&tree, format, color),
         other => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(run_async(other, color))
+            let code = rt.block_on(run_async(other, color));
+            // Dropping a runtime waits for blocking tasks (a prompt reading stdin): bound it, so a
+            // finished command always exits.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            code
         }
     }
 }
@@ -170,6 +174,17 @@ struct BuildArgs {
     manifest: Option<std::path::PathBuf>,
 }
 
+/// Let the renderer show what is queued, then end it. It ends by itself once every clone of the event
+/// sink is gone; one kept by something that outlived its build must not keep imgbake from printing
+/// its summary and exiting.
+async fn finish_rendering(renderer: tokio::task::JoinHandle<()>) {
+    let abort = renderer.abort_handle();
+    if tokio::time::timeout(std::time::Duration::from_secs(3), renderer).await.is_err() {
+        tracing::warn!("the event renderer was still held after the run ended; stopping it");
+        abort.abort();
+    }
+}
+
 async fn build_cmd(t: &TreeArgs, sel: &Selection, a: BuildArgs, color: bool) -> Result<ExitCode> {
     let Some(tree) = load_or_report(t, color) else { return Ok(ExitCode::from(1)) };
     let registry = imgbake::registry();
@@ -186,7 +201,7 @@ async fn build_cmd(t: &TreeArgs, sel: &Selection, a: BuildArgs, color: bool) -> 
         p = imgbake::core::plan::plan(&tree, &registry, &popts, &sink) => p,
         _ = cancel.cancelled() => {
             drop(sink);
-            let _ = renderer.await;
+            finish_rendering(renderer).await;
             return Ok(ExitCode::from(received.exit_code().unwrap_or(130)));
         }
     };
@@ -194,7 +209,7 @@ async fn build_cmd(t: &TreeArgs, sel: &Selection, a: BuildArgs, color: bool) -> 
         Ok(p) => p,
         Err(e) => {
             drop(sink);
-            let _ = renderer.await;
+            finish_rendering(renderer).await;
             report_build_error(&tree, &e, color);
             return Ok(ExitCode::from(1));
         }
@@ -226,7 +241,7 @@ async fn build_cmd(t: &TreeArgs, sel: &Selection, a: BuildArgs, color: bool) -> 
         _ => None,
     };
     drop(sink);
-    let _ = renderer.await;
+    finish_rendering(renderer).await;
     let summary = match summary {
         Ok(s) => s,
         Err(e) => {
@@ -275,8 +290,11 @@ fn print_summary(tree: &Tree, s: &RunSummary, color: bool) {
             }
         }
     }
+    // The line agrees with the exit code: resources left behind make a run fail even when every
+    // image was built.
+    let left = s.leftovers.len();
     println!(
-        "{} built, {} reused, {} failed, {} skipped{}",
+        "{} built, {} reused, {} failed, {} skipped{}{}",
         s.count(Status::Built),
         s.count(Status::Reused),
         s.count(Status::Failed),
@@ -285,10 +303,22 @@ fn print_summary(tree: &Tree, s: &RunSummary, color: bool) {
             format!(", {} cancelled", s.count(Status::Cancelled))
         } else {
             String::new()
+        },
+        if left > 0 {
+            format!(", {left} resource{} left behind", if left == 1 { "" } else { "s" })
+        } else {
+            String::new()
         }
     );
     for l in &s.leftovers {
         eprintln!("left behind: {}", l.describe());
+    }
+    if left > 0 {
+        eprintln!(
+            "run `imgbake clean {}` to remove what was left behind (build {})",
+            tree.project().root().display(),
+            s.build_id
+        );
     }
     if let Some(m) = &s.manifest {
         println!("manifest: {}", m.display());
@@ -322,12 +352,30 @@ async fn clean_cmd(
                 eprintln!("could not remove {}: {e}", x.describe());
             }
             println!("{verb} {} resource(s); {} failed", r.removed.len(), r.failed.len());
+            if r.skipped_young > 0 {
+                let age = r.older_than.map(humantime_short).unwrap_or_default();
+                println!(
+                    "skipped {} resource(s) younger than {age}: they may belong to a build still running elsewhere; \
+                     pass --older-than (e.g. --older-than 0s) or --build-id to remove them",
+                    r.skipped_young
+                );
+            }
             Ok(if r.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Err(e) => {
             report_build_error(&tree, &e, color);
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+/// `6h`, `90m`, `45s`: the largest whole unit.
+fn humantime_short(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 

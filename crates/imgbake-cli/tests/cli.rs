@@ -3,6 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "support/watchdog.rs"]
+mod watchdog;
+use watchdog::Watched;
+
 fn imgbake() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_imgbake"));
     c.env("NO_COLOR", "1").env_remove("RUST_LOG");
@@ -25,7 +29,7 @@ fn write_tree(content: &str) -> tempfile::TempDir {
 
 #[test]
 fn validate_accepts_the_example_tree() {
-    let o = imgbake().arg("validate").arg(repo().join("images/aws/tree.toml")).output().unwrap();
+    let o = imgbake().arg("validate").arg(repo().join("images/aws/tree.toml")).watched();
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}{err}");
     assert!(out.contains("valid — 6 images (aws: 6)"), "{out}");
@@ -36,7 +40,7 @@ fn validate_rejects_with_locations_and_exit_code_1() {
     let d = write_tree(
         "[defaults]\nbuilder = \"aws\"\ncommunicator = { username = \"admin\" }\naws = { region = \"eu-west-1\" }\n[images.base]\nsource = { ami = \"ami-0abc\" }\n[images.web]\nparent = \"bsae\"\n[[images.web.steps]]\nshell = { script = \"nope.sh\" }\n",
     );
-    let o = imgbake().arg("validate").arg(d.path().join("tree.toml")).output().unwrap();
+    let o = imgbake().arg("validate").arg(d.path().join("tree.toml")).watched();
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}{err}");
     assert!(err.contains("image `web` has unknown parent `bsae`"), "{err}");
@@ -48,18 +52,18 @@ fn validate_rejects_with_locations_and_exit_code_1() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let o = imgbake().arg("validate").output().unwrap();
+    let o = imgbake().arg("validate").watched();
     assert_eq!(o.status.code(), Some(2));
-    let o = imgbake().args(["build", "x.toml", "--on-error", "explode"]).output().unwrap();
+    let o = imgbake().args(["build", "x.toml", "--on-error", "explode"]).watched();
     assert_eq!(o.status.code(), Some(2));
-    let o = imgbake().args(["valdate", "x.toml"]).output().unwrap();
+    let o = imgbake().args(["valdate", "x.toml"]).watched();
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("validate"), "clap suggests the right command");
 }
 
 #[test]
 fn a_missing_tree_file_is_a_clear_error() {
-    let o = imgbake().args(["validate", "/nonexistent/tree.toml"]).output().unwrap();
+    let o = imgbake().args(["validate", "/nonexistent/tree.toml"]).watched();
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1));
     assert!(err.contains("cannot read tree file /nonexistent/tree.toml"), "{err}");
@@ -71,33 +75,33 @@ fn vars_from_the_command_line_and_files() {
         "[variables]\nregion = {}\n[defaults]\nbuilder = \"aws\"\ncommunicator = { username = \"admin\" }\naws = { region = \"{{ var.region }}\" }\n[images.base]\nsource = { ami = \"ami-0abc\" }\n",
     );
     let tree = d.path().join("tree.toml");
-    let o = imgbake().arg("validate").arg(&tree).output().unwrap();
+    let o = imgbake().arg("validate").arg(&tree).watched();
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).1.contains("variable `region` has no value"));
-    let o = imgbake().arg("validate").arg(&tree).args(["--var", "region=us-east-1"]).output().unwrap();
+    let o = imgbake().arg("validate").arg(&tree).args(["--var", "region=us-east-1"]).watched();
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     std::fs::write(d.path().join("prod.toml"), "region = \"not a region\"\n").unwrap();
-    let o = imgbake().arg("validate").arg(&tree).arg("--var-file").arg(d.path().join("prod.toml")).output().unwrap();
+    let o = imgbake().arg("validate").arg(&tree).arg("--var-file").arg(d.path().join("prod.toml")).watched();
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1));
     assert!(err.contains("`not a region` is not an AWS region name"), "{err}");
-    let o = imgbake().arg("validate").arg(&tree).env("IMGBAKE_VAR_region", "ap-south-1").output().unwrap();
+    let o = imgbake().arg("validate").arg(&tree).env("IMGBAKE_VAR_region", "ap-south-1").watched();
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
-    let o = imgbake().arg("validate").arg(&tree).args(["--var", "novalue"]).output().unwrap();
+    let o = imgbake().arg("validate").arg(&tree).args(["--var", "novalue"]).watched();
     assert_eq!(o.status.code(), Some(2), "NAME=VALUE is checked by the parser");
 }
 
 #[test]
 fn graph_as_dot_and_mermaid() {
     let tree = repo().join("images/aws/tree.toml");
-    let o = imgbake().arg("graph").arg(&tree).output().unwrap();
+    let o = imgbake().arg("graph").arg(&tree).watched();
     let (out, _) = text(&o);
     assert_eq!(o.status.code(), Some(0));
     assert!(out.starts_with("digraph imgbake {"), "{out}");
     assert!(out.contains("\"java-runtime\" -> \"orders-api\";"), "{out}");
     assert!(out.contains("\"java-runtime\" -> \"billing-worker\";"), "{out}");
     assert!(out.contains("\"windows-base\" -> \"iis-web\";"), "{out}");
-    let o = imgbake().arg("graph").arg(&tree).args(["--format", "mermaid"]).output().unwrap();
+    let o = imgbake().arg("graph").arg(&tree).args(["--format", "mermaid"]).watched();
     let (out, _) = text(&o);
     assert!(out.starts_with("flowchart LR"), "{out}");
     assert!(out.contains("img_debian_base --> img_java_runtime"), "{out}");
@@ -120,8 +124,7 @@ fn validate_makes_no_network_call() {
         .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
         .env("AWS_ACCESS_KEY_ID", "x")
         .env("AWS_SECRET_ACCESS_KEY", "x")
-        .output()
-        .unwrap();
+        .watched();
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     let trace = std::fs::read_to_string(&log).unwrap();
     let net: Vec<&str> = trace.lines().filter(|l| l.contains("AF_INET") || l.contains("AF_INET6")).collect();
@@ -132,8 +135,7 @@ fn validate_makes_no_network_call() {
         .args(["-f", "-qq", "-e", "trace=connect", "-o"])
         .arg(&probe)
         .args(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9 || true"])
-        .output()
-        .unwrap();
+        .watched();
     let p = std::fs::read_to_string(&probe).unwrap_or_default();
     assert!(p.contains("AF_INET"), "strace did not see a connect; the test would prove nothing: {p}");
 }

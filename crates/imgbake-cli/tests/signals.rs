@@ -6,6 +6,9 @@
 #[allow(dead_code)]
 #[path = "../../imgbake-aws/tests/aws/support.rs"]
 mod support;
+#[path = "support/watchdog.rs"]
+mod watchdog;
+use watchdog::watched_async;
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -166,13 +169,13 @@ async fn after_kill_9_clean_finishes_the_job() {
     wait_exit(&mut child, Duration::from_secs(10)).await;
     assert!(!bed.leftovers(&[]).await.is_empty(), "kill -9 leaves the build's resources");
 
-    let dry = imgbake(&bed, &["clean", "tree.toml", "--dry-run"]).output().await.unwrap();
+    let dry = watched_async(&mut imgbake(&bed, &["clean", "tree.toml", "--dry-run"])).await;
     let text = String::from_utf8_lossy(&dry.stdout);
     assert!(dry.status.success(), "{text}{}", String::from_utf8_lossy(&dry.stderr));
     assert!(text.contains("would remove aws instance"), "{text}");
     assert!(!bed.leftovers(&[]).await.is_empty(), "a dry run removes nothing");
 
-    let out = imgbake(&bed, &["clean", "tree.toml"]).output().await.unwrap();
+    let out = watched_async(&mut imgbake(&bed, &["clean", "tree.toml"])).await;
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let left = bed.leftovers(&[]).await;
     assert!(left.is_empty(), "clean from the journal left {left:?}");
@@ -183,7 +186,15 @@ async fn after_kill_9_clean_finishes_the_job() {
     wait_exit(&mut child, Duration::from_secs(10)).await;
     std::fs::remove_dir_all(bed.dir.path().join(".imgbake")).unwrap();
     assert!(!bed.leftovers(&[]).await.is_empty());
-    let out = imgbake(&bed, &["clean", "tree.toml", "--build-id", &build_id2]).output().await.unwrap();
+    // No journal, and everything younger than the default age filter: nothing removed, and it says
+    // how many it skipped and why.
+    let out = watched_async(&mut imgbake(&bed, &["clean", "tree.toml"])).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("removed 0 resource(s)"), "{text}");
+    assert!(text.contains("resource(s) younger than 6h") && text.contains("--older-than"), "{text}");
+    assert!(!bed.leftovers(&[]).await.is_empty(), "the age filter spared them");
+    let out = watched_async(&mut imgbake(&bed, &["clean", "tree.toml", "--build-id", &build_id2])).await;
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let left = bed.leftovers(&[]).await;
     assert!(left.is_empty(), "clean by tags (build {build_id2}, earlier {build_id}) left {left:?}");
@@ -196,7 +207,7 @@ async fn a_failed_build_exits_1_and_leaves_nothing() {
     let tree =
         std::fs::read_to_string(bed.dir.path().join("tree.toml")).unwrap().replace("sleep 2", "echo failing; exit 4");
     std::fs::write(bed.dir.path().join("tree.toml"), tree).unwrap();
-    let out = imgbake(&bed, &["build", "tree.toml"]).output().await.unwrap();
+    let out = watched_async(&mut imgbake(&bed, &["build", "tree.toml"])).await;
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     assert!(stdout.contains("failed    base (aws)"), "{stdout}");
@@ -211,7 +222,7 @@ async fn a_failed_build_exits_1_and_leaves_nothing() {
 async fn clean_never_touches_a_running_build() {
     let bed = bed().await;
     let (mut child, build_id) = build_until(&bed, At::Launch).await;
-    let out = imgbake(&bed, &["clean", "tree.toml", "--older-than", "0s"]).output().await.unwrap();
+    let out = watched_async(&mut imgbake(&bed, &["clean", "tree.toml", "--older-than", "0s"])).await;
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stderr.contains(&format!("build {build_id} is running")), "{stderr}");
@@ -227,7 +238,7 @@ async fn abort_keeps_the_machine_and_its_key_then_clean_removes_them() {
     let bed = bed().await;
     let tree = std::fs::read_to_string(bed.dir.path().join("tree.toml")).unwrap().replace("sleep 2", "exit 5");
     std::fs::write(bed.dir.path().join("tree.toml"), tree).unwrap();
-    let out = imgbake(&bed, &["build", "tree.toml", "--on-error", "abort", "--json"]).output().await.unwrap();
+    let out = watched_async(&mut imgbake(&bed, &["build", "tree.toml", "--on-error", "abort", "--json"])).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1));
     let kept = stdout.lines().find(|l| l.contains("kept for inspection")).unwrap_or_else(|| panic!("{stdout}"));
@@ -240,7 +251,35 @@ async fn abort_keeps_the_machine_and_its_key_then_clean_removes_them() {
     assert!(left.iter().any(|l| l.contains("instance")), "the instance is kept: {left:?}");
 
     let build_id = kept.split("--build-id ").nth(1).and_then(|b| b.split('`').next()).expect("the build id");
-    let out = imgbake(&bed, &["clean", "tree.toml", "--build-id", build_id]).output().await.unwrap();
+    let out = watched_async(&mut imgbake(&bed, &["clean", "tree.toml", "--build-id", build_id])).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(bed.leftovers(&[]).await.is_empty());
+}
+
+/// A build that succeeds but cannot remove its key pair: the summary line says what was left, the
+/// exit code is 1 (they agree), imgbake names the `imgbake clean` command, and that command removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_that_leaves_something_behind_says_so_in_its_summary_and_exits_1() {
+    let bed = bed().await;
+    bed.proxy.inject(imgbake_moto_proxy::FaultRule::new(
+        "DeleteKeyPair",
+        imgbake_moto_proxy::Fault::error(400, "UnauthorizedOperation", "not allowed (injected)"),
+        1000,
+    ));
+    let out = watched_async(&mut imgbake(&bed, &["build", "tree.toml"])).await;
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("built     base (aws)"), "the image itself is good: {stdout}");
+    assert!(
+        stdout.contains("1 built, 0 reused, 0 failed, 0 skipped, 1 resource left behind"),
+        "the summary agrees with the exit code: {stdout}"
+    );
+    assert!(stderr.contains("left behind: aws key-pair") || stderr.contains("left behind: aws"), "{stderr}");
+    assert!(stderr.contains("run `imgbake clean"), "{stderr}");
+
+    bed.proxy.clear_faults();
+    let build_id = stdout.lines().find_map(|l| l.strip_prefix("build ")).map(|b| b.trim_end_matches(':')).unwrap();
+    let out = watched_async(&mut imgbake(&bed, &["clean", "tree.toml", "--build-id", build_id])).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(bed.leftovers(&[]).await.is_empty());
 }

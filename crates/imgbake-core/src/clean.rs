@@ -35,6 +35,10 @@ pub struct CleanReport {
     pub removed: Vec<Resource>,
     /// Could not be removed, with the error.
     pub failed: Vec<(Resource, String)>,
+    /// Tagged resources left alone because they are younger than the age filter.
+    pub skipped_young: usize,
+    /// The age filter in effect (the default without `--build-id`).
+    pub older_than: Option<Duration>,
 }
 
 /// Clean the tree's leftovers.
@@ -75,6 +79,7 @@ pub async fn clean(
             let _ = j.finish();
         }
     }
+    report.older_than = older_than;
     let filter = SweepFilter { build_id: opts.build_id.clone(), older_than, running };
     let mut kinds: Vec<String> =
         tree.images().values().flat_map(|i| i.builders.iter().map(|b| b.get_ref().clone())).collect();
@@ -82,7 +87,16 @@ pub async fn clean(
     kinds.dedup();
     for kind in kinds {
         let Some(builder) = registry.get(&kind) else { continue };
-        for r in builder.sweep(tree, &filter).await? {
+        let found = builder.sweep(tree, &filter).await?;
+        if older_than.is_some() {
+            // Say what the age filter spared, so "removed 0" is not a mystery: what a sweep without
+            // it would find, less what it found.
+            let all = SweepFilter { older_than: None, ..filter.clone() };
+            if let Ok(everything) = builder.sweep(tree, &all).await {
+                report.skipped_young += everything.iter().filter(|r| !found.contains(r) && !seen.contains(r)).count();
+            }
+        }
+        for r in found {
             if seen.contains(&r) {
                 continue;
             }

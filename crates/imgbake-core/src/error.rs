@@ -26,6 +26,8 @@ pub enum ErrorKind {
     Aborted,
     /// Local I/O (journal, manifest, output files).
     Local,
+    /// A bug in imgbake or a plugin (a panic): the build is failed and cleaned up.
+    Internal,
 }
 
 /// A failed build, with the configuration value that caused it when known.

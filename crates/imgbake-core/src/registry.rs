@@ -58,7 +58,11 @@ impl Registry {
             }
         }
         for list in all.values_mut() {
-            list.sort_by_key(|a| std::cmp::Reverse(a.created));
+            // Newest first, and never a tie: two builds within one clock tick still have an order
+            // (creation time, then build id, then artifact id), so prune and plan agree run to run.
+            list.sort_by(|a, b| {
+                b.created.cmp(&a.created).then_with(|| b.build_id.cmp(&a.build_id)).then_with(|| b.id.cmp(&a.id))
+            });
         }
         Ok(all)
     }

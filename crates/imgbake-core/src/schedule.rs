@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::FutureExt;
 use imgbake_config::{Span, Stamp, Tree};
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
@@ -279,6 +280,7 @@ pub async fn run(
 
     let mut slots: HashMap<(String, String), watch::Receiver<Slot>> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut task_of = HashMap::new();
     for d in &plan.decisions {
         let key = (d.image.clone(), d.builder.clone());
         match d.action {
@@ -304,14 +306,31 @@ pub async fn run(
                 let parent_rx = d.parent.as_ref().and_then(|p| slots.get(&(p.clone(), d.builder.clone()))).cloned();
                 let ctx = ctx.clone();
                 let d = d.clone();
-                tasks.spawn(async move { build_one(ctx, d, parent_rx, tx).await });
+                let decision = d.clone();
+                let task = tasks.spawn(async move { build_one(ctx, d, parent_rx, tx).await });
+                task_of.insert(task.id(), decision);
             }
         }
     }
     while let Some(joined) = tasks.join_next().await {
-        if let Err(e) = joined {
-            // A panicking build task is a bug; its slot reads as failed for the children.
-            events.warn(format!("a build task stopped unexpectedly: {e}"));
+        // A panic outside the builder's own calls (those are caught in `build_inner`, where the
+        // journal is unwound) is still a failed build, never a silent success; its slot reads as
+        // failed for the children.
+        if let Err(e) = joined
+            && let Some(d) = task_of.get(&e.id())
+        {
+            let err = match e.try_into_panic() {
+                Ok(p) => panicked("the build task", &*p).message,
+                Err(e) => format!("the build task stopped unexpectedly: {e}"),
+            };
+            events.for_image(&d.image).emit(EventKind::BuildFinished {
+                outcome: "failed".into(),
+                duration: Duration::ZERO,
+                error: Some(err.clone()),
+            });
+            let mut r = result(d, Status::Failed, d.reasons.clone());
+            r.error = Some(err);
+            ctx.finish(d, r);
         }
     }
 
@@ -320,6 +339,16 @@ pub async fn run(
     results.sort_by_key(|r| order.iter().position(|k| k.0 == r.image && k.1 == r.builder).unwrap_or(usize::MAX));
     let leftovers = ctx.leftovers.lock().map(|l| l.clone()).unwrap_or_default();
     Ok(RunSummary { build_id, results, manifest: manifest_path, leftovers })
+}
+
+/// A panic's payload as an error (the message is a `&str` or a `String` for `panic!` and overflows).
+fn panicked(what: &str, payload: &(dyn std::any::Any + Send)) -> BuildError {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    BuildError::new(ErrorKind::Internal, format!("{what} panicked (a bug in imgbake; please report it): {msg}"))
 }
 
 async fn wait_parent(rx: &mut watch::Receiver<Slot>, cancel: &CancellationToken) -> Option<Slot> {
@@ -486,8 +515,9 @@ async fn build_inner(
     };
     events.emit(EventKind::BuildStarted { build_id: ctx.build_id.clone(), builder: d.builder.clone() });
     let cancel = ctx.opts.cancel.clone();
+    // A panic in the builder (a bug) fails this build like any error: its journal is still unwound.
     let outcome = tokio::select! {
-        r = builder.build(job) => r,
+        r = std::panic::AssertUnwindSafe(builder.build(job)).catch_unwind() => r.unwrap_or_else(|p| Err(panicked("the build", &*p))),
         _ = cancel.cancelled() => Err(BuildError::cancelled()),
     };
     res.report = Some(runner.report());
@@ -535,7 +565,11 @@ async fn build_inner(
         && let Some(img) = ctx.tree.image(&d.image)
         && img.publish.is_some()
     {
-        match builder.publish(&ctx.tree, img, &artifact).await {
+        let published = std::panic::AssertUnwindSafe(builder.publish(&ctx.tree, img, &artifact))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|p| Err(panicked("publishing", &*p)));
+        match published {
             Ok(p) => res.published = p,
             Err(e) => {
                 // The artifact is good (children may use it) but consumers were not told: a failure.

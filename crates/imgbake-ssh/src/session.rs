@@ -88,11 +88,38 @@ impl client::Handler for Client {
     }
 }
 
+/// A second handle on a connection's TCP socket, shut down when dropped. russh runs each session in a
+/// task of its own that lives until the peer speaks or closes: an attempt dropped during key exchange
+/// (a hedged loser, a connect timeout, a machine rebooting under the handshake) or a session dropped
+/// while a channel (SFTP) still holds it would otherwise keep the TCP connection open, and our handler
+/// (and with it the build's event sink) alive, after the build. Shutting the socket down ends that
+/// task at once.
+pub(crate) struct SocketGuard(Option<std::net::TcpStream>);
+
+impl SocketGuard {
+    fn shutdown(&self) {
+        if let Some(s) = &self.0 {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// How long `close` lets russh say goodbye before it shuts the socket down.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// A live, authenticated SSH session (and the bastion session it is tunnelled through, if any).
+/// Dropping it ends the connection (see [`SocketGuard`]).
 pub(crate) struct Session {
     pub handle: Handle<Client>,
     pub shared: Arc<Shared>,
     pub bastion: Option<Box<Session>>,
+    socket: SocketGuard,
 }
 
 impl Session {
@@ -109,9 +136,16 @@ impl Session {
             .unwrap_or_else(|| "the session ended".to_string())
     }
 
-    /// Say goodbye; sessions otherwise outlive their closed channels.
+    /// Say goodbye, then make sure the connection is gone: sessions otherwise outlive their closed
+    /// channels, and a peer that stopped answering never acknowledges the goodbye.
     pub(crate) async fn close(&self) {
         let _ = self.handle.disconnect(Disconnect::ByApplication, "imgbake disconnects", "en").await;
+        let deadline = Instant::now() + CLOSE_GRACE;
+        while !self.handle.is_closed() && Instant::now() < deadline {
+            // Not readiness polling: a short bounded grace for the goodbye to be written.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.socket.shutdown();
         if let Some(b) = &self.bastion {
             Box::pin(b.close()).await;
         }
@@ -149,7 +183,7 @@ async fn attempt_inner(
     let shared = Arc::new(Shared::default());
     let client = Client { verifier, shared: shared.clone() };
 
-    let (handle, bastion) = match &cfg.bastion {
+    let (handle, bastion, socket) = match &cfg.bastion {
         Some(b) => {
             let bastion = attempt(b, events, &OnceLock::new()).await.map_err(|e| via_bastion(e, &target))?;
             let channel = bastion
@@ -169,7 +203,8 @@ async fn attempt_inner(
             let handle = client::connect_stream(config, channel.into_stream(), client)
                 .await
                 .map_err(|e| handshake_error(e, &target))?;
-            (handle, Some(Box::new(bastion)))
+            // The tunnel ends with the bastion session, which has its own guard.
+            (handle, Some(Box::new(bastion)), SocketGuard(None))
         }
         None => {
             // A live server accepts and sends its banner within moments. A machine that is down drops
@@ -188,6 +223,8 @@ async fn attempt_inner(
                     }
                 };
             let _ = socket.set_nodelay(true);
+            // From here on, the connection ends with this attempt unless it becomes a session.
+            let (socket, guard) = guarded(socket).map_err(|e| not_up(format!("TCP socket: {e}")))?;
             let mut byte = [0u8; 1];
             match tokio::time::timeout_at(
                 deadline.max(Instant::now() + Duration::from_millis(100)),
@@ -209,15 +246,22 @@ async fn attempt_inner(
             }
             let handle =
                 client::connect_stream(config, socket, client).await.map_err(|e| handshake_error(e, &target))?;
-            (handle, None)
+            (handle, None, guard)
         }
     };
-    let mut session = Session { handle, shared, bastion };
+    let mut session = Session { handle, shared, bastion, socket };
     if let Err(e) = authenticate(&mut session.handle, cfg).await {
         session.close().await;
         return Err(e);
     }
     Ok(session)
+}
+
+/// `socket` and a guard holding a second descriptor of it.
+fn guarded(socket: TcpStream) -> std::io::Result<(TcpStream, SocketGuard)> {
+    let std = socket.into_std()?;
+    let dup = std.try_clone()?;
+    Ok((TcpStream::from_std(std)?, SocketGuard(Some(dup))))
 }
 
 fn russh_config(cfg: &SshConfig, verifier: &HostKeyVerifier) -> Result<client::Config, CommError> {

@@ -294,3 +294,34 @@ async fn aws_prune_keeps_n_and_never_a_live_parent() {
     let published = report.kept.iter().find(|k| k.artifact.id == art(&s3, "app")).expect("the published app is kept");
     assert_eq!(published.why, "published: consumers launch it");
 }
+
+/// Two app AMIs built back to back (moto makes each build take about a second, so they often share
+/// one): the listing orders them by creation to the millisecond, the newer first, and prune keeps
+/// the newer one. Whole-second `imgbake:created` tags made them tie, and prune deleted the newer.
+#[tokio::test]
+async fn artifacts_built_within_one_second_keep_their_order() {
+    let t = tree_bed().await;
+    assert!(t.build(&PlanOptions::default()).await.ok());
+    let app = |s: &RunSummary| s.results.iter().find(|r| r.image == "app").and_then(|r| r.artifact.clone()).unwrap();
+    let only_app = PlanOptions { only: vec!["app".into()], force: true, ..Default::default() };
+    let (first, second) = (t.build(&only_app).await, t.build(&only_app).await);
+    let (first, second) = (app(&first), app(&second));
+    assert!(second.created > first.created, "{} then {}", first.created, second.created);
+
+    let tree = t.tree();
+    let listed = t.registry.artifacts_of(&tree, tree.images().values()).await.unwrap();
+    let apps = &listed[&("app".to_string(), "aws".to_string())];
+    assert_eq!(apps[0].id, second.id, "the newest first: {apps:#?}");
+    assert_eq!(apps[0].created, second.created, "creation time is kept to the millisecond");
+    assert_eq!(apps[1].created, first.created);
+    let sub_second = [&first, &second, &apps[2]].iter().any(|a| a.created.timestamp_subsec_millis() != 0);
+    assert!(sub_second, "creation times carry milliseconds: {apps:#?}");
+
+    let report =
+        prune(&tree, &t.registry, &PruneOptions { keep: Some(1), ..Default::default() }, &EventSink::discard())
+            .await
+            .unwrap();
+    let deleted: Vec<&str> = report.deleted.iter().filter(|a| a.image == "app").map(|a| a.id.as_str()).collect();
+    assert!(!deleted.contains(&second.id.as_str()), "the newest app is never pruned: {report:#?}");
+    assert!(deleted.contains(&first.id.as_str()), "{report:#?}");
+}

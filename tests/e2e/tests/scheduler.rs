@@ -87,6 +87,9 @@ impl Builder for DirBuilder {
     }
 
     async fn destroy(&self, _tree: &Tree, r: &Resource, _events: &EventSink) -> Result<(), BuildError> {
+        if self.work.with_file_name("undeletable").exists() {
+            return Err(err(format!("{} is undeletable", r.id)));
+        }
         match std::fs::remove_dir_all(&r.id) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -111,6 +114,10 @@ impl DirBuilder {
         let work = self.work.join(format!("{}-{}", job.image, job.build_id));
         std::fs::create_dir_all(&work).map_err(err)?;
         job.record(Resource::new("qemu", "workdir", work.display().to_string()))?;
+        // A bug after something exists (like an overflow computing a deprecation time).
+        if self.work.with_file_name(format!("panic-{}", job.image)).exists() {
+            panic!("attempt to add with overflow");
+        }
         let img = job.image()?;
         let comm = SshCommunicator::new(ssh_config(&job.tree, img, &Machine::new("127.0.0.1"))?)
             .with_events(job.events.clone());
@@ -408,6 +415,34 @@ async fn cancelling_stops_running_builds_and_cleans_up() {
     assert!(!s.ok());
     assert_eq!(bed.work_dirs_left(), 0, "the interrupted build's resources are removed");
     assert_eq!(bed.journals_left(), 0);
+}
+
+#[tokio::test]
+async fn a_panicking_build_is_failed_and_cleaned_up_and_its_children_skipped() {
+    let bed = bed().await;
+    write(bed.dir.path(), "panic-runtime", "");
+    let s = bed.build(&PlanOptions::default()).await;
+    assert!(!s.ok(), "a panic is never a success");
+    assert_eq!(status_of(&s, "runtime"), Status::Failed);
+    assert_eq!(status_of(&s, "app"), Status::Skipped);
+    assert_eq!(status_of(&s, "tools"), Status::Built, "the other branch finishes");
+    let r = s.results.iter().find(|r| r.image == "runtime").unwrap();
+    let e = r.error.as_deref().unwrap();
+    assert!(e.contains("panicked") && e.contains("attempt to add with overflow"), "{e}");
+    assert_eq!(bed.work_dirs_left(), 0, "what the panicking build created is removed");
+    assert_eq!(bed.journals_left(), 0);
+    assert!(s.leftovers.is_empty(), "{:?}", s.leftovers);
+}
+
+#[tokio::test]
+async fn a_build_whose_cleanup_fails_is_built_but_not_ok_and_lists_what_is_left() {
+    let bed = bed().await;
+    write(bed.dir.path(), "undeletable", "");
+    let s = bed.build(&PlanOptions { only: vec!["base".into()], ..Default::default() }).await;
+    assert_eq!(status_of(&s, "base"), Status::Built, "the artifact is good");
+    assert!(!s.ok(), "something was left behind");
+    assert_eq!(s.leftovers.len(), 1, "{:?}", s.leftovers);
+    assert_eq!(bed.journals_left(), 1, "the journal stays for `imgbake clean`");
 }
 
 #[tokio::test]

@@ -5,5 +5,6 @@
 mod auth;
 mod exec;
 mod files;
+mod lifetime;
 mod reboot_fast;
 mod support;
