@@ -23,8 +23,30 @@ use crate::communicator::{BootIdentity, CommError, Communicator, ExecRequest, Ex
 use crate::event::{EventKind, EventSink};
 use crate::wait::{self, Poll, Wait, WaitError};
 
-/// A way for the platform to reboot the machine (EC2 RebootInstances, QEMU's `system_reset`), used
-/// instead of a command when set.
+/// How long to wait for a machine to come back after a reboot, unless a `timeout` says otherwise: the
+/// one default for the `reboot` step, `expect_reboot` and [`RebootOptions`]. Long enough for a
+/// Windows update reboot; a machine the platform reports stopped or gone fails at once instead
+/// ([`PlatformReboot::machine_state`]).
+pub const DEFAULT_REBOOT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// How often the wait for a machine shows progress and asks the platform whether it still runs.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// What the platform says about the machine while imgbake waits for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MachineState {
+    /// It exists and runs (or is starting): keep waiting.
+    Running,
+    /// It is stopped, terminated or gone: it will not come back by itself. The text says what the
+    /// platform reported (`EC2 instance i-0abc is stopped`).
+    Gone(String),
+    /// The platform cannot tell.
+    Unknown,
+}
+
+/// The platform's view of the machine (EC2, QEMU): a way to reboot it (RebootInstances,
+/// `system_reset`), used instead of a command when asked, and a way to tell whether it still runs,
+/// polled while waiting for it to come back.
 #[async_trait]
 pub trait PlatformReboot: Send + Sync {
     /// What it does, for messages (`EC2 RebootInstances i-0abc`).
@@ -32,6 +54,13 @@ pub trait PlatformReboot: Send + Sync {
 
     /// Ask the platform to reboot the machine; returns once the request was accepted.
     async fn reboot(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+    /// Is the machine still there and running? Polled every few seconds while SSH is down, so a
+    /// machine that powered off fails the wait at once instead of after the whole timeout. Errors
+    /// reaching the platform are [`MachineState::Unknown`]. Default: unknown.
+    async fn machine_state(&self) -> MachineState {
+        MachineState::Unknown
+    }
 }
 
 /// How to reboot and what "back" means.
@@ -45,14 +74,20 @@ pub struct RebootOptions {
     pub execute_command: Option<String>,
     /// Reboot through the platform instead of a command.
     pub platform: Option<Arc<dyn PlatformReboot>>,
+    /// Asked whether the machine still runs while waiting ([`PlatformReboot::machine_state`]); also
+    /// when the reboot itself is a command.
+    pub probe: Option<Arc<dyn PlatformReboot>>,
     /// A command that must exit 0 before the machine counts as back (e.g. "no reboot pending",
     /// "cloud-init finished").
     pub readiness: Option<String>,
     /// How long the new identity and the readiness command must stay good before the machine counts
     /// as settled. `None` uses [`default_settle`] for the machine's OS.
     pub settle: Option<Duration>,
-    /// Give up after this long from the reboot request. Default 15 minutes.
+    /// Give up after this long from the reboot request. Default [`DEFAULT_REBOOT_TIMEOUT`].
     pub timeout: Duration,
+    /// The setting a user raises to wait longer, for the "never came back" message (default: "the
+    /// reboot timeout").
+    pub timeout_setting: Option<String>,
     /// Longest pause between two polls while waiting. Default 500 ms: polls are a TCP connect or
     /// one short command, and a shorter cap is what lets the wait notice a machine that came back
     /// well within a second.
@@ -71,9 +106,11 @@ impl Default for RebootOptions {
             command: None,
             execute_command: None,
             platform: None,
+            probe: None,
             readiness: None,
             settle: None,
-            timeout: Duration::from_secs(15 * 60),
+            timeout: DEFAULT_REBOOT_TIMEOUT,
+            timeout_setting: None,
             poll_max: Duration::from_millis(500),
             command_timeout: Duration::from_secs(60),
             probe_timeout: Duration::from_secs(60),
@@ -87,9 +124,11 @@ impl std::fmt::Debug for RebootOptions {
             .field("command", &self.command)
             .field("execute_command", &self.execute_command)
             .field("platform", &self.platform.as_ref().map(|p| p.describe()))
+            .field("probe", &self.probe.as_ref().map(|p| p.describe()))
             .field("readiness", &self.readiness)
             .field("settle", &self.settle)
             .field("timeout", &self.timeout)
+            .field("timeout_setting", &self.timeout_setting)
             .field("poll_max", &self.poll_max)
             .field("command_timeout", &self.command_timeout)
             .field("probe_timeout", &self.probe_timeout)
@@ -179,8 +218,8 @@ pub enum RebootError {
     },
     /// The machine did not come back with a new boot identity in time.
     #[error(
-        "{target} did not come back within {waited:?} after the reboot request (last state: {last_state}); \
-         check the machine's console, or raise the reboot timeout"
+        "{target} did not come back within {} (last state: {last_state}); check the machine's console, or raise \
+         {raise}", crate::provision::humantime_short(*waited)
     )]
     NeverCameBack {
         /// Who.
@@ -189,6 +228,18 @@ pub enum RebootError {
         waited: Duration,
         /// What the last poll saw.
         last_state: String,
+        /// The setting that bounds the wait.
+        raise: String,
+    },
+    /// The platform says the machine is stopped or gone: it will not come back by itself.
+    #[error("{target} will not come back: {reason} (noticed after {}); see the machine's console or the platform's event log", crate::provision::humantime_short(*waited))]
+    MachineGone {
+        /// Who.
+        target: String,
+        /// What the platform reported.
+        reason: String,
+        /// How long it had waited.
+        waited: Duration,
     },
     /// The machine came back (new boot identity) but the readiness command never passed.
     #[error(
@@ -376,15 +427,60 @@ impl<'a> Watcher<'a> {
         connect_wait(self.opts, self.remaining(start))
     }
 
+    fn raise(&self) -> String {
+        self.opts.timeout_setting.clone().unwrap_or_else(|| "the reboot timeout".to_string())
+    }
+
+    /// Connect, waiting as long as the overall timeout allows; meanwhile show progress and ask the
+    /// platform whether the machine still runs, every [`WATCH_EVERY`]. A machine the platform reports
+    /// gone ends the wait at once.
+    async fn connect_watched(&self, start: Instant) -> Result<Result<(), CommError>, RebootError> {
+        let wait = self.poll_wait(start);
+        let connect = self.comm.connect(&wait);
+        tokio::pin!(connect);
+        let mut ticks = tokio::time::interval_at(Instant::now() + WATCH_EVERY, WATCH_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                r = &mut connect => return Ok(r),
+                _ = ticks.tick() => {
+                    self.check_platform(start).await?;
+                    let waited = start.elapsed();
+                    self.events.state(
+                        &what(&self.target),
+                        &format!(
+                            "down: no SSH session for {} (gives up after {})",
+                            crate::provision::humantime_short(Duration::from_secs(waited.as_secs())),
+                            crate::provision::humantime_short(self.opts.timeout),
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// `Err` when the platform says the machine is stopped or gone.
+    async fn check_platform(&self, start: Instant) -> Result<(), RebootError> {
+        let Some(probe) = &self.opts.probe else { return Ok(()) };
+        // A slow platform call must not hold up the wait itself.
+        match tokio::time::timeout(WATCH_EVERY * 5, probe.machine_state()).await {
+            Ok(MachineState::Gone(reason)) => {
+                Err(RebootError::MachineGone { target: self.target.clone(), reason, waited: start.elapsed() })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Connect (waiting as long as the overall timeout allows) and read the boot identity.
     async fn look(&self, start: Instant) -> Result<Look, RebootError> {
-        match self.comm.connect(&self.poll_wait(start)).await {
+        match self.connect_watched(start).await? {
             Ok(()) => {}
             Err(CommError::ConnectTimeout { waited, last_error, .. }) => {
                 return Err(RebootError::NeverCameBack {
                     target: self.target.clone(),
                     waited: start.elapsed().max(waited),
                     last_state: format!("no SSH session: {last_error}"),
+                    raise: self.raise(),
                 });
             }
             Err(e) if e.is_not_up() => return Ok(Look::Down(e.to_string())),
@@ -541,9 +637,12 @@ impl<'a> Watcher<'a> {
             Ok(()) => Ok(None),
             Err(WaitError::Failed(Ok(i))) => Ok(Some(i)),
             Err(WaitError::Failed(Err(e))) => Err(e),
-            Err(WaitError::TimedOut { last_state, .. }) => {
-                Err(RebootError::NeverCameBack { target: self.target.clone(), waited: start.elapsed(), last_state })
-            }
+            Err(WaitError::TimedOut { last_state, .. }) => Err(RebootError::NeverCameBack {
+                target: self.target.clone(),
+                waited: start.elapsed(),
+                last_state,
+                raise: self.raise(),
+            }),
         }
     }
 
@@ -564,7 +663,12 @@ impl<'a> Watcher<'a> {
                     waited: start.elapsed(),
                     last_output,
                 },
-                _ => RebootError::NeverCameBack { target: self.target.clone(), waited: start.elapsed(), last_state },
+                _ => RebootError::NeverCameBack {
+                    target: self.target.clone(),
+                    waited: start.elapsed(),
+                    last_state,
+                    raise: self.raise(),
+                },
             }),
         }
     }

@@ -26,8 +26,9 @@ use crate::reboot::{RebootOptions, Recovery, recover};
 use crate::wait::{self, Poll, Wait, WaitError};
 
 /// How long to wait for a machine to come back after a reboot during a step, when the step has no
-/// timeout of its own (the default of the `reboot` step).
-pub const REBOOT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// timeout of its own (the default of the `reboot` step): the one default,
+/// [`crate::reboot::DEFAULT_REBOOT_TIMEOUT`].
+pub const REBOOT_TIMEOUT: Duration = crate::reboot::DEFAULT_REBOOT_TIMEOUT;
 
 /// What a reboot during a command means.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,11 +51,32 @@ pub(crate) enum Ran {
 }
 
 impl Ctx<'_> {
+    /// Options for finding out what an unplanned disconnect was. Nobody asked for a reboot, so the
+    /// wait is bounded by `communicator.timeout` when it is set (how long SSH may stay unreachable),
+    /// else by the reboot timeout; and by the step's `timeout` in either case.
     fn recover_options(&self) -> RebootOptions {
+        let (limit, setting) = match self.image.communicator.timeout {
+            Some(t) => (t.get(), format!("`communicator.timeout` ({})", humantime_short(t.get()))),
+            None => (
+                REBOOT_TIMEOUT,
+                format!("`communicator.timeout` (unset: the reboot timeout, {})", humantime_short(REBOOT_TIMEOUT)),
+            ),
+        };
         RebootOptions {
             execute_command: self.image.communicator.execute_command.clone(),
-            timeout: self.bounded(REBOOT_TIMEOUT),
+            probe: self.platform.clone(),
+            timeout: self.bounded(limit),
+            timeout_setting: Some(setting),
             ..RebootOptions::default()
+        }
+    }
+
+    /// Options for waiting for a reboot somebody asked for (`expect_reboot`): the reboot timeout.
+    fn expected_reboot_options(&self) -> RebootOptions {
+        RebootOptions {
+            timeout: self.bounded(REBOOT_TIMEOUT),
+            timeout_setting: Some("the step's `timeout`".to_string()),
+            ..self.recover_options()
         }
     }
 
@@ -197,7 +219,7 @@ impl Ctx<'_> {
             &wait,
             "the machine to reboot",
             || async {
-                let opts = RebootOptions { timeout: self.bounded(REBOOT_TIMEOUT), ..self.recover_options() };
+                let opts = self.expected_reboot_options();
                 match recover(self.comm, known, &opts, &self.events).await {
                     Ok(Recovery::Rebooted { to, .. }) => Poll::Ready(to),
                     Ok(Recovery::NetworkDrop { boot_id }) => {
