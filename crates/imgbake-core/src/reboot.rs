@@ -32,6 +32,47 @@ pub const DEFAULT_REBOOT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// How often the wait for a machine shows progress and asks the platform whether it still runs.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
 
+/// What "ready" means after a reboot on Linux when no `readiness` command is given: what the OS says
+/// about itself. With systemd (detected by `/run/systemd/system`, as `sd_booted` does): the boot has
+/// finished (`systemctl is-system-running --wait` says `running` or `degraded`; `starting`,
+/// `stopping` and the rest are not ready), no shutdown is scheduled and no shutdown or reboot job is
+/// queued. Everywhere: logins are not refused (`/run/nologin`, present while booting or shutting
+/// down). Without systemd (busybox) only that last check applies, and the settle window and the
+/// runner's boot confirmation between steps do the rest.
+pub const LINUX_OS_READY: &str = r#"if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  state=$(systemctl is-system-running --wait 2>/dev/null)
+  case "$state" in
+    running|degraded) ;;
+    *) echo "systemd says the system is ${state:-in an unknown state}"; exit 1 ;;
+  esac
+  if [ -e /run/systemd/shutdown/scheduled ]; then echo "a shutdown is scheduled (/run/systemd/shutdown/scheduled)"; exit 1; fi
+  if systemctl list-jobs --no-legend 2>/dev/null | grep -Eq '(reboot|poweroff|halt|kexec|shutdown)\.target'; then echo "a shutdown or reboot job is queued (systemctl list-jobs)"; exit 1; fi
+fi
+if [ -e /run/nologin ]; then echo "logins are refused (/run/nologin): the system is starting or shutting down"; exit 1; fi
+exit 0"#;
+
+/// What "ready" means after a reboot on Windows when no `readiness` command is given: no reboot is
+/// pending (Component Based Servicing `RebootPending`, Windows Update `RebootRequired`, Session
+/// Manager `PendingFileRenameOperations`) and the boot has completed (no service is still starting
+/// or stopping).
+pub const WINDOWS_OS_READY: &str = r#"$pending = @()
+if (Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending') { $pending += 'Component Based Servicing RebootPending' }
+if (Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired') { $pending += 'Windows Update RebootRequired' }
+$renames = (Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager' -Name 'PendingFileRenameOperations' -ErrorAction SilentlyContinue).PendingFileRenameOperations
+if ($renames) { $pending += 'Session Manager PendingFileRenameOperations' }
+if ($pending.Count -gt 0) { Write-Output ('a reboot is pending: ' + ($pending -join ', ')); exit 1 }
+$busy = @(Get-Service -ErrorAction SilentlyContinue | Where-Object { $_.Status -eq 'StartPending' -or $_.Status -eq 'StopPending' })
+if ($busy.Count -gt 0) { Write-Output ('the boot has not completed: services still starting or stopping: ' + (($busy | ForEach-Object { $_.Name }) -join ', ')); exit 1 }
+exit 0"#;
+
+/// The readiness check used after every reboot when [`RebootOptions::readiness`] is `None`.
+pub fn os_readiness(os: Os) -> &'static str {
+    match os {
+        Os::Linux => LINUX_OS_READY,
+        Os::Windows => WINDOWS_OS_READY,
+    }
+}
+
 /// What the platform says about the machine while imgbake waits for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MachineState {
@@ -78,7 +119,7 @@ pub struct RebootOptions {
     /// when the reboot itself is a command.
     pub probe: Option<Arc<dyn PlatformReboot>>,
     /// A command that must exit 0 before the machine counts as back (e.g. "no reboot pending",
-    /// "cloud-init finished").
+    /// "cloud-init finished"). `None`: what the OS says about itself ([`os_readiness`]).
     pub readiness: Option<String>,
     /// How long the new identity and the readiness command must stay good before the machine counts
     /// as settled. `None` uses [`default_settle`] for the machine's OS.
@@ -427,6 +468,11 @@ impl<'a> Watcher<'a> {
         connect_wait(self.opts, self.remaining(start))
     }
 
+    /// The readiness command: the given one, else the OS's own.
+    fn readiness(&self) -> String {
+        self.opts.readiness.clone().unwrap_or_else(|| os_readiness(self.comm.os()).to_string())
+    }
+
     fn raise(&self) -> String {
         self.opts.timeout_setting.clone().unwrap_or_else(|| "the reboot timeout".to_string())
     }
@@ -502,9 +548,8 @@ impl<'a> Watcher<'a> {
 
     /// Run the readiness command; `Err` carries its status and output.
     async fn ready(&self) -> Result<(), String> {
-        let Some(command) = &self.opts.readiness else { return Ok(()) };
         let req = ExecRequest {
-            command: command.clone(),
+            command: self.readiness(),
             execute_command: self.opts.execute_command.clone(),
             timeout: Some(self.opts.probe_timeout),
             capture: true,
@@ -655,11 +700,11 @@ impl<'a> Watcher<'a> {
         match r {
             Ok(v) => Ok(v),
             Err(WaitError::Failed(e)) => Err(e),
-            Err(WaitError::TimedOut { last_state, .. }) => Err(match (not_ready, &self.opts.readiness) {
-                (Some((boot_id, last_output)), Some(command)) => RebootError::NotReady {
+            Err(WaitError::TimedOut { last_state, .. }) => Err(match not_ready {
+                Some((boot_id, last_output)) => RebootError::NotReady {
                     target: self.target.clone(),
                     boot_id,
-                    command: command.clone(),
+                    command: self.opts.readiness.clone().unwrap_or_else(|| "(the OS's own readiness check)".into()),
                     waited: start.elapsed(),
                     last_output,
                 },
@@ -671,5 +716,28 @@ impl<'a> Watcher<'a> {
                 },
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_linux_os_readiness_check_is_valid_sh_and_passes_without_systemd() {
+        let syntax = std::process::Command::new("sh").args(["-n", "-c", LINUX_OS_READY]).output().expect("sh");
+        assert!(syntax.status.success(), "{}", String::from_utf8_lossy(&syntax.stderr));
+        // This machine runs no systemd (no /run/systemd/system): the check falls back to /run/nologin.
+        if !std::path::Path::new("/run/systemd/system").exists() && !std::path::Path::new("/run/nologin").exists() {
+            let run = std::process::Command::new("sh").args(["-c", LINUX_OS_READY]).output().expect("sh");
+            assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stdout));
+        }
+    }
+
+    #[test]
+    fn no_readiness_command_means_the_os_own_check() {
+        assert!(os_readiness(Os::Linux).contains("is-system-running --wait"));
+        assert!(os_readiness(Os::Windows).contains("RebootPending"));
+        assert!(os_readiness(Os::Windows).contains("PendingFileRenameOperations"));
     }
 }

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use imgbake_config::{OnReboot, Os};
+use imgbake_config::{OnReboot, Os, StepKind};
 
 use super::{Ctx, humantime_short};
 use crate::command::quote;
@@ -83,6 +83,21 @@ impl Ctx<'_> {
     /// The machine's boot identity now. When the connection is gone (the machine may be rebooting after
     /// the previous step) it is recovered first; a reboot between steps is reported, not an error.
     pub async fn boot(&self) -> Result<BootIdentity, BuildError> {
+        let (prev, id) = self.observe_boot().await?;
+        if let Some(prev) = prev
+            && prev != id
+        {
+            self.events.warn(format!(
+                "the machine rebooted between steps (boot {prev} → {id}); it is back, going on with {}",
+                self.label
+            ));
+        }
+        Ok(id)
+    }
+
+    /// The boot identity last seen and the one now (recovering the connection first when it is gone:
+    /// a machine that rebooted is waited for until it settled), remembering the new one.
+    pub(crate) async fn observe_boot(&self) -> Result<(Option<BootIdentity>, BootIdentity), BuildError> {
         let mut last = self.runner.boot.lock().await;
         let first = match self.comm.boot_identity().await {
             Ok(id) => Ok(id),
@@ -108,16 +123,8 @@ impl Ctx<'_> {
                 self.comm.boot_identity().await.map_err(|e| self.comm_fail("reading the boot identity", &e))?
             }
         };
-        if let Some(prev) = last.as_ref()
-            && prev != &id
-        {
-            self.events.warn(format!(
-                "the machine rebooted between steps (boot {prev} → {id}); it is back, going on with {}",
-                self.label
-            ));
-        }
-        *last = Some(id.clone());
-        Ok(id)
+        let prev = last.replace(id.clone());
+        Ok((prev, id))
     }
 
     async fn set_boot(&self, id: BootIdentity) {
@@ -188,7 +195,15 @@ impl Ctx<'_> {
             self.events.info(format!("the machine rebooted as expected (boot {from} → {to})"));
             return Ok(Ran::Rebooted);
         }
-        match policy.on_reboot {
+        // A step that did not choose `on_reboot` is run again when it is idempotent: its run on a
+        // boot that ended under it must not count as done.
+        let chosen = match &self.step.kind {
+            StepKind::Shell(s) => s.on_reboot.is_some(),
+            StepKind::Powershell(p) => p.on_reboot.is_some(),
+            _ => true,
+        };
+        let on_reboot = if !chosen && self.step.is_idempotent() { OnReboot::Rerun } else { policy.on_reboot };
+        match on_reboot {
             OnReboot::Continue => {
                 self.events.warn(format!(
                     "the machine rebooted during the step (boot {from} → {to}); counting the step as done (on_reboot = \"continue\")"
@@ -196,16 +211,17 @@ impl Ctx<'_> {
                 Ok(Ran::Rebooted)
             }
             OnReboot::Rerun => {
-                self.events
-                    .warn(format!("the machine rebooted during the step (boot {from} → {to}); on_reboot = \"rerun\""));
+                let why = if chosen { "on_reboot = \"rerun\"" } else { "the step is idempotent" };
+                self.events.warn(format!("the machine rebooted during the step (boot {from} → {to}); {why}"));
                 Ok(Ran::Rerun)
             }
             OnReboot::Fail => Err(self.fail(
                 ErrorKind::Step,
                 format!(
-                    "the machine rebooted during the step (boot {from} → {to}). If the script reboots the machine, set \
-                     `expect_reboot = true`; `on_reboot = \"rerun\"` runs the step again after an unexpected reboot, \
-                     `on_reboot = \"continue\"` counts it as done"
+                    "the machine rebooted during the step (boot {from} → {to}), so the step is not done. If the \
+                     script reboots the machine, set `expect_reboot = true`; `idempotent = true` (or `on_reboot = \
+                     \"rerun\"`) runs the step again after an unexpected reboot, `on_reboot = \"continue\"` counts it \
+                     as done"
                 ),
             )),
         }
