@@ -1,9 +1,10 @@
-//! EC2's own reboot (RebootInstances), for `reboot = { method = "platform" }` steps.
+//! EC2's own reboot (RebootInstances), for `reboot = { method = "platform" }` steps, and EC2's word
+//! on whether the instance still runs (DescribeInstances), asked while waiting for it to come back.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use imgbake_core::reboot::PlatformReboot;
+use imgbake_core::reboot::{MachineState, PlatformReboot};
 
 use crate::clients::Clients;
 use crate::error::SdkResultExt;
@@ -35,5 +36,26 @@ impl PlatformReboot for Ec2Reboot {
             Some(self.instance.clone()),
         )?;
         Ok(())
+    }
+
+    async fn machine_state(&self) -> MachineState {
+        let id = &self.instance;
+        match crate::waiters::describe_instance(&self.clients, id).await {
+            Ok(Some(i)) => match crate::waiters::instance_state(&i) {
+                "pending" | "running" => MachineState::Running,
+                state @ ("stopping" | "stopped" | "shutting-down" | "terminated") => MachineState::Gone(format!(
+                    "EC2 instance {id} is {state} ({}){}",
+                    self.clients.region(),
+                    i.state_reason().and_then(|r| r.message()).map(|m| format!(": {m}")).unwrap_or_default()
+                )),
+                _ => MachineState::Unknown,
+            },
+            Ok(None) => MachineState::Gone(format!("EC2 no longer lists instance {id} ({})", self.clients.region())),
+            Err(e) if e.is_not_found() => {
+                MachineState::Gone(format!("EC2 no longer knows instance {id} ({})", self.clients.region()))
+            }
+            // Trouble reaching EC2 says nothing about the machine.
+            Err(_) => MachineState::Unknown,
+        }
     }
 }

@@ -197,6 +197,9 @@ pub struct Step {
     pub retries: u32,
     /// Wait this long before the step (Packer compatibility; imgbake does not need it for reboots).
     pub pause_before: Option<Spanned<Duration>>,
+    /// Whether running the step twice is harmless (`idempotent`); `None`: the kind's default, see
+    /// [`Step::is_idempotent`].
+    pub idempotent: Option<bool>,
     /// What it does.
     pub kind: StepKind,
     /// Where it is in the file.
@@ -209,6 +212,12 @@ impl Step {
     pub fn runs_on(&self, builder: &str) -> bool {
         (self.only.is_empty() || self.only.iter().any(|b| b.get_ref() == builder))
             && !self.except.iter().any(|b| b.get_ref() == builder)
+    }
+
+    /// May the step run again when the machine's boot ended under it or right after it? Its
+    /// `idempotent` key, else true for `reboot`, `file` and `test`, false for the other kinds.
+    pub fn is_idempotent(&self) -> bool {
+        self.idempotent.unwrap_or(matches!(self.kind, StepKind::Reboot(_) | StepKind::File(_) | StepKind::Test(_)))
     }
 
     /// The step's name for output: its `name`, or `KIND #N`.

@@ -87,6 +87,7 @@ struct StepRaw {
     #[serde(default)]
     retries: u32,
     pause_before: Option<Spanned<Duration>>,
+    idempotent: Option<bool>,
     shell: Option<Shell>,
     file: Option<FileStep>,
     powershell: Option<Powershell>,
@@ -559,6 +560,7 @@ fn step_from(raw: StepRaw, span: Span, section: &str, diags: &mut Vec<Diagnostic
         timeout: raw.timeout,
         retries: raw.retries,
         pause_before: raw.pause_before,
+        idempotent: raw.idempotent,
         kind: kinds.pop()?,
         span,
     })

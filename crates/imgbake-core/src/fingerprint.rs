@@ -78,7 +78,7 @@ const OPERATIONAL: &[(&str, &[&str])] = &[
             "bastion",
         ],
     ),
-    ("step", &["name", "timeout", "retries", "pause_before", "only", "except"]),
+    ("step", &["name", "timeout", "retries", "pause_before", "idempotent", "only", "except"]),
     (
         "aws",
         &[

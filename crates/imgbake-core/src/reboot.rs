@@ -23,8 +23,71 @@ use crate::communicator::{BootIdentity, CommError, Communicator, ExecRequest, Ex
 use crate::event::{EventKind, EventSink};
 use crate::wait::{self, Poll, Wait, WaitError};
 
-/// A way for the platform to reboot the machine (EC2 RebootInstances, QEMU's `system_reset`), used
-/// instead of a command when set.
+/// How long to wait for a machine to come back after a reboot, unless a `timeout` says otherwise: the
+/// one default for the `reboot` step, `expect_reboot` and [`RebootOptions`]. Long enough for a
+/// Windows update reboot; a machine the platform reports stopped or gone fails at once instead
+/// ([`PlatformReboot::machine_state`]).
+pub const DEFAULT_REBOOT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// How often the wait for a machine shows progress and asks the platform whether it still runs.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// What "ready" means after a reboot on Linux when no `readiness` command is given: what the OS says
+/// about itself. With systemd (detected by `/run/systemd/system`, as `sd_booted` does): the boot has
+/// finished (`systemctl is-system-running --wait` says `running` or `degraded`; `starting`,
+/// `stopping` and the rest are not ready), no shutdown is scheduled and no shutdown or reboot job is
+/// queued. Everywhere: logins are not refused (`/run/nologin`, present while booting or shutting
+/// down). Without systemd (busybox) only that last check applies, and the settle window and the
+/// runner's boot confirmation between steps do the rest.
+pub const LINUX_OS_READY: &str = r#"if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  state=$(systemctl is-system-running --wait 2>/dev/null)
+  case "$state" in
+    running|degraded) ;;
+    *) echo "systemd says the system is ${state:-in an unknown state}"; exit 1 ;;
+  esac
+  if [ -e /run/systemd/shutdown/scheduled ]; then echo "a shutdown is scheduled (/run/systemd/shutdown/scheduled)"; exit 1; fi
+  if systemctl list-jobs --no-legend 2>/dev/null | grep -Eq '(reboot|poweroff|halt|kexec|shutdown)\.target'; then echo "a shutdown or reboot job is queued (systemctl list-jobs)"; exit 1; fi
+fi
+if [ -e /run/nologin ]; then echo "logins are refused (/run/nologin): the system is starting or shutting down"; exit 1; fi
+exit 0"#;
+
+/// What "ready" means after a reboot on Windows when no `readiness` command is given: no reboot is
+/// pending (Component Based Servicing `RebootPending`, Windows Update `RebootRequired`, Session
+/// Manager `PendingFileRenameOperations`) and the boot has completed (no service is still starting
+/// or stopping).
+pub const WINDOWS_OS_READY: &str = r#"$pending = @()
+if (Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending') { $pending += 'Component Based Servicing RebootPending' }
+if (Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired') { $pending += 'Windows Update RebootRequired' }
+$renames = (Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager' -Name 'PendingFileRenameOperations' -ErrorAction SilentlyContinue).PendingFileRenameOperations
+if ($renames) { $pending += 'Session Manager PendingFileRenameOperations' }
+if ($pending.Count -gt 0) { Write-Output ('a reboot is pending: ' + ($pending -join ', ')); exit 1 }
+$busy = @(Get-Service -ErrorAction SilentlyContinue | Where-Object { $_.Status -eq 'StartPending' -or $_.Status -eq 'StopPending' })
+if ($busy.Count -gt 0) { Write-Output ('the boot has not completed: services still starting or stopping: ' + (($busy | ForEach-Object { $_.Name }) -join ', ')); exit 1 }
+exit 0"#;
+
+/// The readiness check used after every reboot when [`RebootOptions::readiness`] is `None`.
+pub fn os_readiness(os: Os) -> &'static str {
+    match os {
+        Os::Linux => LINUX_OS_READY,
+        Os::Windows => WINDOWS_OS_READY,
+    }
+}
+
+/// What the platform says about the machine while imgbake waits for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MachineState {
+    /// It exists and runs (or is starting): keep waiting.
+    Running,
+    /// It is stopped, terminated or gone: it will not come back by itself. The text says what the
+    /// platform reported (`EC2 instance i-0abc is stopped`).
+    Gone(String),
+    /// The platform cannot tell.
+    Unknown,
+}
+
+/// The platform's view of the machine (EC2, QEMU): a way to reboot it (RebootInstances,
+/// `system_reset`), used instead of a command when asked, and a way to tell whether it still runs,
+/// polled while waiting for it to come back.
 #[async_trait]
 pub trait PlatformReboot: Send + Sync {
     /// What it does, for messages (`EC2 RebootInstances i-0abc`).
@@ -32,6 +95,13 @@ pub trait PlatformReboot: Send + Sync {
 
     /// Ask the platform to reboot the machine; returns once the request was accepted.
     async fn reboot(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+    /// Is the machine still there and running? Polled every few seconds while SSH is down, so a
+    /// machine that powered off fails the wait at once instead of after the whole timeout. Errors
+    /// reaching the platform are [`MachineState::Unknown`]. Default: unknown.
+    async fn machine_state(&self) -> MachineState {
+        MachineState::Unknown
+    }
 }
 
 /// How to reboot and what "back" means.
@@ -45,14 +115,20 @@ pub struct RebootOptions {
     pub execute_command: Option<String>,
     /// Reboot through the platform instead of a command.
     pub platform: Option<Arc<dyn PlatformReboot>>,
+    /// Asked whether the machine still runs while waiting ([`PlatformReboot::machine_state`]); also
+    /// when the reboot itself is a command.
+    pub probe: Option<Arc<dyn PlatformReboot>>,
     /// A command that must exit 0 before the machine counts as back (e.g. "no reboot pending",
-    /// "cloud-init finished").
+    /// "cloud-init finished"). `None`: what the OS says about itself ([`os_readiness`]).
     pub readiness: Option<String>,
     /// How long the new identity and the readiness command must stay good before the machine counts
     /// as settled. `None` uses [`default_settle`] for the machine's OS.
     pub settle: Option<Duration>,
-    /// Give up after this long from the reboot request. Default 15 minutes.
+    /// Give up after this long from the reboot request. Default [`DEFAULT_REBOOT_TIMEOUT`].
     pub timeout: Duration,
+    /// The setting a user raises to wait longer, for the "never came back" message (default: "the
+    /// reboot timeout").
+    pub timeout_setting: Option<String>,
     /// Longest pause between two polls while waiting. Default 500 ms: polls are a TCP connect or
     /// one short command, and a shorter cap is what lets the wait notice a machine that came back
     /// well within a second.
@@ -71,9 +147,11 @@ impl Default for RebootOptions {
             command: None,
             execute_command: None,
             platform: None,
+            probe: None,
             readiness: None,
             settle: None,
-            timeout: Duration::from_secs(15 * 60),
+            timeout: DEFAULT_REBOOT_TIMEOUT,
+            timeout_setting: None,
             poll_max: Duration::from_millis(500),
             command_timeout: Duration::from_secs(60),
             probe_timeout: Duration::from_secs(60),
@@ -87,9 +165,11 @@ impl std::fmt::Debug for RebootOptions {
             .field("command", &self.command)
             .field("execute_command", &self.execute_command)
             .field("platform", &self.platform.as_ref().map(|p| p.describe()))
+            .field("probe", &self.probe.as_ref().map(|p| p.describe()))
             .field("readiness", &self.readiness)
             .field("settle", &self.settle)
             .field("timeout", &self.timeout)
+            .field("timeout_setting", &self.timeout_setting)
             .field("poll_max", &self.poll_max)
             .field("command_timeout", &self.command_timeout)
             .field("probe_timeout", &self.probe_timeout)
@@ -179,8 +259,8 @@ pub enum RebootError {
     },
     /// The machine did not come back with a new boot identity in time.
     #[error(
-        "{target} did not come back within {waited:?} after the reboot request (last state: {last_state}); \
-         check the machine's console, or raise the reboot timeout"
+        "{target} did not come back within {} (last state: {last_state}); check the machine's console, or raise \
+         {raise}", crate::provision::humantime_short(*waited)
     )]
     NeverCameBack {
         /// Who.
@@ -189,6 +269,18 @@ pub enum RebootError {
         waited: Duration,
         /// What the last poll saw.
         last_state: String,
+        /// The setting that bounds the wait.
+        raise: String,
+    },
+    /// The platform says the machine is stopped or gone: it will not come back by itself.
+    #[error("{target} will not come back: {reason} (noticed after {}); see the machine's console or the platform's event log", crate::provision::humantime_short(*waited))]
+    MachineGone {
+        /// Who.
+        target: String,
+        /// What the platform reported.
+        reason: String,
+        /// How long it had waited.
+        waited: Duration,
     },
     /// The machine came back (new boot identity) but the readiness command never passed.
     #[error(
@@ -376,15 +468,65 @@ impl<'a> Watcher<'a> {
         connect_wait(self.opts, self.remaining(start))
     }
 
+    /// The readiness command: the given one, else the OS's own.
+    fn readiness(&self) -> String {
+        self.opts.readiness.clone().unwrap_or_else(|| os_readiness(self.comm.os()).to_string())
+    }
+
+    fn raise(&self) -> String {
+        self.opts.timeout_setting.clone().unwrap_or_else(|| "the reboot timeout".to_string())
+    }
+
+    /// Connect, waiting as long as the overall timeout allows; meanwhile show progress and ask the
+    /// platform whether the machine still runs, every [`WATCH_EVERY`]. A machine the platform reports
+    /// gone ends the wait at once.
+    async fn connect_watched(&self, start: Instant) -> Result<Result<(), CommError>, RebootError> {
+        let wait = self.poll_wait(start);
+        let connect = self.comm.connect(&wait);
+        tokio::pin!(connect);
+        let mut ticks = tokio::time::interval_at(Instant::now() + WATCH_EVERY, WATCH_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                r = &mut connect => return Ok(r),
+                _ = ticks.tick() => {
+                    self.check_platform(start).await?;
+                    let waited = start.elapsed();
+                    self.events.state(
+                        &what(&self.target),
+                        &format!(
+                            "down: no SSH session for {} (gives up after {})",
+                            crate::provision::humantime_short(Duration::from_secs(waited.as_secs())),
+                            crate::provision::humantime_short(self.opts.timeout),
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// `Err` when the platform says the machine is stopped or gone.
+    async fn check_platform(&self, start: Instant) -> Result<(), RebootError> {
+        let Some(probe) = &self.opts.probe else { return Ok(()) };
+        // A slow platform call must not hold up the wait itself.
+        match tokio::time::timeout(WATCH_EVERY * 5, probe.machine_state()).await {
+            Ok(MachineState::Gone(reason)) => {
+                Err(RebootError::MachineGone { target: self.target.clone(), reason, waited: start.elapsed() })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Connect (waiting as long as the overall timeout allows) and read the boot identity.
     async fn look(&self, start: Instant) -> Result<Look, RebootError> {
-        match self.comm.connect(&self.poll_wait(start)).await {
+        match self.connect_watched(start).await? {
             Ok(()) => {}
             Err(CommError::ConnectTimeout { waited, last_error, .. }) => {
                 return Err(RebootError::NeverCameBack {
                     target: self.target.clone(),
                     waited: start.elapsed().max(waited),
                     last_state: format!("no SSH session: {last_error}"),
+                    raise: self.raise(),
                 });
             }
             Err(e) if e.is_not_up() => return Ok(Look::Down(e.to_string())),
@@ -406,9 +548,8 @@ impl<'a> Watcher<'a> {
 
     /// Run the readiness command; `Err` carries its status and output.
     async fn ready(&self) -> Result<(), String> {
-        let Some(command) = &self.opts.readiness else { return Ok(()) };
         let req = ExecRequest {
-            command: command.clone(),
+            command: self.readiness(),
             execute_command: self.opts.execute_command.clone(),
             timeout: Some(self.opts.probe_timeout),
             capture: true,
@@ -541,9 +682,12 @@ impl<'a> Watcher<'a> {
             Ok(()) => Ok(None),
             Err(WaitError::Failed(Ok(i))) => Ok(Some(i)),
             Err(WaitError::Failed(Err(e))) => Err(e),
-            Err(WaitError::TimedOut { last_state, .. }) => {
-                Err(RebootError::NeverCameBack { target: self.target.clone(), waited: start.elapsed(), last_state })
-            }
+            Err(WaitError::TimedOut { last_state, .. }) => Err(RebootError::NeverCameBack {
+                target: self.target.clone(),
+                waited: start.elapsed(),
+                last_state,
+                raise: self.raise(),
+            }),
         }
     }
 
@@ -556,16 +700,44 @@ impl<'a> Watcher<'a> {
         match r {
             Ok(v) => Ok(v),
             Err(WaitError::Failed(e)) => Err(e),
-            Err(WaitError::TimedOut { last_state, .. }) => Err(match (not_ready, &self.opts.readiness) {
-                (Some((boot_id, last_output)), Some(command)) => RebootError::NotReady {
+            Err(WaitError::TimedOut { last_state, .. }) => Err(match not_ready {
+                Some((boot_id, last_output)) => RebootError::NotReady {
                     target: self.target.clone(),
                     boot_id,
-                    command: command.clone(),
+                    command: self.opts.readiness.clone().unwrap_or_else(|| "(the OS's own readiness check)".into()),
                     waited: start.elapsed(),
                     last_output,
                 },
-                _ => RebootError::NeverCameBack { target: self.target.clone(), waited: start.elapsed(), last_state },
+                _ => RebootError::NeverCameBack {
+                    target: self.target.clone(),
+                    waited: start.elapsed(),
+                    last_state,
+                    raise: self.raise(),
+                },
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_linux_os_readiness_check_is_valid_sh_and_passes_without_systemd() {
+        let syntax = std::process::Command::new("sh").args(["-n", "-c", LINUX_OS_READY]).output().expect("sh");
+        assert!(syntax.status.success(), "{}", String::from_utf8_lossy(&syntax.stderr));
+        // This machine runs no systemd (no /run/systemd/system): the check falls back to /run/nologin.
+        if !std::path::Path::new("/run/systemd/system").exists() && !std::path::Path::new("/run/nologin").exists() {
+            let run = std::process::Command::new("sh").args(["-c", LINUX_OS_READY]).output().expect("sh");
+            assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stdout));
+        }
+    }
+
+    #[test]
+    fn no_readiness_command_means_the_os_own_check() {
+        assert!(os_readiness(Os::Linux).contains("is-system-running --wait"));
+        assert!(os_readiness(Os::Windows).contains("RebootPending"));
+        assert!(os_readiness(Os::Windows).contains("PendingFileRenameOperations"));
     }
 }

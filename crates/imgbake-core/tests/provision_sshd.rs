@@ -655,3 +655,59 @@ async fn platform_reboot_without_a_platform_is_a_config_error() {
     assert!(err.message.contains("offers no platform reboot"), "{}", err.message);
     assert_eq!(runner.report().steps[0].attempts, 1, "config errors are not retried");
 }
+
+#[tokio::test]
+async fn sshd_killed_mid_step_and_never_restarted_fails_within_the_communicator_timeout_with_progress() {
+    let mut bed = sshd().await;
+    let fx = fixture_with(
+        r#"timeout = "6s""#,
+        r#"
+[[images.box.steps]]
+shell = { inline = ["touch @DIR@/running", "sleep 60"], remote_dir = "@DIR@/remote" }
+"#,
+        &[],
+    );
+    let comm = communicator(&bed);
+    let (runner, log) = new_runner(&fx, "aws");
+    let running = fx.path("running");
+    let kill_it = async {
+        let wait = imgbake_core::wait::Wait::new(Duration::from_secs(30))
+            .interval(Duration::from_millis(20), Duration::from_millis(100));
+        let r: Result<(), imgbake_core::wait::WaitError<()>> =
+            imgbake_core::wait::until(&wait, "the command to start", || {
+                let there = running.exists();
+                async move {
+                    if there {
+                        imgbake_core::wait::Poll::Ready(())
+                    } else {
+                        imgbake_core::wait::Poll::Pending("no".into())
+                    }
+                }
+            })
+            .await;
+        r.unwrap();
+        // The machine's sshd and its sessions die and nothing starts it again.
+        bed.stop();
+        Instant::now()
+    };
+    // Before the fix this sat for the 30-minute reboot timeout with no output: cap it well below.
+    let run = tokio::time::timeout(Duration::from_secs(60), runner.provision(&comm, None));
+    let (result, killed_at) = tokio::join!(run, kill_it);
+    let err = result.expect("the build must end by itself within the communicator timeout").unwrap_err();
+    let took = killed_at.elapsed();
+    assert!(took < Duration::from_secs(20), "ended {took:?} after sshd died; communicator.timeout is 6s");
+    assert!(
+        err.message.contains("did not come back") && err.message.contains("communicator.timeout"),
+        "the error says what imgbake waited for and which setting bounds it: {}",
+        err.message
+    );
+    let states: Vec<String> = log
+        .events()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::State { state, .. } if state.contains("down") => Some(state.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(states.len() >= 2, "progress is shown while waiting: {states:?}");
+}

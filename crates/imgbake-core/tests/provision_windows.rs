@@ -156,3 +156,9 @@ fn the_result_line_the_script_prints_is_the_one_imgbake_reads() {
     assert_eq!((r.found, r.installed, r.failed, r.reboot_required), (3, 2, 1, true));
     assert_eq!(r.failed_titles, vec!["KB5005565"]);
 }
+
+#[test]
+fn the_os_readiness_check_after_a_reboot_matches_its_golden_file_and_parses() {
+    golden("windows-os-ready.ps1", imgbake_core::reboot::WINDOWS_OS_READY);
+    assert_parses("WINDOWS_OS_READY", imgbake_core::reboot::WINDOWS_OS_READY);
+}

@@ -14,7 +14,7 @@ use imgbake_core::cleanup::Resource;
 use imgbake_core::communicator::{CommError, Communicator, ExecRequest};
 use imgbake_core::error::{BuildError, ErrorKind};
 use imgbake_core::event::{EventKind, EventSink};
-use imgbake_core::reboot::PlatformReboot;
+use imgbake_core::reboot::{MachineState, PlatformReboot};
 use imgbake_core::wait::{self, Poll, Wait};
 use imgbake_ssh::SshCommunicator;
 use imgbake_ssh::spec::{Machine as SshMachine, ssh_config};
@@ -97,6 +97,8 @@ fn local(what: &str, path: &Path, e: std::io::Error) -> BuildError {
 struct QmpReset {
     socket: PathBuf,
     pid: u32,
+    /// QEMU's start time, so a recycled pid is not taken for it.
+    started: u64,
 }
 
 #[async_trait]
@@ -108,6 +110,17 @@ impl PlatformReboot for QmpReset {
     async fn reboot(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         crate::qmp::execute(&self.socket, "system_reset", None, Duration::from_secs(10)).await?;
         Ok(())
+    }
+
+    async fn machine_state(&self) -> MachineState {
+        // The guest powered off (QEMU exits then) or QEMU died: nothing will answer SSH again.
+        match crate::process::start_time(self.pid) {
+            Some(t) if t == self.started => MachineState::Running,
+            _ => MachineState::Gone(format!(
+                "the QEMU process (pid {}) has exited: the guest powered off, or QEMU crashed",
+                self.pid
+            )),
+        }
     }
 }
 
@@ -468,8 +481,11 @@ async fn run(
     }
 
     ev.emit(EventKind::Phase { phase: "provision".into() });
-    let reset: Arc<dyn PlatformReboot> =
-        Arc::new(QmpReset { socket: machine.qmp_socket().to_path_buf(), pid: machine.pid() });
+    let reset: Arc<dyn PlatformReboot> = Arc::new(QmpReset {
+        socket: machine.qmp_socket().to_path_buf(),
+        pid: machine.pid(),
+        started: machine.started(),
+    });
     let provisioned = tokio::select! {
         r = job.provisioner.provision(&comm, Some(reset)) => r,
         status = machine.exited() => Err(BuildError::new(

@@ -283,6 +283,13 @@ impl QemuGuest {
         state_disk::boot_log(&self.state_disk)
     }
 
+    /// Arms a reboot chain for the guest's next boot: once SSH is up on it, the guest reboots
+    /// `chain.reboots` more times, each `chain.delay_secs` after SSH came up (a machine that
+    /// reboots again on its own after a reboot, like an update chain).
+    pub fn arm_reboot_chain(&self, chain: RebootChain) -> Result<()> {
+        state_disk::arm(&self.state_disk, chain)
+    }
+
     /// Reboots of a reboot chain still to come.
     pub fn pending_reboots(&self) -> Result<u32> {
         state_disk::pending_reboots(&self.state_disk)

@@ -35,6 +35,19 @@ pub(crate) fn create(path: &Path, chain: RebootChain) -> Result<()> {
     Ok(())
 }
 
+/// Writes `chain` into the control record of an existing state disk (from the host, while the guest
+/// runs): the guest acts on it at its next boot, once SSH is up.
+pub(crate) fn arm(path: &Path, chain: RebootChain) -> Result<()> {
+    let ctx = || format!("writing the control record of state disk {}", path.display());
+    let text = format!("reboots={}\ndelay={}\nforce={}\n", chain.reboots, chain.delay_secs, u8::from(chain.force));
+    let mut record = text.into_bytes();
+    record.resize(RECORD_LEN, 0);
+    let mut file = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| BedError::io(ctx(), e))?;
+    file.write_all(&record).map_err(|e| BedError::io(ctx(), e))?;
+    file.sync_all().map_err(|e| BedError::io(ctx(), e))?;
+    Ok(())
+}
+
 fn read_at(path: &Path, offset: u64, len: usize) -> Result<String> {
     let ctx = || format!("reading state disk {}", path.display());
     let mut file = std::fs::File::open(path).map_err(|e| BedError::io(ctx(), e))?;

@@ -5,6 +5,7 @@ mod build;
 mod cancel;
 mod failures;
 mod input;
+mod reboot_probe;
 mod support;
 mod sweep;
 mod waits;

@@ -345,10 +345,94 @@ impl Provision for StepRunner {
                 self.events.redact(&format!("cannot connect to {}: {e}", comm.target())),
             )
         })?;
-        for (i, step) in image.steps.iter().enumerate() {
+        // The last step that worked on the machine and the boot it finished on: confirmed before the
+        // next such step and before provisioning ends, so a step whose boot ended right after it is
+        // never counted as done.
+        let mut ran_on: Option<(usize, BootIdentity)> = None;
+        let mut reruns = 0u32;
+        let mut i = 0;
+        while i < image.steps.len() {
+            let step = &image.steps[i];
+            let on_machine = works_on_machine(step) && step.runs_on(&self.cx.builder);
+            if on_machine && let Some(again) = self.confirm(comm, &platform, image, &mut ran_on, &mut reruns).await? {
+                i = again;
+                continue;
+            }
             self.run_step(comm, &platform, image, i + 1, step).await?;
+            if on_machine {
+                ran_on = self.boot.lock().await.clone().map(|id| (i, id));
+            }
+            i += 1;
+        }
+        // The builder captures what the last step left: only if the machine still runs its boot.
+        while let Some(again) = self.confirm(comm, &platform, image, &mut ran_on, &mut reruns).await? {
+            let step = &image.steps[again];
+            self.run_step(comm, &platform, image, again + 1, step).await?;
+            ran_on = self.boot.lock().await.clone().map(|id| (again, id));
         }
         Ok(())
+    }
+}
+
+/// Does the step work on the machine (so a reboot can undo or cut it short)?
+fn works_on_machine(step: &Step) -> bool {
+    !matches!(step.kind, StepKind::Local(_) | StepKind::Breakpoint(_))
+}
+
+impl StepRunner {
+    /// Confirm that the machine still runs the boot the last machine step (`ran_on`) finished on.
+    /// `Ok(None)`: confirmed (or nothing to confirm). `Ok(Some(i))`: the boot ended and step `i`
+    /// (0-based) is idempotent: run it again. A step that is not idempotent fails the build, naming
+    /// the step and both boots.
+    async fn confirm(
+        &self,
+        comm: &dyn Communicator,
+        platform: &Option<Arc<dyn PlatformReboot>>,
+        image: &Image,
+        ran_on: &mut Option<(usize, BootIdentity)>,
+        reruns: &mut u32,
+    ) -> Result<Option<usize>, BuildError> {
+        let Some((i, boot)) = ran_on.take() else { return Ok(None) };
+        let step = &image.steps[i];
+        let label = step.label(i + 1);
+        let cx = Ctx {
+            runner: self,
+            comm,
+            platform: platform.clone(),
+            image,
+            step,
+            index: i + 1,
+            label: label.clone(),
+            events: self.events.for_step(&label),
+            deadline: None,
+        };
+        let (_, now) = cx.observe_boot().await?;
+        if now == boot {
+            return Ok(None);
+        }
+        if !step.is_idempotent() {
+            return Err(cx.fail(
+                ErrorKind::Step,
+                format!(
+                    "the machine rebooted right after the step (it finished on boot {boot}, the machine now runs boot \
+                     {now}), so its work may be lost and the step is not counted as done. It is not idempotent, so \
+                     imgbake does not run it again: set `idempotent = true` on it if running it twice is harmless, \
+                     or give the reboot before it a `readiness` command or a longer `settle`"
+                ),
+            ));
+        }
+        *reruns += 1;
+        if *reruns > MAX_RERUNS {
+            return Err(cx.fail(
+                ErrorKind::Step,
+                format!("the machine rebooted after steps {MAX_RERUNS} times in a row (last: boot {boot} → {now}); giving up"),
+            ));
+        }
+        cx.events.warn(format!(
+            "the machine rebooted right after {label} (boot {boot} → {now}); running it again on the new boot (the \
+             step is idempotent)"
+        ));
+        Ok(Some(i))
     }
 }
 

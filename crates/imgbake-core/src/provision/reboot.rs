@@ -8,7 +8,8 @@
 //!   cloud-init done).
 //! - `settle`: how long the new boot and the readiness command must hold; reboots within it (update
 //!   chains) are followed until the machine settles.
-//! - `timeout` (default 30m, and never more than the step's own `timeout`).
+//! - `timeout` (default [`REBOOT_TIMEOUT`], 30m, and never more than the step's own `timeout`); a
+//!   machine the platform reports stopped or gone fails the wait at once.
 
 use imgbake_config::{Reboot, RebootMethod};
 
@@ -35,9 +36,11 @@ pub(crate) fn options(cx: &Ctx<'_>, r: &Reboot) -> Result<RebootOptions, BuildEr
         command: r.command.clone(),
         execute_command: cx.image.communicator.execute_command.clone(),
         platform,
+        probe: cx.platform.clone(),
         readiness: r.readiness.clone(),
         settle: r.settle.map(|s| s.get()),
         timeout: cx.bounded(r.timeout.map(|t| t.get()).unwrap_or(REBOOT_TIMEOUT)),
+        timeout_setting: Some("the reboot step's `timeout` (default 30m)".to_string()),
         ..RebootOptions::default()
     })
 }

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use imgbake_config::{OnReboot, Os};
+use imgbake_config::{OnReboot, Os, StepKind};
 
 use super::{Ctx, humantime_short};
 use crate::command::quote;
@@ -26,8 +26,9 @@ use crate::reboot::{RebootOptions, Recovery, recover};
 use crate::wait::{self, Poll, Wait, WaitError};
 
 /// How long to wait for a machine to come back after a reboot during a step, when the step has no
-/// timeout of its own (the default of the `reboot` step).
-pub const REBOOT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// timeout of its own (the default of the `reboot` step): the one default,
+/// [`crate::reboot::DEFAULT_REBOOT_TIMEOUT`].
+pub const REBOOT_TIMEOUT: Duration = crate::reboot::DEFAULT_REBOOT_TIMEOUT;
 
 /// What a reboot during a command means.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,17 +51,53 @@ pub(crate) enum Ran {
 }
 
 impl Ctx<'_> {
+    /// Options for finding out what an unplanned disconnect was. Nobody asked for a reboot, so the
+    /// wait is bounded by `communicator.timeout` when it is set (how long SSH may stay unreachable),
+    /// else by the reboot timeout; and by the step's `timeout` in either case.
     fn recover_options(&self) -> RebootOptions {
+        let (limit, setting) = match self.image.communicator.timeout {
+            Some(t) => (t.get(), format!("`communicator.timeout` ({})", humantime_short(t.get()))),
+            None => (
+                REBOOT_TIMEOUT,
+                format!("`communicator.timeout` (unset: the reboot timeout, {})", humantime_short(REBOOT_TIMEOUT)),
+            ),
+        };
         RebootOptions {
             execute_command: self.image.communicator.execute_command.clone(),
-            timeout: self.bounded(REBOOT_TIMEOUT),
+            probe: self.platform.clone(),
+            timeout: self.bounded(limit),
+            timeout_setting: Some(setting),
             ..RebootOptions::default()
+        }
+    }
+
+    /// Options for waiting for a reboot somebody asked for (`expect_reboot`): the reboot timeout.
+    fn expected_reboot_options(&self) -> RebootOptions {
+        RebootOptions {
+            timeout: self.bounded(REBOOT_TIMEOUT),
+            timeout_setting: Some("the step's `timeout`".to_string()),
+            ..self.recover_options()
         }
     }
 
     /// The machine's boot identity now. When the connection is gone (the machine may be rebooting after
     /// the previous step) it is recovered first; a reboot between steps is reported, not an error.
     pub async fn boot(&self) -> Result<BootIdentity, BuildError> {
+        let (prev, id) = self.observe_boot().await?;
+        if let Some(prev) = prev
+            && prev != id
+        {
+            self.events.warn(format!(
+                "the machine rebooted between steps (boot {prev} → {id}); it is back, going on with {}",
+                self.label
+            ));
+        }
+        Ok(id)
+    }
+
+    /// The boot identity last seen and the one now (recovering the connection first when it is gone:
+    /// a machine that rebooted is waited for until it settled), remembering the new one.
+    pub(crate) async fn observe_boot(&self) -> Result<(Option<BootIdentity>, BootIdentity), BuildError> {
         let mut last = self.runner.boot.lock().await;
         let first = match self.comm.boot_identity().await {
             Ok(id) => Ok(id),
@@ -86,16 +123,8 @@ impl Ctx<'_> {
                 self.comm.boot_identity().await.map_err(|e| self.comm_fail("reading the boot identity", &e))?
             }
         };
-        if let Some(prev) = last.as_ref()
-            && prev != &id
-        {
-            self.events.warn(format!(
-                "the machine rebooted between steps (boot {prev} → {id}); it is back, going on with {}",
-                self.label
-            ));
-        }
-        *last = Some(id.clone());
-        Ok(id)
+        let prev = last.replace(id.clone());
+        Ok((prev, id))
     }
 
     async fn set_boot(&self, id: BootIdentity) {
@@ -166,7 +195,15 @@ impl Ctx<'_> {
             self.events.info(format!("the machine rebooted as expected (boot {from} → {to})"));
             return Ok(Ran::Rebooted);
         }
-        match policy.on_reboot {
+        // A step that did not choose `on_reboot` is run again when it is idempotent: its run on a
+        // boot that ended under it must not count as done.
+        let chosen = match &self.step.kind {
+            StepKind::Shell(s) => s.on_reboot.is_some(),
+            StepKind::Powershell(p) => p.on_reboot.is_some(),
+            _ => true,
+        };
+        let on_reboot = if !chosen && self.step.is_idempotent() { OnReboot::Rerun } else { policy.on_reboot };
+        match on_reboot {
             OnReboot::Continue => {
                 self.events.warn(format!(
                     "the machine rebooted during the step (boot {from} → {to}); counting the step as done (on_reboot = \"continue\")"
@@ -174,16 +211,17 @@ impl Ctx<'_> {
                 Ok(Ran::Rebooted)
             }
             OnReboot::Rerun => {
-                self.events
-                    .warn(format!("the machine rebooted during the step (boot {from} → {to}); on_reboot = \"rerun\""));
+                let why = if chosen { "on_reboot = \"rerun\"" } else { "the step is idempotent" };
+                self.events.warn(format!("the machine rebooted during the step (boot {from} → {to}); {why}"));
                 Ok(Ran::Rerun)
             }
             OnReboot::Fail => Err(self.fail(
                 ErrorKind::Step,
                 format!(
-                    "the machine rebooted during the step (boot {from} → {to}). If the script reboots the machine, set \
-                     `expect_reboot = true`; `on_reboot = \"rerun\"` runs the step again after an unexpected reboot, \
-                     `on_reboot = \"continue\"` counts it as done"
+                    "the machine rebooted during the step (boot {from} → {to}), so the step is not done. If the \
+                     script reboots the machine, set `expect_reboot = true`; `idempotent = true` (or `on_reboot = \
+                     \"rerun\"`) runs the step again after an unexpected reboot, `on_reboot = \"continue\"` counts it \
+                     as done"
                 ),
             )),
         }
@@ -197,7 +235,7 @@ impl Ctx<'_> {
             &wait,
             "the machine to reboot",
             || async {
-                let opts = RebootOptions { timeout: self.bounded(REBOOT_TIMEOUT), ..self.recover_options() };
+                let opts = self.expected_reboot_options();
                 match recover(self.comm, known, &opts, &self.events).await {
                     Ok(Recovery::Rebooted { to, .. }) => Poll::Ready(to),
                     Ok(Recovery::NetworkDrop { boot_id }) => {

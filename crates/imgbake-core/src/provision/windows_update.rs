@@ -93,6 +93,7 @@ pub(crate) async fn run(cx: &Ctx<'_>, w: &WindowsUpdate) -> Result<(), BuildErro
     };
     let reboot_opts = RebootOptions {
         execute_command: cx.image.communicator.execute_command.clone(),
+        probe: cx.platform.clone(),
         timeout: cx.bounded(super::remote::REBOOT_TIMEOUT),
         ..RebootOptions::default()
     };
