@@ -3,8 +3,11 @@
 
 mod build;
 mod cancel;
+mod errors;
 mod failures;
 mod input;
+mod preflight;
+mod scope;
 mod support;
 mod sweep;
 mod waits;
