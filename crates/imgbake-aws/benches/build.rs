@@ -168,6 +168,7 @@ fn write_tree(dir: &Path, source: &str, proxy: &str, sshd: &Sshd) -> PathBuf {
     let text = format!(
         r#"[settings]
 name = "bench"
+id = "imgbake-bench-0001"
 
 [images.bench]
 builder = "aws"

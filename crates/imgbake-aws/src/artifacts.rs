@@ -21,7 +21,7 @@ use crate::tags::{self, COMPLETE};
 
 /// Every complete AMI imgbake made for `images` of `tree`, as artifacts, newest first per image.
 pub async fn list(clients: &ClientCache, tree: &Tree, images: &[&Image]) -> Result<Vec<Artifact>, BuildError> {
-    let tree_name = tree.name();
+    let tree_id = crate::tree_id(tree)?;
     // Which sessions to ask, and which image names each may hold.
     let mut per_session: Vec<(Session, Vec<String>)> = Vec::new();
     for img in images.iter().filter(|i| i.has_builder("aws")) {
@@ -38,7 +38,7 @@ pub async fn list(clients: &ClientCache, tree: &Tree, images: &[&Image]) -> Resu
     let mut found: Vec<(String, Ami)> = Vec::new();
     for (s, names) in per_session {
         let c = clients.get(&s).await;
-        for ami in complete_images(&c, &tree_name).await? {
+        for ami in complete_images(&c, &tree_id).await? {
             let image = tags::to_map(ami.tags()).get(keys::IMAGE).cloned().unwrap_or_default();
             if names.contains(&image) {
                 found.push((s.region.clone(), ami));
@@ -48,12 +48,12 @@ pub async fn list(clients: &ClientCache, tree: &Tree, images: &[&Image]) -> Resu
     Ok(assemble(images, found))
 }
 
-async fn complete_images(c: &Clients, tree: &str) -> Result<Vec<Ami>, BuildError> {
+async fn complete_images(c: &Clients, tree_id: &str) -> Result<Vec<Ami>, BuildError> {
     let mut pages = c
         .ec2
         .describe_images()
         .owners("self")
-        .filters(tags::filter(keys::TREE, tree))
+        .set_filters(Some(tags::scope(tree_id, &[tags::role::ARTIFACT])))
         .filters(tags::filter(COMPLETE, "true"))
         .into_paginator()
         .send();

@@ -25,7 +25,7 @@ use imgbake_ssh::spec::{Machine, connect_wait, ssh_config};
 
 use crate::clients::{Clients, Session};
 use crate::destroy::intent;
-use crate::error::{ApiError, config};
+use crate::error::{ApiError, SdkResultExt, config};
 use crate::reboot::Ec2Reboot;
 use crate::tags::{BuildTags, COMPLETE, role};
 use crate::userdata::HostKey;
@@ -34,6 +34,8 @@ use crate::{AwsBuilder, copy, image, keypair, launch, preflight, security_group,
 const DEFAULT_INSTANCE_TYPE: &str = "t3.micro";
 const DEFAULT_INSTANCE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 const DEFAULT_IMAGE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// The longest any wait of a build may be (`instance_timeout = "300000y"` must not overflow).
+const MAX_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long tagging waits for a just-created resource to be listed.
 const TAG_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -61,7 +63,16 @@ impl Ctx<'_> {
     {
         let pending = intent(session, kind, &self.job.build_id, &self.job.image);
         self.job.record(pending.clone())?;
-        let id = create().await?;
+        let id = match create().await {
+            Ok(id) => id,
+            // EC2 refused the call (a 4xx that is not throttling): it made nothing, so there is
+            // nothing for the intent to look for.
+            Err(e) if e.status.is_some_and(|s| (400..500).contains(&s)) && !e.is_transient() => {
+                self.job.release(&pending)?;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let made = session.resource(kind, &id);
         self.job.record(made.clone())?;
         self.job.release(&pending)?;
@@ -88,12 +99,32 @@ impl Ctx<'_> {
         }
     }
 
+    /// An API error, saying for which image and what imgbake was doing.
+    fn doing(&self, what: &str, e: ApiError) -> BuildError {
+        let region = e.region.clone();
+        BuildError::new(ErrorKind::Platform, format!("{what} for image {} in {region}: {e}", self.job.image))
+            .caused_by(e)
+    }
+
+    /// Name the image and what imgbake was doing on an AWS failure or timeout: "launching the build
+    /// machine for image web in eu-west-1: RunInstances in eu-west-1: …".
+    fn on<'s, E: Into<BuildError>>(&'s self, what: &'s str, region: &'s str) -> impl FnOnce(E) -> BuildError + 's {
+        move |e| {
+            let mut e: BuildError = e.into();
+            if matches!(e.kind, ErrorKind::Platform | ErrorKind::Timeout) {
+                e.message = format!("{what} for image {} in {region}: {}", self.job.image, e.message);
+            }
+            e
+        }
+    }
+
     fn wait(&self, timeout: Duration) -> imgbake_core::wait::Wait {
         let mut polling = self.b.options().polling;
         if let Some(p) = &self.a.poll_interval {
             polling.max = p.get_ref().get().max(polling.initial);
         }
-        polling.wait(timeout)
+        // A deadline beyond what the clock can hold would panic; no wait needs more than a week.
+        polling.wait(timeout.min(MAX_WAIT))
     }
 
     /// Tags of the AMI and its copies.
@@ -144,6 +175,7 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
     // then took the older one for the newest.
     let created = Utc::now().trunc_subsecs(3);
     let tree_name = job.tree.name();
+    let tree_id = crate::tree_id(&job.tree)?;
     let ctx = Ctx {
         b,
         job: &job,
@@ -151,23 +183,34 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
         a,
         c: c.clone(),
         events: job.events.clone(),
-        tags: BuildTags::new(&job.build_id, &job.image, &tree_name, created),
+        tags: BuildTags::new(&job.build_id, &job.image, &tree_name, &tree_id, created),
     };
 
     // --- Everything that can fail before anything exists.
     ctx.phase("prepare");
     c.check_credentials().await?;
     b.check_regions(&c, a, region_v).await?;
-    c.identity().await?;
+    c.identity().await.map_err(ctx.on("checking the AWS credentials", &region))?;
     let source_id = job.source.id_in(&region);
     let source_span = image.source.as_ref().map(span);
-    let source_ami = b.source_ami(&c, &source_id).await.map_err(|e| e.at(source_span))?;
+    let source_ami = b
+        .source_ami(&c, &source_id)
+        .await
+        .map_err(|e| e.at(source_span))
+        .map_err(ctx.on("checking the source AMI", &region))?;
     let os = image.communicator.os.unwrap_or_default();
     let temp_group = a.security_group_ids.is_empty();
     let private_ssh = a.ssh_interface.as_ref().is_some_and(|i| i.get_ref().starts_with("private"));
-    let net = preflight::network(&c, a, temp_group && private_ssh && a.ssh_cidrs.is_empty()).await?;
+    let net = preflight::network(&c, a, temp_group && private_ssh && a.ssh_cidrs.is_empty())
+        .await
+        .map_err(ctx.on("checking the network settings", &region))?;
     let cidrs = if temp_group { preflight::ssh_cidrs(a, &net, &b.options().public_ip_url).await? } else { Vec::new() };
     let ssh_port = image.communicator.port.unwrap_or(22);
+    let ami_name = match &a.ami_name {
+        Some(n) => n.get_ref().clone(),
+        None => clean_name(&format!("{}-{}", job.image, created.timestamp())),
+    };
+    let replaced = same_name(&ctx, &session, &ami_name).await?;
 
     let host_key = HostKey::generate(&format!("imgbake-{}", job.build_id)).map_err(config)?;
     let (login_key, login_public) = match &image.communicator.private_key_file {
@@ -236,7 +279,17 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
             let r = session.resource("key_pair", &name);
             job.record(r.clone())?;
             temporaries.push(r);
-            keypair::import(&c, &name, &login_public, &temporary).await?;
+            match keypair::import(&c, &name, &login_public, &temporary).await {
+                Ok(()) => {}
+                // Someone else's key: not ours to delete when the build unwinds.
+                Err(keypair::ImportError::Foreign(e)) => {
+                    if let Some(r) = temporaries.pop() {
+                        job.release(&r)?;
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(ctx.on::<BuildError>("importing the temporary key pair", &region)(e.into())),
+            }
             Some(name)
         }
     };
@@ -244,9 +297,12 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
         let name = format!("imgbake-{}-{}", job.build_id, job.image);
         let (id, r) = ctx
             .create(&session, "security_group", || security_group::create(&c, &name, net.vpc_id.as_deref(), &temporary))
-            .await?;
+            .await
+            .map_err(ctx.on("creating the temporary security group", &region))?;
         temporaries.push(r);
-        security_group::allow_ssh(&c, &id, ssh_port, &cidrs).await?;
+        security_group::allow_ssh(&c, &id, ssh_port, &cidrs)
+            .await
+            .map_err(ctx.on("opening SSH in the temporary security group", &region))?;
         vec![id]
     } else {
         a.security_group_ids.iter().map(|g| g.get_ref().clone()).collect()
@@ -276,7 +332,8 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
     let (instance_id, instance_r) = ctx
         .create(&session, "instance", || launch::run(&c, &spec))
         .await
-        .map_err(|e| e.at(a.instance_type.as_ref().map(span)))?;
+        .map_err(|e| e.at(a.instance_type.as_ref().map(span)))
+        .map_err(ctx.on("launching the build machine", &region))?;
     temporaries.push(instance_r.clone());
     let instance_timeout = a.instance_timeout.map(|d| d.get()).unwrap_or(DEFAULT_INSTANCE_TIMEOUT);
     let running = waiters::instance(
@@ -288,7 +345,8 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
         &ctx.wait(instance_timeout),
         &ctx.events,
     )
-    .await?;
+    .await
+    .map_err(ctx.on("waiting for the build machine to run", &region))?;
     let address = crate::address::ssh_address(&running, a.ssh_interface.as_ref().map(|i| i.get_ref().as_str()));
 
     // --- Provision over SSH.
@@ -309,7 +367,7 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
 
     // --- Capture.
     ctx.phase("capture");
-    let stopping = image::stop(&c, &instance_id).await?;
+    let stopping = image::stop(&c, &instance_id).await.map_err(ctx.on("stopping the build machine", &region))?;
     let stopping = (stopping != "stopped").then_some(stopping.as_str());
     waiters::instance(
         &c,
@@ -320,20 +378,20 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
         &ctx.wait(instance_timeout),
         &ctx.events,
     )
-    .await?;
-    let ami_name = match &a.ami_name {
-        Some(n) => n.get_ref().clone(),
-        None => clean_name(&format!("{}-{}", job.image, created.timestamp())),
-    };
+    .await
+    .map_err(ctx.on("waiting for the build machine to stop", &region))?;
     let ami_tags = ctx.ami_tags(&source_id);
     let (ami, ami_r) = ctx
         .create(&session, "image", || {
             image::create(&c, &instance_id, &ami_name, a.ami_description.as_deref(), &ami_tags)
         })
         .await
-        .map_err(|e| e.at(a.ami_name.as_ref().map(span)))?;
+        .map_err(|e| e.at(a.ami_name.as_ref().map(span)))
+        .map_err(ctx.on("creating the AMI", &region))?;
     let image_timeout = a.image_timeout.map(|d| d.get()).unwrap_or(DEFAULT_IMAGE_TIMEOUT);
-    let made = waiters::image(&c, &ami, true, &ctx.wait(image_timeout), &ctx.events).await?;
+    let made = waiters::image(&c, &ami, true, &ctx.wait(image_timeout), &ctx.events)
+        .await
+        .map_err(ctx.on("waiting for the AMI", &region))?;
     let snaps = image::snapshots(&made);
     // The entry now names the snapshots, so a retried cleanup still finds them after the AMI is gone.
     let ami_r = replace(&job, ami_r, session.resource("image", &ami).with("snapshots", snaps.join(",")))?;
@@ -347,9 +405,22 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
     };
     let finish = finish(&ctx, &session, &ami, &ami_name, &snaps, &ami_tags, image_timeout);
     let ((), finished) = tokio::join!(cleanup, finish);
-    let (locations, mut extra, entries) = finished?;
+    let (locations, mut extra, entries) =
+        finished.map_err(ctx.on("finishing the AMI (tags, copies, sharing)", &region))?;
     for r in std::iter::once(&ami_r).chain(&entries) {
         job.release(r)?;
+    }
+    // `force_deregister`: the old AMIs of this name go only now that the new one is ready.
+    for (c, old) in &replaced {
+        let id = old.image_id().unwrap_or_default();
+        match image::remove(c, id, &image::snapshots(old), &ctx.wait(b.options().cleanup_timeout)).await {
+            Ok(()) => ctx.events.info(format!("deregistered the old AMI {id} named `{ami_name}` ({})", c.region())),
+            Err(e) => ctx.events.warn(format!(
+                "could not deregister the old AMI {id} named `{ami_name}` ({}): {}; remove it by hand",
+                c.region(),
+                e.chain()
+            )),
+        }
     }
     extra.insert("name".into(), ami_name);
     Ok(Artifact {
@@ -364,6 +435,42 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
         created,
         extra,
     })
+}
+
+/// AMIs of this account named `name` in the build region and every copy region. Without
+/// `force_deregister` one is a preflight error (EC2 would refuse the name after the whole build);
+/// with it, they are returned, to be deregistered once the new AMI is ready.
+async fn same_name(
+    ctx: &Ctx<'_>,
+    session: &Session,
+    name: &str,
+) -> Result<Vec<(Arc<Clients>, aws_sdk_ec2::types::Image)>, BuildError> {
+    let a = ctx.a;
+    let mut out = Vec::new();
+    let regions = std::iter::once(session.region.clone()).chain(a.copy_regions.iter().map(|r| r.get_ref().clone()));
+    for region in regions {
+        let c = ctx.b.clients(&session.in_region(&region)).await;
+        let found = c
+            .ec2
+            .describe_images()
+            .owners("self")
+            .filters(crate::tags::attr("name", &[name]))
+            .send()
+            .await
+            .api("DescribeImages", &region, None)
+            .map_err(|e| ctx.doing("checking that the AMI name is free", e))?;
+        for img in found.images() {
+            if a.force_deregister != Some(true) {
+                return Err(config(format!(
+                    "an AMI named `{name}` already exists in {region} ({}): choose another aws.ami_name (e.g. with {{{{timestamp}}}}), or set aws.force_deregister = true to replace it once the new AMI is ready",
+                    img.image_id().unwrap_or_default()
+                ))
+                .at(a.ami_name.as_ref().map(span)));
+            }
+            out.push((c.clone(), img.clone()));
+        }
+    }
+    Ok(out)
 }
 
 /// Swap a journal entry for a more detailed one of the same resource.
@@ -420,7 +527,12 @@ async fn finish(
         }
     }
     if let Some(d) = &a.deprecate_after {
-        let at = Utc::now() + chrono::Duration::from_std(d.get_ref().get()).unwrap_or_default();
+        // Validation rejects longer ones; capped again so no value can overflow the date.
+        let after = d.get_ref().get().min(AwsSettings::MAX_DEPRECATE_AFTER);
+        let at =
+            chrono::Duration::from_std(after).ok().and_then(|a| Utc::now().checked_add_signed(a)).ok_or_else(|| {
+                config(format!("deprecate_after `{}` is too far ahead (at most 3650d)", d.get_ref())).at(span(d))
+            })?;
         for (c, id, _) in &all {
             crate::share::deprecate(c, id, at).await.map_err(|e| BuildError::from(e).at(span(d)))?;
         }

@@ -106,6 +106,9 @@ pub struct Clients {
     /// STS.
     pub sts: aws_sdk_sts::Client,
     credentials: Option<SharedCredentialsProvider>,
+    /// The library user handed the credentials in (no profile is read then).
+    explicit_credentials: bool,
+    environment: Environment,
     credentials_ok: tokio::sync::OnceCell<()>,
     identity: tokio::sync::OnceCell<Identity>,
 }
@@ -126,16 +129,24 @@ impl Clients {
                 let Some(provider) = &self.credentials else {
                     return Err(BuildError::new(ErrorKind::Config, format!("no AWS credentials are configured{profile}; {hint}")));
                 };
-                match provider.provide_credentials().await {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(BuildError::new(
+                if let Some(p) = &self.session.profile
+                    && !self.explicit_credentials
+                    && !profile_exists(self.environment, p).await
+                {
+                    return Err(BuildError::new(
                         ErrorKind::Config,
                         format!(
-                            "no usable AWS credentials{profile}: {}; {hint}",
-                            aws_smithy_types::error::display::DisplayErrorContext(&e)
+                            "AWS profile `{p}` does not exist in the shared config files (~/.aws/config, ~/.aws/credentials, or AWS_CONFIG_FILE / AWS_SHARED_CREDENTIALS_FILE): check aws.profile, or create it with `aws configure --profile {p}`"
                         ),
-                    )
-                    .caused_by(e)),
+                    ));
+                }
+                match provider.provide_credentials().await {
+                    Ok(_) => Ok(()),
+                    // One line: the chain's last word (every source was tried), not the SDK's dump.
+                    Err(e) => Err(BuildError::new(
+                        ErrorKind::Config,
+                        format!("no AWS credentials found{profile}; {hint} (last: {})", innermost(&e)),
+                    )),
                 }
             })
             .await
@@ -148,13 +159,54 @@ impl Clients {
         self.check_credentials().await?;
         self.identity
             .get_or_try_init(|| async {
-                let out = self.sts.get_caller_identity().send().await.api("GetCallerIdentity", self.region(), None)?;
+                let out = match self
+                    .sts
+                    .get_caller_identity()
+                    .customize()
+                    .config_override(crate::preflight::quick_sts())
+                    .send()
+                    .await
+                    .api("GetCallerIdentity", self.region(), None)
+                {
+                    Ok(out) => out,
+                    Err(e) if e.is_unreachable() => {
+                        return Err(BuildError::new(ErrorKind::Config, crate::preflight::unreachable(self, &e)));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 Ok(Identity {
                     account: out.account().unwrap_or_default().to_string(),
                     arn: out.arn().unwrap_or_default().to_string(),
                 })
             })
             .await
+    }
+}
+
+/// Whether the shared config files define profile `name` (in isolated mode there are none).
+async fn profile_exists(env: Environment, name: &str) -> bool {
+    if env == Environment::Isolated {
+        return false;
+    }
+    use aws_types::os_shim_internal::{Env, Fs};
+    let files = aws_runtime::env_config::file::EnvConfigFiles::default();
+    match aws_config::profile::load(&Fs::real(), &Env::real(), &files, None).await {
+        Ok(set) => set.get_profile(name).is_some(),
+        // Unreadable or malformed files: let the credentials chain say what is wrong.
+        Err(_) => true,
+    }
+}
+
+/// The innermost cause of an error, shortened: what a user can act on.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    let text = cur.to_string();
+    match text.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text,
     }
 }
 
@@ -263,6 +315,8 @@ impl ClientCache {
             ssm: aws_sdk_ssm::Client::new(&conf),
             sts: aws_sdk_sts::Client::new(&conf),
             credentials: conf.credentials_provider(),
+            explicit_credentials: o.credentials.is_some(),
+            environment: o.environment,
             credentials_ok: tokio::sync::OnceCell::new(),
             identity: tokio::sync::OnceCell::new(),
         }

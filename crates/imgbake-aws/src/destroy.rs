@@ -33,7 +33,7 @@ pub async fn destroy(b: &AwsBuilder, r: &Resource, events: &EventSink) -> Result
         return Err(BuildError::new(ErrorKind::Local, format!("{} has no region", r.describe())));
     }
     let c = b.clients(&session).await;
-    let ids = if r.id == ANY { tagged(&c, r).await? } else { vec![r.id.clone()] };
+    let ids = if r.id == ANY { settled(b, &c, r).await? } else { vec![r.id.clone()] };
     let cleanup = b.options().polling.wait(b.options().cleanup_timeout);
     for id in ids {
         match r.kind.as_str() {
@@ -101,7 +101,29 @@ async fn delete_volume(c: &Clients, id: &str, wait: &imgbake_core::wait::Wait) -
     .await
 }
 
-/// The ids of the resources an intent entry stands for.
+/// The ids of the resources an intent entry stands for, looked up until EC2 lists them: a create
+/// interrupted in flight may have made a resource that DescribeX shows only seconds later. Nothing
+/// listed within `intent_settle` means the call made nothing.
+async fn settled(b: &AwsBuilder, c: &Clients, r: &Resource) -> Result<Vec<String>, BuildError> {
+    use imgbake_core::wait::{Poll, WaitError, until};
+    let wait = b.options().polling.wait(b.options().intent_settle);
+    let what = format!("{} made by an interrupted create to be listed", r.describe());
+    let found = until(&wait, &what, || async {
+        match tagged(c, r).await {
+            Ok(ids) if ids.is_empty() => Poll::Pending("not listed".into()),
+            Ok(ids) => Poll::Ready(ids),
+            Err(e) => Poll::Failed(e),
+        }
+    })
+    .await;
+    match found {
+        Ok(ids) => Ok(ids),
+        Err(WaitError::TimedOut { .. }) => Ok(Vec::new()),
+        Err(WaitError::Failed(e)) => Err(e),
+    }
+}
+
+/// The ids of the resources an intent entry stands for (one lookup).
 async fn tagged(c: &Clients, r: &Resource) -> Result<Vec<String>, BuildError> {
     let (Some(build), Some(img)) = (r.extra.get("build_id"), r.extra.get("image")) else {
         return Err(BuildError::new(ErrorKind::Local, format!("{} names no build id and image", r.describe())));

@@ -51,6 +51,16 @@ impl ApiError {
         let detail = match (&code, e.message()) {
             (Some(c), Some(m)) => format!("{c}: {m}"),
             (Some(c), None) => c.clone(),
+            // No answer at all (refused, unresolvable, timed out): the innermost cause is what a user
+            // can act on, not the SDK's whole chain.
+            _ if matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) => {
+                let mut cause: &dyn std::error::Error = &e;
+                while let Some(next) = cause.source() {
+                    cause = next;
+                }
+                let what = if matches!(e, SdkError::TimeoutError(_)) { "no answer in time" } else { "cannot connect" };
+                format!("{what}: {cause}")
+            }
             _ => DisplayErrorContext(&e).to_string(),
         };
         ApiError { operation, region: region.to_string(), target, code, status, detail }
@@ -63,6 +73,8 @@ impl ApiError {
     fn hint(&self) -> &'static str {
         if self.is_credentials() {
             " (check the AWS credentials: environment, profile, or assumed role)"
+        } else if self.is_unreachable() {
+            " (check aws.endpoint, the network, or the proxy settings)"
         } else if self.code_is("UnauthorizedOperation") {
             " (the credentials lack this IAM permission)"
         } else {
@@ -78,6 +90,11 @@ impl ApiError {
     /// The code ends with `.NotFound` / `NotFound` (the resource does not exist, or not yet).
     pub fn is_not_found(&self) -> bool {
         self.code.as_deref().is_some_and(|c| c.ends_with("NotFound") || c == "ParameterNotFound")
+    }
+
+    /// AWS never answered (no status): a wrong or closed endpoint, no network.
+    pub fn is_unreachable(&self) -> bool {
+        self.status.is_none() && self.code.is_none()
     }
 
     /// The credentials were refused.

@@ -5,7 +5,7 @@
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification, Image as Ami,
     InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceNetworkInterfaceSpecification, InstanceType,
-    ResourceType, Tag, VolumeType,
+    ResourceType, ShutdownBehavior, Tag, VolumeType,
 };
 use imgbake_config::AwsSettings;
 
@@ -54,6 +54,8 @@ pub async fn run(c: &Clients, l: &Launch) -> Result<String, ApiError> {
         .min_count(1)
         .max_count(1)
         .client_token(&l.client_token)
+        // A machine orphaned by a killed imgbake stops costing money once it powers off.
+        .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
         .set_key_name(l.key_name.clone())
         .user_data(&l.user_data)
         .set_block_device_mappings((!l.block_devices.is_empty()).then(|| l.block_devices.clone()))

@@ -69,6 +69,10 @@ pub struct AwsOptions {
     /// How long removing one resource may take (terminating an instance, a security group still in
     /// use). Default 15 minutes.
     pub cleanup_timeout: Duration,
+    /// How long removing an interrupted create (an intent entry) keeps looking for what the call may
+    /// have made before concluding it made nothing: EC2 lists a new resource only some time after
+    /// it exists. Default 30 s.
+    pub intent_settle: Duration,
 }
 
 impl Default for AwsOptions {
@@ -79,6 +83,7 @@ impl Default for AwsOptions {
             public_ip_url: public_ip::DEFAULT_URL.to_string(),
             windows_openssh_url: None,
             cleanup_timeout: Duration::from_secs(15 * 60),
+            intent_settle: Duration::from_secs(30),
         }
     }
 }
@@ -143,18 +148,23 @@ impl AwsBuilder {
         let key = (c.session.profile.clone(), c.session.endpoint.clone(), c.session.role.clone());
         let mut cache = self.regions.lock().await;
         if !cache.contains_key(&key) {
-            let known = match preflight::known_regions(c, c.region() != "us-east-1").await {
+            let at = imgbake_config::Span::new(region.span());
+            let known = match preflight::known_regions(c).await {
                 Ok(k) => k,
+                Err(e) if e.is_unreachable() => {
+                    return Err(error::config(preflight::unreachable(c, &e))
+                        .at(a.endpoint.as_ref().map(|e| imgbake_config::Span::new(e.span()))));
+                }
                 // A region that does not exist has no endpoint to answer: ask one that does, to tell
                 // "no such region" from "no network".
                 Err(e) if c.region() != "us-east-1" => {
                     let other = self.clients.get(&c.session.in_region("us-east-1")).await;
-                    match preflight::known_regions(&other, false).await {
+                    match preflight::known_regions(&other).await {
                         Ok(k) => k,
-                        Err(_) => return Err(e.at(imgbake_config::Span::new(region.span()))),
+                        Err(_) => return Err(BuildError::from(e).at(at)),
                     }
                 }
-                Err(e) => return Err(e.at(imgbake_config::Span::new(region.span()))),
+                Err(e) => return Err(BuildError::from(e).at(at)),
             };
             cache.insert(key.clone(), known);
         }
@@ -171,6 +181,18 @@ impl AwsBuilder {
 pub fn settings(image: &Image) -> Result<&AwsSettings, BuildError> {
     image.aws.as_ref().ok_or_else(|| {
         error::config(format!("image `{}` builds with aws but has no [aws] settings", image.name)).at(image.span)
+    })
+}
+
+/// The tree's id (`settings.id`), which scopes everything the builder finds again. Validation
+/// requires it for trees with an aws image; this catches library users that skipped validation.
+pub fn tree_id(tree: &Tree) -> Result<String, BuildError> {
+    tree.id().map(str::to_string).ok_or_else(|| {
+        error::config(format!(
+            "tree `{}` has no settings.id: aws images need a unique tree id (add `id = \"{}\"` under [settings])",
+            tree.name(),
+            uuid::Uuid::new_v4()
+        ))
     })
 }
 

@@ -9,23 +9,56 @@ use imgbake_config::{AwsSettings, Span, Spanned};
 use imgbake_core::error::BuildError;
 
 use crate::clients::Clients;
-use crate::error::{SdkResultExt, config};
+use crate::error::{ApiError, SdkResultExt, config};
 use crate::tags;
 
 fn span<T>(v: &Spanned<T>) -> Span {
     Span::new(v.span())
 }
 
-/// The regions EC2 knows (opted in or not). Asked in `c`'s region; with `quick`, retried once only
-/// (a region that does not exist fails for good, and the caller asks another one).
-pub async fn known_regions(c: &Clients, quick: bool) -> Result<Vec<String>, BuildError> {
-    let mut req = c.ec2.describe_regions().all_regions(true).customize();
-    if quick {
-        let retry = aws_config::retry::RetryConfig::standard().with_max_attempts(2);
-        req = req.config_override(aws_sdk_ec2::config::Builder::default().retry_config(retry));
-    }
-    let out = req.send().await.api("DescribeRegions", c.region(), None)?;
+/// The regions EC2 knows (opted in or not), asked in `c`'s region. A preflight call: it fails fast.
+pub async fn known_regions(c: &Clients) -> Result<Vec<String>, ApiError> {
+    let out = c.ec2.describe_regions().all_regions(true).customize().config_override(quick_ec2()).send().await.api(
+        "DescribeRegions",
+        c.region(),
+        None,
+    )?;
     Ok(out.regions().iter().filter_map(|r| r.region_name().map(str::to_string)).collect())
+}
+
+/// Preflight calls answer within seconds: a closed or wrong endpoint fails after two quick
+/// attempts, not after the SDK's usual eight with backoff (30 s and more).
+fn quick_retry() -> (aws_config::retry::RetryConfig, aws_config::timeout::TimeoutConfig) {
+    (
+        aws_config::retry::RetryConfig::standard()
+            .with_max_attempts(2)
+            .with_initial_backoff(Duration::from_millis(200)),
+        aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .operation_attempt_timeout(Duration::from_secs(10))
+            .build(),
+    )
+}
+
+/// [`quick_retry`] for EC2 calls.
+pub fn quick_ec2() -> aws_sdk_ec2::config::Builder {
+    let (r, t) = quick_retry();
+    aws_sdk_ec2::config::Builder::default().retry_config(r).timeout_config(t)
+}
+
+/// [`quick_retry`] for STS calls.
+pub fn quick_sts() -> aws_sdk_sts::config::Builder {
+    let (r, t) = quick_retry();
+    aws_sdk_sts::config::Builder::default().retry_config(r).timeout_config(t)
+}
+
+/// The one line for an endpoint that never answered.
+pub fn unreachable(c: &Clients, e: &ApiError) -> String {
+    let at = c.session.endpoint.clone().unwrap_or_else(|| format!("the {} endpoint", c.region()));
+    format!(
+        "cannot reach AWS at {at} ({}: {}): check aws.endpoint, the network, or the proxy settings (HTTPS_PROXY)",
+        e.operation, e.detail
+    )
 }
 
 /// `region` must be one of `known`; `at` is the value naming it.

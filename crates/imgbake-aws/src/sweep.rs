@@ -1,7 +1,8 @@
 //! `imgbake clean`: find what imgbake created for this tree and is still around although no build
 //! needs it — machines, key pairs, security groups, volumes, AMIs without the completion tag (a failed
 //! build's half-made image) with their snapshots, and snapshots no image uses. Complete AMIs are never
-//! returned. Found by tag in every region the tree builds in or copies to.
+//! returned. Found by the tree's id and imgbake's role tags (never by the tree's name, which two trees may
+//! share) in every region the tree builds in or copies to.
 
 use std::collections::BTreeSet;
 
@@ -35,11 +36,11 @@ pub fn sessions(tree: &Tree) -> Vec<Session> {
 
 /// Find the leftovers.
 pub async fn sweep(clients: &ClientCache, tree: &Tree, filter: &SweepFilter) -> Result<Vec<Resource>, BuildError> {
-    let name = tree.name();
+    let tree_id = crate::tree_id(tree)?;
     let mut found = Vec::new();
     for s in sessions(tree) {
         let c = clients.get(&s).await;
-        found.extend(in_session(&c, &name, filter).await?);
+        found.extend(in_session(&c, &tree_id, filter).await?);
     }
     Ok(found)
 }
@@ -59,10 +60,10 @@ fn wanted(tags: &[Tag], filter: &SweepFilter, now: DateTime<Utc>) -> bool {
     }
 }
 
-async fn in_session(c: &Clients, tree: &str, filter: &SweepFilter) -> Result<Vec<Resource>, BuildError> {
+async fn in_session(c: &Clients, tree_id: &str, filter: &SweepFilter) -> Result<Vec<Resource>, BuildError> {
     let region = c.region();
     let now = Utc::now();
-    let mut base: Vec<Filter> = vec![tags::filter(keys::TREE, tree)];
+    let mut base: Vec<Filter> = tags::scope(tree_id, tags::role::ALL);
     if let Some(b) = &filter.build_id {
         base.push(tags::filter(keys::BUILD_ID, b));
     }

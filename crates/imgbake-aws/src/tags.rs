@@ -1,7 +1,7 @@
 //! The tags imgbake puts on everything it creates in EC2, and the filters that find them again.
 //!
-//! Every resource carries `imgbake:build-id`, `imgbake:image`, `imgbake:tree`, `imgbake:created` and
-//! `imgbake:role`, set at creation (TagSpecifications) so nothing exists untagged even for a moment.
+//! Every resource carries `imgbake:build-id`, `imgbake:image`, `imgbake:tree`, `imgbake:tree-id`,
+//! `imgbake:created` and `imgbake:role`, set at creation (TagSpecifications) so nothing exists untagged even for a moment.
 //! AMIs also carry `imgbake:fingerprint`, `imgbake:source`, `imgbake:parent`, the image's `tags` and
 //! `ami_tags`, and — only once the whole build (copies, sharing) succeeded — [`COMPLETE`].
 
@@ -20,6 +20,20 @@ pub mod role {
     pub const BUILD_INSTANCE: &str = "build-instance";
     /// Key pairs and security groups made for one build.
     pub const TEMPORARY: &str = "temporary";
+    /// Every role: what `plan`, `prune` and `clean` may ever find.
+    pub const ALL: &[&str] = &[ARTIFACT, BUILD_INSTANCE, TEMPORARY];
+}
+
+/// The filters that find tree `tree_id`'s resources of `roles`, and nothing else: the tree id (never
+/// the name, which two trees may share) and imgbake's role tag.
+pub fn scope(tree_id: &str, roles: &[&str]) -> Vec<Filter> {
+    vec![
+        filter(tags::TREE_ID, tree_id),
+        Filter::builder()
+            .name(format!("tag:{}", tags::ROLE))
+            .set_values(Some(roles.iter().map(|r| r.to_string()).collect()))
+            .build(),
+    ]
 }
 
 /// The tags of one build, before the role is chosen.
@@ -30,9 +44,10 @@ pub struct BuildTags {
 }
 
 impl BuildTags {
-    /// The tags every resource of build `build_id` of `image` in tree `tree` gets.
-    pub fn new(build_id: &str, image: &str, tree: &str, created: chrono::DateTime<chrono::Utc>) -> Self {
+    /// The tags every resource of build `build_id` of `image` in tree `tree` (id `tree_id`) gets.
+    pub fn new(build_id: &str, image: &str, tree: &str, tree_id: &str, created: chrono::DateTime<chrono::Utc>) -> Self {
         let mut base = BTreeMap::new();
+        base.insert(tags::TREE_ID.to_string(), tree_id.to_string());
         base.insert(tags::BUILD_ID.to_string(), build_id.to_string());
         base.insert(tags::IMAGE.to_string(), image.to_string());
         base.insert(tags::TREE.to_string(), tree.to_string());
@@ -85,7 +100,7 @@ mod tests {
 
     #[test]
     fn imgbake_keys_win_over_user_tags() {
-        let t = BuildTags::new("b-1", "web", "tree", chrono::DateTime::UNIX_EPOCH);
+        let t = BuildTags::new("b-1", "web", "tree", "tree-0001", chrono::DateTime::UNIX_EPOCH);
         let mut user = BTreeMap::new();
         user.insert("imgbake:build-id".to_string(), "forged".to_string());
         user.insert("team".to_string(), "core".to_string());
@@ -94,6 +109,7 @@ mod tests {
         assert_eq!(m["team"], "core");
         assert_eq!(m["imgbake:role"], "artifact");
         assert_eq!(m["imgbake:created"], "1970-01-01T00:00:00.000Z");
-        assert_eq!(m.len(), 6);
+        assert_eq!(m["imgbake:tree-id"], "tree-0001");
+        assert_eq!(m.len(), 7);
     }
 }

@@ -159,6 +159,11 @@ impl Tree {
         dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "tree".into())
     }
 
+    /// The tree's unique id (`settings.id`), which scopes what cloud builders find again.
+    pub fn id(&self) -> Option<&str> {
+        self.model.settings.id.as_ref().map(|i| i.get_ref().as_str())
+    }
+
     /// Image names, parents before children; independent images in file order.
     pub fn order(&self) -> Vec<&str> {
         validate::topo_order(&self.model.images)

@@ -18,6 +18,10 @@ use crate::units::{Duration, Size};
 pub struct Settings {
     /// The tree's name; tags artifacts with `imgbake:tree` so several trees can share an account.
     pub name: Option<String>,
+    /// The tree's unique id; tags everything a cloud builder creates with `imgbake:tree-id`, so
+    /// `plan`, `prune` and `clean` only ever see this tree's resources (two trees may share a name).
+    /// Required for trees with an `aws` image.
+    pub id: Option<Spanned<String>>,
     /// Where `build` writes the manifest (relative to the tree file). Default `imgbake-manifest.json`.
     pub manifest: Option<Spanned<String>>,
     /// Where the cleanup journal and other local state live (relative to the tree file). Default `.imgbake`.
@@ -506,6 +510,9 @@ pub struct AwsSettings {
     pub run_tags: BTreeMap<String, String>,
     /// AMI name template. Default `{{image.name}}-{{timestamp}}`.
     pub ami_name: Option<Spanned<String>>,
+    /// Replace an AMI of the same name (in the build region or a copy region): it is deregistered,
+    /// with its snapshots, once the new AMI is ready. Without it, such a name fails the preflight.
+    pub force_deregister: Option<bool>,
     /// AMI description.
     pub ami_description: Option<String>,
     /// Extra tags on the AMI (the image's `tags` apply too).
@@ -532,6 +539,11 @@ pub struct AwsSettings {
     pub instance_timeout: Option<Duration>,
     /// How long to wait for the AMI to become available. Default 60m.
     pub image_timeout: Option<Duration>,
+}
+
+impl AwsSettings {
+    /// The longest `deprecate_after` EC2 accepts (EnableImageDeprecation: at most 10 years ahead).
+    pub const MAX_DEPRECATE_AFTER: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 24 * 3600);
 }
 
 /// A disk of the build machine.

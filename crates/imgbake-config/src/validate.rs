@@ -106,6 +106,33 @@ pub(crate) fn check(tree: &mut Tree, diags: &mut Vec<Diagnostic>) {
     {
         diags.push(Diagnostic::at(None, "settings.parallel must be at least 1"));
     }
+    check_tree_id(tree, diags);
+}
+
+/// Cloud builders find their resources again by the tree id: without one, two trees of the same
+/// name in one account would prune each other's images.
+fn check_tree_id(tree: &Tree, diags: &mut Vec<Diagnostic>) {
+    match &tree.model.settings.id {
+        Some(id) if !valid_tree_id(id.get_ref()) => diags.push(
+            Diagnostic::at(span_of(id), format!("settings.id `{}` is not a valid tree id", id.get_ref()))
+                .help("8 to 64 characters: letters, digits, `-`, `_` and `.` (e.g. a UUID)"),
+        ),
+        Some(_) => {}
+        None => {
+            let Some(first) = tree.model.images.values().find(|i| i.has_builder("aws")) else { return };
+            diags.push(
+                Diagnostic::at(first.span, format!("this tree builds with aws (image `{}`) but has no `settings.id`", first.name))
+                    .help(format!(
+                        "add `id = \"{}\"` under [settings] (a new unique id; keep it once set: `plan`, `prune` and `clean` find this tree's AMIs by it)",
+                        uuid::Uuid::new_v4()
+                    )),
+            );
+        }
+    }
+}
+
+fn valid_tree_id(id: &str) -> bool {
+    (8..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 fn builder_name_diag(b: &Spanned<String>, what: &str) -> Option<Diagnostic> {
@@ -468,6 +495,41 @@ fn check_aws(tree: &Tree, img: &Image, diags: &mut Vec<Diagnostic>) {
         && d.get_ref().get().is_zero()
     {
         diags.push(Diagnostic::at(span_of(d), "deprecate_after must be longer than 0s"));
+    }
+    if a.encrypt == Some(true)
+        && let Some(share) = &a.share
+        && !(share.accounts.is_empty() && share.organizations.is_empty() && share.organizational_units.is_empty())
+    {
+        // EC2 refuses to share snapshots encrypted with the account's default EBS key.
+        let mut missing: Vec<String> = Vec::new();
+        if a.kms_key_id.is_none() {
+            missing.push(format!(
+                "aws.kms_key_id (for {})",
+                a.region.as_ref().map(|r| r.get_ref().as_str()).unwrap_or("the build region")
+            ));
+        }
+        for r in &a.copy_regions {
+            if !a.region_kms_key_ids.contains_key(r.get_ref()) {
+                missing.push(format!("aws.region_kms_key_ids.{} (a copy region)", r.get_ref()));
+            }
+        }
+        if !missing.is_empty() {
+            diags.push(
+                Diagnostic::at(img.span, format!(
+                    "image `{name}`: encrypt = true and share with other accounts needs a customer-managed KMS key: set {}",
+                    missing.join(" and ")
+                ))
+                .help("EC2 cannot share snapshots encrypted with the default aws/ebs key; grant the accounts use of your key in KMS"),
+            );
+        }
+    }
+    if let Some(d) = &a.deprecate_after
+        && d.get_ref().get() > AwsSettings::MAX_DEPRECATE_AFTER
+    {
+        diags.push(
+            Diagnostic::at(span_of(d), format!("deprecate_after `{}` is too far ahead", d.get_ref()))
+                .help("EC2 deprecates an AMI at most 10 years (3650d) after it is made"),
+        );
     }
 }
 

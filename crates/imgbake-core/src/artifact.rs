@@ -11,8 +11,10 @@ pub mod tags {
     pub const BUILD_ID: &str = "imgbake:build-id";
     /// The tree image the resource belongs to.
     pub const IMAGE: &str = "imgbake:image";
-    /// The tree's name.
+    /// The tree's name (for people; several trees may share one).
     pub const TREE: &str = "imgbake:tree";
+    /// The tree's unique id (`settings.id`): what cloud builders find a tree's resources by.
+    pub const TREE_ID: &str = "imgbake:tree-id";
     /// The artifact's fingerprint.
     pub const FINGERPRINT: &str = "imgbake:fingerprint";
     /// The parent image's artifact id.

@@ -97,6 +97,7 @@ const OPERATIONAL: &[(&str, &[&str])] = &[
             "endpoint",
             "key_pair_name",
             "run_tags",
+            "force_deregister",
         ],
     ),
     ("qemu", &["boot_timeout", "shutdown_timeout", "accelerator", "binary", "memory", "cpus", "output_dir"]),

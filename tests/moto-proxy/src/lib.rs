@@ -30,11 +30,11 @@ mod lifecycle;
 pub mod request;
 pub mod rewrite;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use bytes::Bytes;
@@ -52,7 +52,7 @@ pub use faults::{Fault, FaultRule};
 use lifecycle::Lifecycle;
 pub use lifecycle::{Delays, ImageOutcome, Transition};
 pub use request::ApiCall;
-use rewrite::{rewrite_states, shapes};
+use rewrite::{Shown, rewrite_states, shapes};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +123,14 @@ struct State {
     log: Vec<CallRecord>,
     hook: Option<LaunchHook>,
     call_hook: Option<CallHook>,
+    /// EnableImageDeprecation calls: (AMI, DeprecateAt as sent).
+    deprecations: Vec<(String, String)>,
+    /// New instances are missing from DescribeInstances this long (EC2's eventual consistency).
+    hide_new_instances: Duration,
+    /// Instances hidden until then.
+    hidden: HashMap<String, Instant>,
+    /// Answers held back this long after moto gave them, by action (a slow answer in flight).
+    held_answers: HashMap<String, Duration>,
 }
 
 struct Shared {
@@ -221,6 +229,24 @@ impl MotoProxy {
         self.shared.state().call_hook = Some(Arc::new(hook));
     }
 
+    /// Leave instances created from now on out of DescribeInstances for `d` after RunInstances: EC2
+    /// lists a new resource only some time after it exists.
+    pub fn hide_new_instances(&self, d: Duration) {
+        self.shared.state().hide_new_instances = d;
+    }
+
+    /// Hold moto's answer to `action` back for `d` (the call has taken effect meanwhile): a create
+    /// call still in flight when the client gives up.
+    pub fn hold_answers(&self, action: &str, d: Duration) {
+        self.shared.state().held_answers.insert(action.to_string(), d);
+    }
+
+    /// The EnableImageDeprecation calls answered so far (moto lacks it: the proxy answers it as EC2
+    /// would): (AMI id, DeprecateAt as sent).
+    pub fn deprecations(&self) -> Vec<(String, String)> {
+        self.shared.state().deprecations.clone()
+    }
+
     /// Calls per action so far (injected faults included).
     pub fn calls(&self) -> BTreeMap<String, u32> {
         count(&self.shared.state().log)
@@ -252,6 +278,7 @@ impl MotoProxy {
         s.log.clear();
         s.rules.clear();
         s.lifecycle.clear();
+        s.hidden.clear();
     }
 }
 
@@ -340,6 +367,15 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     if let Some(h) = call_hook {
         h(&call);
     }
+    if call.action == "EnableImageDeprecation" {
+        // moto answers HTTP 500: answer as EC2 does, and keep what was asked.
+        let image = call.param("ImageId").unwrap_or_default().to_string();
+        let at = call.param("DeprecateAt").unwrap_or_default().to_string();
+        shared.state().deprecations.push((image, at));
+        record(&shared, &call, 200, false);
+        let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<EnableImageDeprecationResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>imgbake-moto-proxy</requestId><return>true</return></EnableImageDeprecationResponse>";
+        return Ok(plain(StatusCode::OK, xml.into(), "text/xml"));
+    }
     if call.action == "RunInstances"
         && let Some(hook) = hook
     {
@@ -379,6 +415,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     };
     let status = rparts.status.as_u16();
     let rbody = if rparts.status.is_success() { adjust(&shared, &call, rbody) } else { rbody };
+    let hold = shared.state().held_answers.get(&call.action).copied();
+    if let Some(d) = hold {
+        tokio::time::sleep(d).await;
+    }
     if let Some(f) = &fault {
         return Ok(answer_fault(f));
     }
@@ -405,15 +445,30 @@ fn record(shared: &Shared, call: &ApiCall, status: u16, injected: bool) {
 /// Track new resources and show held states in moto's answer.
 fn adjust(shared: &Shared, call: &ApiCall, body: Bytes) -> Bytes {
     let Ok(text) = std::str::from_utf8(&body) else { return body };
-    let mut s = shared.state();
+    let mut guard = shared.state();
+    let s = &mut *guard;
     let lc = &mut s.lifecycle;
     let region = call.region.as_str();
     let out = match call.action.as_str() {
-        "RunInstances" => rewrite_states(text, shapes::INSTANCES, |id, _| {
-            lc.launched(id, region);
-            None
-        }),
-        "DescribeInstances" => rewrite_states(text, shapes::INSTANCES, |id, real| lc.show(id, real)),
+        "RunInstances" => {
+            let until = Instant::now() + s.hide_new_instances;
+            let hidden = &mut s.hidden;
+            rewrite_states(text, shapes::INSTANCES, |id, _| {
+                lc.launched(id, region);
+                hidden.insert(id.to_string(), until);
+                None
+            })
+        }
+        "DescribeInstances" => {
+            let now = Instant::now();
+            let hidden = &s.hidden;
+            rewrite_states(text, shapes::INSTANCES, |id, real| {
+                if hidden.get(id).is_some_and(|until| now < *until) {
+                    return Some(Shown::hidden());
+                }
+                lc.show(id, real)
+            })
+        }
         "DescribeInstanceStatus" => rewrite_states(text, shapes::INSTANCE_STATUS, |id, real| lc.show(id, real)),
         "StopInstances" => rewrite_states(text, shapes::STATE_CHANGES, |id, real| {
             lc.stopping(id, region);

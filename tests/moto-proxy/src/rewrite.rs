@@ -31,6 +31,15 @@ pub struct Shown {
     pub name: String,
 }
 
+impl Shown {
+    /// Leave the item out of the answer (not listed yet).
+    pub fn hidden() -> Self {
+        Shown { code: None, name: HIDDEN.into() }
+    }
+}
+
+const HIDDEN: &str = "\u{0}hidden";
+
 /// Why an answer could not be rewritten.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot rewrite the XML answer: {0}")]
@@ -111,6 +120,9 @@ fn rewrite_item(
     });
     let (Some(id), Some(state)) = (id, state) else { return events };
     let Some(shown) = decide(&id, &state) else { return events };
+    if shown.name == HIDDEN {
+        return Vec::new();
+    }
     // Pass 2: replace the texts.
     let mut replace: Vec<(usize, String)> = Vec::new();
     walk_positions(&events, shape, |role, index| match role {

@@ -68,3 +68,32 @@ async fn cancelled_while_copying() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn cancelled_while_the_launch_answer_is_in_flight_and_ec2_does_not_list_the_machine_yet() {
+    let bed = Bed::start().await;
+    // The machine exists, its id never reaches the build, and EC2 lists it only 3 s later.
+    bed.proxy.hide_new_instances(Duration::from_secs(3));
+    bed.proxy.hold_answers("RunInstances", Duration::from_secs(60));
+    let builder = bed.builder();
+    let tree = bed.tree("", "");
+    let job = bed.job_from(&tree, "base", Steps::new(&["true"]), &bed.source, EventSink::discard());
+    let ec2 = bed.ec2(REGION).await;
+    let made = imgbake_core::wait::Wait::new(Duration::from_secs(30))
+        .interval(Duration::from_millis(50), Duration::from_millis(200));
+    let in_moto = imgbake_core::wait::until(&made, "moto to hold the machine", || async {
+        let out = ec2.describe_instances().send().await.unwrap();
+        match out.reservations().iter().flat_map(|r| r.instances()).next() {
+            Some(_) => imgbake_core::wait::Poll::<(), ()>::Ready(()),
+            None => imgbake_core::wait::Poll::Pending("none".into()),
+        }
+    });
+    tokio::select! {
+        r = builder.build(job.clone()) => panic!("the build ended before the cut: {:?}", r.map(|a| a.id).map_err(|e| e.chain())),
+        r = in_moto => r.unwrap(),
+    }
+    let pending = job.journal.pending();
+    assert!(pending.iter().any(|r| r.kind == "instance" && r.id == "*"), "{pending:?}");
+    bed.unwind(&builder, &job).await;
+    assert_eq!(bed.leftovers(&[]).await, Vec::<String>::new());
+}

@@ -38,7 +38,7 @@ async fn an_api_error_at_image_creation_leaves_nothing() {
     let e = builder.build(job.clone()).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Platform);
     let text = e.chain();
-    assert!(text.contains("CreateImage in eu-west-1"), "{text}");
+    assert!(text.starts_with("creating the AMI for image base in eu-west-1: CreateImage in eu-west-1"), "{text}");
     assert!(text.contains("UnauthorizedOperation"), "{text}");
     assert!(text.contains("lack this IAM permission"), "{text}");
     bed.unwind(&builder, &job).await;

@@ -26,7 +26,7 @@ async fn an_unknown_region() {
     let e = builder.resolve_source(&tree2, img).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Config, "{}", e.chain());
     assert!(e.message.contains("`eu-west-9` is not an AWS region (did you mean"), "{}", e.message);
-    assert!(located(&tree2, &e).ends_with("tree.toml:11:10"), "{}", located(&tree2, &e));
+    assert!(located(&tree2, &e).ends_with("tree.toml:12:10"), "{}", located(&tree2, &e));
     let job = bed.job_from(&tree2, "base", Steps::new(&["true"]), &bed.source, EventSink::discard());
     let e = builder.build(job.clone()).await.unwrap_err();
     assert!(e.message.contains("`eu-west-9` is not an AWS region"), "{}", e.message);
@@ -123,7 +123,7 @@ async fn a_subnet_in_another_vpc_and_a_missing_security_group() {
         "{}",
         e.message
     );
-    assert!(located(&tree, &e).ends_with("tree.toml:16:13"), "{}", located(&tree, &e));
+    assert!(located(&tree, &e).ends_with("tree.toml:17:13"), "{}", located(&tree, &e));
 
     let tree = bed.tree(&format!("subnet_id = \"{subnet}\"\nsecurity_group_ids = [\"sg-0000000000000dead\"]"), "");
     let job = bed.job_from(&tree, "base", Steps::new(&["true"]), &bed.source, EventSink::discard());

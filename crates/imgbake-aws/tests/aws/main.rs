@@ -3,9 +3,12 @@
 
 mod build;
 mod cancel;
+mod errors;
 mod failures;
 mod input;
+mod preflight;
 mod reboot_probe;
+mod scope;
 mod support;
 mod sweep;
 mod waits;

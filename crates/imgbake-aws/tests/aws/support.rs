@@ -23,6 +23,8 @@ use imgbake_testbed::{Moto, SshTarget, Sshd};
 
 pub const REGION: &str = "eu-west-1";
 pub const COPY_REGION: &str = "us-east-1";
+/// The tree id of [`Bed::tree`].
+pub const TREE_ID: &str = "aws-test-0001";
 
 pub struct Bed {
     pub moto: Moto,
@@ -83,6 +85,7 @@ impl Bed {
             },
             polling: Polling { initial: Duration::from_millis(100), max: Duration::from_millis(300) },
             cleanup_timeout: Duration::from_secs(60),
+            intent_settle: Duration::from_secs(10),
             ..AwsOptions::default()
         })
     }
@@ -90,9 +93,15 @@ impl Bed {
     /// Write `tree.toml`: one image `base` from the bed's source AMI, reaching the bed's sshd, plus
     /// `extra` TOML appended (more keys for `[images.base.aws]` go in `aws_extra`).
     pub fn tree(&self, aws_extra: &str, extra: &str) -> Tree {
+        self.tree_at("", TREE_ID, aws_extra, extra)
+    }
+
+    /// The same tree (named `aws-test` too) in subfolder `sub` of the bed's dir, with tree id `id`.
+    pub fn tree_at(&self, sub: &str, id: &str, aws_extra: &str, extra: &str) -> Tree {
         let text = format!(
             r#"[settings]
 name = "aws-test"
+id = "{id}"
 
 [images.base]
 builder = "aws"
@@ -114,7 +123,9 @@ image_timeout = "60s"
             port = self.sshd.port(),
             endpoint = self.proxy.endpoint(),
         );
-        let path = self.dir.path().join("tree.toml");
+        let dir = self.dir.path().join(sub);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tree.toml");
         std::fs::write(&path, text).unwrap();
         let opts = LoadOptions { env: Default::default(), ..LoadOptions::default() };
         match Tree::load(&path, &opts) {
