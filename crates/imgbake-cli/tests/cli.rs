@@ -38,7 +38,7 @@ fn validate_accepts_the_example_tree() {
 #[test]
 fn validate_rejects_with_locations_and_exit_code_1() {
     let d = write_tree(
-        "[defaults]\nbuilder = \"aws\"\ncommunicator = { username = \"admin\" }\naws = { region = \"eu-west-1\" }\n[images.base]\nsource = { ami = \"ami-0abc\" }\n[images.web]\nparent = \"bsae\"\n[[images.web.steps]]\nshell = { script = \"nope.sh\" }\n",
+        "[defaults]\nbuilder = \"aws\"\ncommunicator = { username = \"admin\" }\naws = { region = \"eu-west-1\" }\n[images.base]\nsource = { ami = \"ami-0abc\" }\n[images.web]\nparent = \"bsae\"\n[[images.web.steps]]\nshell = { script = \"nope.sh\" }\n[settings]\nid = \"cli-test-0001\"\n",
     );
     let o = imgbake().arg("validate").arg(d.path().join("tree.toml")).watched();
     let (out, err) = text(&o);
@@ -72,7 +72,7 @@ fn a_missing_tree_file_is_a_clear_error() {
 #[test]
 fn vars_from_the_command_line_and_files() {
     let d = write_tree(
-        "[variables]\nregion = {}\n[defaults]\nbuilder = \"aws\"\ncommunicator = { username = \"admin\" }\naws = { region = \"{{ var.region }}\" }\n[images.base]\nsource = { ami = \"ami-0abc\" }\n",
+        "[variables]\nregion = {}\n[defaults]\nbuilder = \"aws\"\ncommunicator = { username = \"admin\" }\naws = { region = \"{{ var.region }}\" }\n[images.base]\nsource = { ami = \"ami-0abc\" }\n[settings]\nid = \"cli-test-0002\"\n",
     );
     let tree = d.path().join("tree.toml");
     let o = imgbake().arg("validate").arg(&tree).watched();

@@ -59,6 +59,9 @@ communicator = {{ username = "root", host = "127.0.0.1", port = {port}, timeout 
 aws = {{ region = "{REGION}", endpoint = "{endpoint}", ssh_cidrs = ["127.0.0.1/32"], poll_interval = "300ms" }}
 [[images.base.steps]]
 shell = {{ inline = ["sleep 2"] }}
+
+[settings]
+id = "cli-signals-0001"
 "#,
         source = bed.source,
         port = bed.sshd.port(),

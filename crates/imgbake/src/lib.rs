@@ -11,6 +11,9 @@
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! std::fs::write(dir.path().join("tree.toml"), r#"
+//! [settings]
+//! id = "example-tree-0001"
+//!
 //! [defaults]
 //! builder = "aws"
 //! communicator = { username = "admin" }

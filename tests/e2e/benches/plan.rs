@@ -33,6 +33,7 @@ fn tree_text(n: usize, bed: &Bed) -> String {
     let mut t = format!(
         r#"[settings]
 name = "bench-{n}"
+id = "bench-plan-{n:04}"
 
 [defaults]
 builder = "aws"

@@ -29,6 +29,7 @@ async fn tree_bed() -> TreeBed {
     let bed = Bed::start().await;
     let text = format!(
         r#"[settings]
+id = "e2e-aws-tree-0001"
 name = "aws-e2e"
 manifest = "manifest.json"
 parallel = 1
