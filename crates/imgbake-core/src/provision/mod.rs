@@ -350,6 +350,14 @@ impl Provision for StepRunner {
         }
         Ok(())
     }
+
+    async fn sanitize(
+        &self,
+        comm: &dyn Communicator,
+        items: &crate::sanitize::SanitizeItems,
+    ) -> Result<(), BuildError> {
+        crate::sanitize::run(&self.events, self.image()?, comm, items).await
+    }
 }
 
 /// How a step attempt ended, when it did not fail.
