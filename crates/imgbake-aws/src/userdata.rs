@@ -188,6 +188,19 @@ fn check_size(doc: String) -> Result<String, UserDataError> {
     if doc.len() > MAX_BYTES { Err(UserDataError::TooBig(doc.len())) } else { Ok(doc) }
 }
 
+/// What this user data installs on a Linux machine, for the `sanitize` phase before capture: the host
+/// key cloud-init (or the fallback script) wrote to /etc/ssh, cloud-init's copies of the user data
+/// (found by the host key in them), and the build's login key (`authorized_key`, an OpenSSH public
+/// key line) that cloud-init put in the login user's authorized_keys.
+pub fn sanitize_items(key: &HostKey, authorized_key: &str) -> imgbake_core::sanitize::SanitizeItems {
+    imgbake_core::sanitize::SanitizeItems {
+        host_public_key: Some(key.public_line.clone()),
+        host_key_files: vec!["/etc/ssh/ssh_host_ed25519_key".into()],
+        authorized_keys: vec![authorized_key.to_string()],
+        files: Vec::new(),
+    }
+}
+
 /// Base64, as RunInstances wants it.
 pub fn encode(doc: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(doc)

@@ -59,6 +59,8 @@ pub struct Image {
     pub aws: Option<AwsSettings>,
     /// Settings of the `qemu` builder.
     pub qemu: Option<QemuSettings>,
+    /// Clean the machine of the build before capture (the `sanitize` phase). `None` means on.
+    pub sanitize: Option<bool>,
     /// Where `[images.NAME]` is.
     #[serde(skip)]
     pub span: crate::Span,

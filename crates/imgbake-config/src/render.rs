@@ -70,6 +70,7 @@ struct ImageRaw {
     max_age: Option<Spanned<Duration>>,
     keep: Option<Spanned<u32>>,
     publish: Option<Publish>,
+    sanitize: Option<bool>,
     steps: Option<IgnoredAny>,
     aws: Option<IgnoredAny>,
     qemu: Option<IgnoredAny>,
@@ -513,6 +514,7 @@ fn image_from<'a>(name: &str, kspan: Span, merged: Spanned<DeValue<'a>>, diags: 
         publish: raw.publish,
         aws,
         qemu,
+        sanitize: raw.sanitize,
         span: kspan,
     })
 }

@@ -68,6 +68,17 @@ pub trait Provision: Send + Sync {
         comm: &dyn Communicator,
         platform: Option<Arc<dyn PlatformReboot>>,
     ) -> Result<(), BuildError>;
+
+    /// The `sanitize` phase (see [`crate::sanitize`]): after the steps, before capture, clean the
+    /// machine of what the builder installed for the build (`items`) unless the image says
+    /// `sanitize = false`. Builders call it right before they capture.
+    async fn sanitize(
+        &self,
+        _comm: &dyn Communicator,
+        _items: &crate::sanitize::SanitizeItems,
+    ) -> Result<(), BuildError> {
+        Ok(())
+    }
 }
 
 /// Everything a builder needs for one build.

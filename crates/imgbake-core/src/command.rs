@@ -3,8 +3,9 @@
 //!
 //! The template is rendered with handlebars in strict mode. Variables:
 //! - `command` — the command to run (for a script step: the uploaded script's path);
-//! - `vars` — the environment as assignments, quoted for the OS (`K='v' K2='w'` on Linux,
-//!   `$env:K='v'; $env:K2='w';` on Windows);
+//! - `vars` — the request's `env` as assignments, quoted for the OS (`K='v' K2='w'` on Linux,
+//!   `$env:K='v'; $env:K2='w';` on Windows). imgbake's steps leave `env` empty and pass their
+//!   environment in a file instead ([`env_file`], [`sourcing_env`]), so for them it renders empty;
 //! - `workdir` — the working directory, if any;
 //! - `encoded` (Windows) — the whole PowerShell script (vars, workdir, command) as a UTF-16LE base64 string
 //!   for `powershell -EncodedCommand`.
@@ -102,15 +103,53 @@ pub fn encode_powershell(script: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Build the command line for `req` on `os`.
-pub fn compose(os: Os, req: &ExecRequest) -> Result<String, CommError> {
-    for (k, _) in &req.env {
+fn check_env_names(env: &[(String, String)]) -> Result<(), CommError> {
+    for (k, _) in env {
         if !env_name_ok(k) {
             return Err(CommError::Command(format!(
                 "`{k}` is not a valid environment variable name (letters, digits and _, not starting with a digit)"
             )));
         }
     }
+    Ok(())
+}
+
+/// The file that carries a step's environment to the machine: values on a command line end up in
+/// `ps`, the auth log of `sudo` and so in the image, a file (uploaded 0600, read then deleted by
+/// [`sourcing_env`]) does not. Linux: `export K='v'` lines for `sh`; Windows: `$env:K = 'v'` lines
+/// for PowerShell (the caller adds the BOM PowerShell needs for UTF-8).
+pub fn env_file(os: Os, env: &[(String, String)]) -> Result<String, CommError> {
+    check_env_names(env)?;
+    let mut s = String::new();
+    for (k, v) in env {
+        match os {
+            Os::Linux => s.push_str(&format!("export {k}={}\n", quote(os, v))),
+            Os::Windows => s.push_str(&format!("$env:{k} = {}\r\n", quote(os, v))),
+        }
+    }
+    Ok(s)
+}
+
+/// `command`, preceded by reading the environment file at `path` and deleting it, so the file is gone
+/// while the command runs. It runs in the same shell as `command` (inside `sh -c` or the encoded
+/// PowerShell script), so it works through any `execute_command` that keeps the login user or becomes
+/// root (`sudo -n env {{vars}} sh -c {{quote command}}`).
+pub fn sourcing_env(os: Os, path: &str, command: &str) -> String {
+    let p = quote(os, path);
+    match os {
+        // `.` of an unreadable file ends a non-interactive sh; `|| exit` keeps that explicit.
+        Os::Linux => format!(". {p} && rm -f {p} || exit 125\n{command}"),
+        Os::Windows => format!(". {p}; Remove-Item -LiteralPath {p} -Force; {command}"),
+    }
+}
+
+/// Build the command line for `req` on `os`.
+///
+/// imgbake's steps never put values in `req.env` here: they pass their environment in a file (see
+/// [`env_file`]), so `{{vars}}` renders empty for them. Values given directly in `req.env` (library
+/// use) are still rendered into the command line.
+pub fn compose(os: Os, req: &ExecRequest) -> Result<String, CommError> {
+    check_env_names(&req.env)?;
     // An empty template means "the OS default": it lets one image undo a wrapper set in [defaults].
     let template = req.execute_command.as_deref().filter(|t| !t.trim().is_empty()).unwrap_or(match os {
         Os::Linux => LINUX_DEFAULT,
@@ -182,6 +221,23 @@ mod tests {
         req.workdir = Some("/".into());
         let out = std::process::Command::new("sh").arg("-c").arg(compose(Os::Linux, &req).unwrap()).output().unwrap();
         assert_eq!(String::from_utf8(out.stdout).unwrap(), "it's|$HOME\nsecond\n");
+    }
+
+    #[test]
+    fn an_env_file_is_read_and_deleted_before_the_command_runs_in_a_real_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.env");
+        let env = vec![("A".to_string(), "it's $HOME `x`".to_string()), ("B".to_string(), "two\nlines".to_string())];
+        std::fs::write(&path, env_file(Os::Linux, &env).unwrap()).unwrap();
+        let p = path.display().to_string();
+        let mut req =
+            ExecRequest::new(sourcing_env(Os::Linux, &p, &format!("sh -c 'echo \"$A|$B\"'; test -e {p} || echo gone")));
+        req.execute_command = Some("env {{vars}} sh -c {{quote command}}".into());
+        let cmd = compose(Os::Linux, &req).unwrap();
+        assert!(!cmd.contains("it's"), "{cmd}");
+        let out = std::process::Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), "it's $HOME `x`|two\nlines\ngone\n");
+        assert!(env_file(Os::Linux, &[("1X".into(), "v".into())]).is_err());
     }
 
     #[test]

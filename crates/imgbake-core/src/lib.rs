@@ -55,5 +55,6 @@ pub mod provision;
 pub mod prune;
 pub mod reboot;
 pub mod registry;
+pub mod sanitize;
 pub mod schedule;
 pub mod wait;

@@ -711,3 +711,47 @@ shell = { inline = ["touch @DIR@/running", "sleep 60"], remote_dir = "@DIR@/remo
         .collect();
     assert!(states.len() >= 2, "progress is shown while waiting: {states:?}");
 }
+
+/// Every process's command line on the box, as snapshotted by a step (NUL-separated words).
+fn cmdlines_hold(snapshot: &std::path::Path, value: &str) -> bool {
+    let bytes = std::fs::read(snapshot).unwrap_or_else(|e| panic!("{}: {e}", snapshot.display()));
+    assert!(bytes.len() > 100, "the snapshot of /proc/*/cmdline is suspiciously small: {}", bytes.len());
+    bytes.windows(value.len()).any(|w| w == value.as_bytes())
+}
+
+#[tokio::test]
+async fn step_env_travels_in_a_file_that_is_gone_while_the_step_runs_and_never_on_a_command_line() {
+    let bed = sshd().await;
+    let value = format!("env-value-{}-xyzzy", std::process::id());
+    // A `sudo`-like wrapper: it stays the parent of the command (as sudo does), so whatever it was
+    // given stays visible in /proc/PID/cmdline while the step runs.
+    let fx = fixture(
+        &format!(
+            r#"
+[[images.box.steps]]
+name = "wrapped"
+shell = {{ inline = ["echo \"token=$TOKEN other=$OTHER\"", "ls -a @DIR@/remote > @DIR@/listing", "cat /proc/[0-9]*/cmdline > @DIR@/cmdlines-shell 2>/dev/null || true"], env = {{ TOKEN = "{value}", OTHER = "it's $HOME" }}, remote_dir = "@DIR@/remote", execute_command = "@DIR@/fake-sudo env {{{{vars}}}} sh -c {{{{quote command}}}}" }}
+
+[[images.box.steps]]
+name = "tests"
+test = {{ destination = "@DIR@/remote/tests", command = "echo \"test sees $TOKEN\"; cat /proc/[0-9]*/cmdline > @DIR@/cmdlines-test 2>/dev/null; true", env = {{ TOKEN = "{value}" }} }}
+"#
+        ),
+        &[("fake-sudo", "#!/bin/sh\n\"$@\"\nexit $?\n")],
+    );
+    std::fs::set_permissions(fx.path("fake-sudo"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let comm = communicator(&bed);
+    let (runner, log) = new_runner(&fx, "aws");
+    runner.provision(&comm, None).await.unwrap_or_else(|e| panic!("{}\n{:#?}", e.chain(), log.events()));
+
+    assert_eq!(step_output(&log, "wrapped"), vec![format!("token={value} other=it's $HOME")]);
+    assert_eq!(step_output(&log, "tests"), vec![format!("test sees {value}")]);
+    assert!(!cmdlines_hold(&fx.path("cmdlines-shell"), &value), "a process's command line held the value (shell step)");
+    assert!(!cmdlines_hold(&fx.path("cmdlines-test"), &value), "a process's command line held the value (test step)");
+    let listing = std::fs::read_to_string(fx.path("listing")).unwrap();
+    let names: Vec<&str> = listing.lines().filter(|n| n.starts_with("imgbake-")).collect();
+    assert_eq!(names.len(), 1, "only the running script is there, the environment file is gone: {names:?}");
+    assert!(names[0].ends_with(".sh"), "{names:?}");
+    assert_eq!(leftovers(&fx.path("remote"), "imgbake-"), Vec::<String>::new());
+    comm.disconnect().await;
+}

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use imgbake_config::{Os, WindowsUpdate};
-use imgbake_core::command::{compose, powershell_script};
+use imgbake_core::command::{compose, env_file, powershell_script, sourcing_env};
 use imgbake_core::communicator::ExecRequest;
 use imgbake_core::provision::{powershell, windows_update};
 
@@ -77,10 +77,15 @@ fn decode(command: &str) -> String {
 
 #[test]
 fn a_script_run_composes_to_the_golden_command_and_parses() {
-    // What a non-elevated powershell step sends for its uploaded script (env set by the wrapper).
+    // What a non-elevated powershell step sends for its uploaded script: the environment is in a file
+    // the script dot-sources and deletes first, so no value is on the command line.
+    let env_path = "C:/Windows/Temp/imgbake-win-1-env-0a1b2c3d.ps1";
     let req = ExecRequest {
-        command: powershell::invocation("C:/Windows/Temp/imgbake-win-1-script1-0a1b2c3d.ps1", ""),
-        env: vec![("APP_MODE".into(), "prod".into())],
+        command: sourcing_env(
+            Os::Windows,
+            env_path,
+            &powershell::invocation("C:/Windows/Temp/imgbake-win-1-script1-0a1b2c3d.ps1", ""),
+        ),
         ..ExecRequest::default()
     };
     let composed = compose(Os::Windows, &req).unwrap();
@@ -91,6 +96,27 @@ fn a_script_run_composes_to_the_golden_command_and_parses() {
     assert_parses("composed script run", &script);
     // cmd.exe (OpenSSH's default shell on Windows) takes at most 8191 characters.
     assert!(composed.len() < 8191, "{}", composed.len());
+}
+
+#[test]
+fn the_environment_file_matches_its_golden_file_parses_and_keeps_values_literal() {
+    let env = vec![
+        ("APP_MODE".to_string(), "prod".to_string()),
+        ("QUOTED".to_string(), "it's \"here\" $notvar `n".to_string()),
+    ];
+    let file = env_file(Os::Windows, &env).unwrap();
+    golden("env-file.ps1", &file);
+    assert_parses("environment file", &file);
+    assert!(file.contains("$env:QUOTED = 'it''s \"here\" $notvar `n'\r\n"), "{file}");
+    let composed = compose(
+        Os::Windows,
+        &ExecRequest {
+            command: sourcing_env(Os::Windows, "C:/T/e.ps1", "Write-Output $env:QUOTED"),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(!decode(&composed).contains("notvar"), "the value stays off the command line");
 }
 
 #[test]

@@ -29,6 +29,18 @@ use crate::sidecar::{self, Sidecar};
 use crate::source::{self, RootSource};
 use crate::{KIND, LOCATION};
 
+/// What the seed put on the guest for this build, for the `sanitize` phase: the base image's seed hook
+/// installs the host key and the login key under /run/imgbake (a tmpfs, but a step may have copied
+/// them to disk, and a base image of one's own may keep them elsewhere).
+pub fn seed_sanitize_items(host_pub: &str, client_pub: &str) -> imgbake_core::sanitize::SanitizeItems {
+    imgbake_core::sanitize::SanitizeItems {
+        host_public_key: Some(host_pub.to_string()),
+        host_key_files: vec!["/run/imgbake/ssh_host_ed25519_key".into()],
+        authorized_keys: vec![client_pub.to_string()],
+        files: vec!["/run/imgbake/authorized_keys/root".into(), "/run/imgbake/sshd.conf".into()],
+    }
+}
+
 /// fw_cfg names the base image's seed hook reads (see docs/builders/qemu.md).
 pub const SEED_AUTHORIZED_KEYS: &str = "opt/imgbake/authorized_keys";
 /// fw_cfg name of the injected SSH host key.
@@ -497,6 +509,13 @@ async fn run(
         )),
     };
     if let Err(e) = provisioned {
+        comm.disconnect().await;
+        return Err(e);
+    }
+
+    ev.emit(EventKind::Phase { phase: "sanitize".into() });
+    let client_pub = client_key.public_key().to_openssh().unwrap_or_default();
+    if let Err(e) = job.provisioner.sanitize(&comm, &seed_sanitize_items(&host_pub, &client_pub)).await {
         comm.disconnect().await;
         return Err(e);
     }

@@ -237,3 +237,132 @@ async fn an_aborted_build_keeps_qemu_running_until_cleaned() {
     assert!(failed.is_empty(), "{failed:?}");
     assert!(processes_with(&format!("imgbake:{build_id}:")).is_empty(), "cleaning up stops it");
 }
+
+/// Does the raw form of `disk` hold `needle` anywhere (files, free blocks, the journal)?
+fn raw_disk_holds(disk: &Path, needle: &str) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("disk.raw");
+    let out = std::process::Command::new("qemu-img")
+        .args(["convert", "-U", "-O", "raw"])
+        .arg(disk)
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "qemu-img convert: {}", String::from_utf8_lossy(&out.stderr));
+    let st = std::process::Command::new("grep").args(["-qaF", "--", needle]).arg(&raw).status().unwrap();
+    st.success()
+}
+
+/// The keys a build's seed handed the guest, as the first step saw (and printed) them.
+fn seed_keys(b: &Built) -> (String, String) {
+    let lines: Vec<String> = b
+        .events
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Output { line, .. } => Some(line),
+            _ => None,
+        })
+        .collect();
+    let private_line =
+        lines.iter().find_map(|l| l.strip_prefix("host-private: ")).expect("printed host key").to_string();
+    let login = lines.iter().find_map(|l| l.strip_prefix("login: ")).expect("printed login key").to_string();
+    (private_line, login)
+}
+
+/// The `sanitize` phase: a step leaves the build's keys where cloud-init would (its copy of the user
+/// data, /etc/ssh, root's authorized_keys) plus shell history. With `sanitize = false` the captured
+/// disk holds them (the search works); by default it holds neither the host private key nor the login
+/// key, and a child built from it boots and logs in with its own seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_captured_disk_holds_neither_the_builds_host_key_nor_its_login_key() {
+    let base = base_image();
+    let dir = tempfile::tempdir().unwrap();
+    let leave_keys = r#"[[images.IMAGE.steps]]
+shell = { inline = [
+  "mkdir -p /var/lib/cloud/instance /root/.ssh",
+  "{ ssh-keygen -y -f /run/imgbake/ssh_host_ed25519_key; cat /run/imgbake/ssh_host_ed25519_key; } > /var/lib/cloud/instance/user-data.txt",
+  "cp /run/imgbake/ssh_host_ed25519_key /etc/ssh/ssh_host_ed25519_key",
+  "ssh-keygen -y -f /run/imgbake/ssh_host_ed25519_key > /etc/ssh/ssh_host_ed25519_key.pub",
+  "cat /run/imgbake/authorized_keys/root >> /root/.ssh/authorized_keys",
+  "echo 'echo typed during the build' > /root/.bash_history",
+  "echo \"host-private: $(sed -n 3p /run/imgbake/ssh_host_ed25519_key)\"",
+  "echo \"login: $(cut -d' ' -f2 /run/imgbake/authorized_keys/root)\"",
+  "sync",
+] }
+"#;
+    std::fs::write(
+        dir.path().join("tree.toml"),
+        format!(
+            r#"
+[images.clean]
+builder = "qemu"
+source = {{ disk = "{base}" }}
+communicator = {{ username = "root" }}
+qemu = {{ format = "qcow2" }}
+{clean_steps}
+[images.dirty]
+builder = "qemu"
+source = {{ disk = "{base}" }}
+communicator = {{ username = "root" }}
+qemu = {{ format = "qcow2" }}
+sanitize = false
+{dirty_steps}
+[images.child]
+builder = "qemu"
+parent = "clean"
+communicator = {{ username = "root" }}
+[[images.child.steps]]
+shell = {{ inline = ["test ! -e /var/lib/cloud/instance/user-data.txt", "test ! -e /root/.bash_history", "echo child logged in"] }}
+"#,
+            base = base.display(),
+            clean_steps = leave_keys.replace("IMAGE", "clean"),
+            dirty_steps = leave_keys.replace("IMAGE", "dirty"),
+        ),
+    )
+    .unwrap();
+    let tree = load(dir.path(), &[]);
+    let builder = QemuBuilder::new();
+
+    let resolved = builder.resolve_source(&tree, tree.image("dirty").unwrap()).await.unwrap();
+    let dirty = build(&builder, &tree, "dirty", BuildSource::Root(resolved)).await;
+    let dirty_art = dirty.result.as_ref().unwrap_or_else(|e| panic!("dirty failed: {}", e.chain())).clone();
+    let (host_line, login) = seed_keys(&dirty);
+    assert!(host_line.len() > 40 && login.len() > 40, "{host_line} / {login}");
+    let dirty_disk = Path::new(&dirty_art.locations["path"]);
+    assert!(raw_disk_holds(dirty_disk, &host_line), "control: the unsanitized disk holds the host key");
+    assert!(raw_disk_holds(dirty_disk, &login), "control: the unsanitized disk holds the login key");
+
+    let resolved = builder.resolve_source(&tree, tree.image("clean").unwrap()).await.unwrap();
+    let clean = build(&builder, &tree, "clean", BuildSource::Root(resolved)).await;
+    eprintln!("clean: {}", phase_timeline(&clean.events));
+    let art = clean.result.as_ref().unwrap_or_else(|e| panic!("clean failed: {}", e.chain())).clone();
+    let (host_line, login) = seed_keys(&clean);
+    let disk = Path::new(&art.locations["path"]);
+    assert!(!raw_disk_holds(disk, &host_line), "the captured disk holds the build's host private key");
+    assert!(!raw_disk_holds(disk, &login), "the captured disk holds the build's login key");
+    let cleaned: Vec<String> = clean
+        .events
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Info { message } if message.starts_with("sanitize:") => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert!(cleaned.iter().any(|m| m.contains("/var/lib/cloud/instance/user-data.txt")), "{cleaned:?}");
+    assert!(cleaned.iter().any(|m| m.contains("login key from /root/.ssh/authorized_keys")), "{cleaned:?}");
+
+    let child = build(&builder, &tree, "child", BuildSource::Parent(art)).await;
+    child.result.unwrap_or_else(|e| panic!("the child of a sanitized image failed: {}", e.chain()));
+    let out: Vec<String> = child
+        .events
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Output { line, .. } => Some(line),
+            _ => None,
+        })
+        .collect();
+    assert!(out.contains(&"child logged in".to_string()), "{out:?}");
+}

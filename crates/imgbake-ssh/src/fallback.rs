@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::progress::Progress;
 use crate::session::{Session, describe_ssh_error};
-use crate::tree::{join_remote, local_tree, make_local_dir, set_local_mode};
+use crate::tree::{check_remote_rel, create_local_file, join_remote, local_tree, make_local_dir, set_local_mode};
 
 const CHUNK: usize = 1 << 20;
 
@@ -167,13 +167,13 @@ impl Fallback<'_> {
         self.run(&script, remote, Some((&mut src, &mut progress)), None).await.map(|_| ())
     }
 
-    /// Download a file or a directory tree (no symbolic link loops are followed: `find` lists the tree).
+    /// Download a file or a directory tree (links inside the tree are skipped, names are checked).
     pub(crate) async fn download(&self, remote: &str, local: &Path, events: &EventSink) -> Result<u64, CommError> {
         self.check_os()?;
         // One line per entry: kind (d/f), octal mode, then the path relative to `remote`.
         let list = format!(
             "p={}; if [ -d \"$p\" ]; then cd -- \"$p\" && find . | while IFS= read -r f; do \
-             if [ -d \"$f\" ]; then t=d; elif [ -f \"$f\" ]; then t=f; else continue; fi; \
+             if [ -L \"$f\" ]; then continue; elif [ -d \"$f\" ]; then t=d; elif [ -f \"$f\" ]; then t=f; else continue; fi; \
              printf '%s %s %s\\n' \"$t\" \"$(stat -L -c %a -- \"$f\")\" \"$f\"; done; \
              elif [ -f \"$p\" ]; then printf 'f %s .\\n' \"$(stat -L -c %a -- \"$p\")\"; \
              else echo \"no such file or directory\" >&2; exit 2; fi",
@@ -188,6 +188,7 @@ impl Fallback<'_> {
             let (Some(kind), Some(mode), Some(rel)) = (parts.next(), parts.next(), parts.next()) else { continue };
             let mode = u32::from_str_radix(mode, 8).unwrap_or(0o644);
             let rel = rel.strip_prefix("./").unwrap_or(if rel == "." { "" } else { rel });
+            check_remote_rel(remote, rel)?;
             let target = if rel.is_empty() { local.to_path_buf() } else { local.join(rel) };
             let path = join_remote(remote, rel);
             match kind {
@@ -196,9 +197,7 @@ impl Fallback<'_> {
                     dirs.push((target, mode));
                 }
                 _ => {
-                    let mut dst = tokio::fs::File::create(&target)
-                        .await
-                        .map_err(|source| CommError::LocalFile { path: target.clone(), source })?;
+                    let mut dst = create_local_file(&target).await?;
                     self.run(&format!("cat -- {}", q(&path)), &path, None, Some((&mut dst, &target, &mut progress)))
                         .await?;
                     dst.flush().await.map_err(|source| CommError::LocalFile { path: target.clone(), source })?;

@@ -203,7 +203,7 @@ impl Sftp {
         .await
     }
 
-    /// Download a file or a directory tree (symbolic links are followed, like `scp -r`).
+    /// Download a file or a directory tree. `remote` itself may be a link; links inside the tree are skipped.
     pub(crate) async fn download(&self, remote: &str, local: &Path, events: &EventSink) -> Result<u64, CommError> {
         let meta = self.session.metadata(remote).await.map_err(|e| self.remote_err(remote, e))?;
         let mut progress = Progress::new(events, remote, None);
@@ -236,15 +236,15 @@ impl Sftp {
         crate::tree::make_local_dir(local)?;
         let entries = self.session.read_dir(remote).await.map_err(|e| self.remote_err(remote, e))?;
         for entry in entries {
-            let path = crate::tree::join_remote(remote, &entry.file_name());
-            let target = local.join(entry.file_name());
-            let mut meta = entry.metadata();
+            let name = entry.file_name();
+            crate::tree::check_remote_name(remote, &name)?;
+            let path = crate::tree::join_remote(remote, &name);
+            let target = local.join(&name);
+            let meta = entry.metadata();
+            // Links inside the tree are not followed: the machine decides where they point (out of the
+            // tree, to a loop).
             if meta.is_symlink() {
-                match self.session.metadata(path.as_str()).await {
-                    Ok(m) => meta = m,
-                    // A dangling link has nothing to copy.
-                    Err(_) => continue,
-                }
+                continue;
             }
             if meta.is_dir() {
                 Box::pin(self.download_dir(&path, &target, progress, depth + 1)).await?;
@@ -264,7 +264,7 @@ impl Sftp {
     ) -> Result<(), CommError> {
         let local_err = |source| CommError::LocalFile { path: local.to_path_buf(), source };
         let mut src = self.session.open(remote).await.map_err(|e| self.remote_err(remote, e))?;
-        let mut dst = tokio::fs::File::create(local).await.map_err(local_err)?;
+        let mut dst = crate::tree::create_local_file(local).await?;
         let mut buf = vec![0u8; CHUNK];
         loop {
             let n = src.read(&mut buf).await.map_err(|e| self.remote_err(remote, e.into()))?;

@@ -96,17 +96,116 @@ pub(crate) fn join_remote(base: &str, rel: &str) -> String {
     }
 }
 
-/// Create a local directory if missing (its exact mode is set once it is filled).
+/// Check one entry name of a downloaded directory, as the machine sent it. The machine controls these
+/// names: one with a separator, `..`, or an absolute form would put a file outside the destination.
+pub(crate) fn check_remote_name(dir: &str, name: &str) -> Result<(), CommError> {
+    let bad = if name.is_empty() || name == "." || name == ".." {
+        Some("is not a file name")
+    } else if name.contains(['/', '\\']) {
+        Some("contains a path separator")
+    } else if name.contains('\0') {
+        Some("contains a NUL byte")
+    } else if name.len() >= 2 && name.as_bytes()[1] == b':' {
+        Some("looks like a Windows drive path")
+    } else {
+        None
+    };
+    match bad {
+        Some(why) => Err(CommError::RemoteFile {
+            path: join_remote(dir, name),
+            reason: format!(
+                "refusing to download an entry whose name {why} ({name:?}): it could land outside the local destination"
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Check a `/`-separated path relative to a downloaded directory, name by name.
+pub(crate) fn check_remote_rel(dir: &str, rel: &str) -> Result<(), CommError> {
+    if rel.is_empty() {
+        return Ok(());
+    }
+    if rel.starts_with('/') {
+        return Err(CommError::RemoteFile {
+            path: rel.into(),
+            reason: "refusing to download an entry with an absolute name: it would land outside the local destination"
+                .into(),
+        });
+    }
+    rel.split('/').try_for_each(|name| check_remote_name(dir, name))
+}
+
+fn refuse_link(path: &Path) -> CommError {
+    CommError::LocalFile {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(
+            "a symbolic link is in the way of the download; imgbake does not write through links (remove it)",
+        ),
+    }
+}
+
+/// Create a local directory if missing (its exact mode is set once it is filled). A symbolic link at
+/// `path` is refused, not followed: the files written into it would land wherever it points.
 pub(crate) fn make_local_dir(path: &Path) -> Result<(), CommError> {
     match std::fs::create_dir(path) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => Err(refuse_link(path)),
+            Ok(m) if m.is_dir() => Ok(()),
+            _ => Err(CommError::LocalFile { path: path.to_path_buf(), source: e }),
+        },
         Err(source) => Err(CommError::LocalFile { path: path.to_path_buf(), source }),
     }
 }
 
-/// Set a local file's permission bits.
+/// Create (or truncate) a local file for a download: private until its mode is set, and never through
+/// a symbolic link already at `path` (O_NOFOLLOW).
+pub(crate) async fn create_local_file(path: &Path) -> Result<tokio::fs::File, CommError> {
+    let opened = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .await;
+    match opened {
+        Ok(f) => Ok(f),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(refuse_link(path)),
+        Err(source) => Err(CommError::LocalFile { path: path.to_path_buf(), source }),
+    }
+}
+
+/// Set a downloaded file's permission bits: the machine chose them, so only the rwx bits are kept (no
+/// setuid, setgid or sticky bit on the imgbake host), and never through a symbolic link.
 pub(crate) fn set_local_mode(path: &Path, mode: u32) -> Result<(), CommError> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => return Err(refuse_link(path)),
+        _ => {}
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o777))
         .map_err(|source| CommError::LocalFile { path: path.to_path_buf(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_machine_sends_are_checked_before_they_become_local_paths() {
+        for ok in ["a", "report.xml", ".hidden", "a..b", "x y", "é"] {
+            assert!(check_remote_name("/d", ok).is_ok(), "{ok}");
+        }
+        // None of these can be made as one entry on a Linux filesystem, but a hostile server can send them.
+        for bad in ["", ".", "..", "a/b", "/etc", "..\\x", "a\\b", "C:x", "c:\\w", "nul\0byte"] {
+            let e = check_remote_name("/d", bad).unwrap_err().to_string();
+            assert!(e.contains("refusing"), "{bad:?}: {e}");
+        }
+        assert!(check_remote_rel("/d", "a/b/c").is_ok());
+        assert!(check_remote_rel("/d", "").is_ok());
+        for bad in ["../x", "a/../../x", "/abs", "a//b", "a/./b"] {
+            assert!(check_remote_rel("/d", bad).is_err(), "{bad:?}");
+        }
+    }
 }

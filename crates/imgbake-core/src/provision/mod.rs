@@ -372,6 +372,14 @@ impl Provision for StepRunner {
         }
         Ok(())
     }
+
+    async fn sanitize(
+        &self,
+        comm: &dyn Communicator,
+        items: &crate::sanitize::SanitizeItems,
+    ) -> Result<(), BuildError> {
+        crate::sanitize::run(&self.events, self.image()?, comm, items).await
+    }
 }
 
 /// Does the step work on the machine (so a reboot can undo or cut it short)?

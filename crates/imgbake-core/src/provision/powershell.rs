@@ -232,7 +232,7 @@ pub(crate) async fn run_invocation(
             capture,
             ..ExecRequest::default()
         };
-        return Ok(split(cx.exec_guarded(&req, run.policy, &run.valid).await?));
+        return Ok(split(super::shell::exec_with_env(cx, &req, dir, run.policy, &run.valid).await?));
     }
     let stem = cx.remote_name("elevated", "x");
     let stem = stem.trim_end_matches(".x");

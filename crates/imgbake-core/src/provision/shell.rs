@@ -13,6 +13,7 @@ use imgbake_config::{Os, Shell, Spanned};
 
 use super::remote::{Ran, RebootPolicy, remote_join};
 use super::{Ctx, Done};
+use crate::command::{env_file, sourcing_env};
 use crate::communicator::ExecRequest;
 use crate::error::{BuildError, ErrorKind};
 
@@ -110,7 +111,7 @@ pub(crate) async fn run(cx: &Ctx<'_>, sh: &Shell) -> Result<Done, BuildError> {
             execute_command: execute_command.clone(),
             ..ExecRequest::default()
         };
-        let ran = cx.exec_guarded(&req, policy, &valid).await;
+        let ran = exec_with_env(cx, &req, dir, policy, &valid).await;
         cx.remove_remote(&remote, None).await;
         match ran? {
             Ran::Exited(out) => cx.check_exit(&format!("the script ({})", script.what), &out, &valid)?,
@@ -120,6 +121,36 @@ pub(crate) async fn run(cx: &Ctx<'_>, sh: &Shell) -> Result<Done, BuildError> {
         }
     }
     Ok(Done::Ok)
+}
+
+/// Run `req` like [`Ctx::exec_guarded`], with its environment passed in a file instead of on the command
+/// line: uploaded 0600 to a unique name in `dir`, read and deleted by the command before it starts (see
+/// [`crate::command::sourcing_env`]), and removed afterwards in case the command never ran.
+pub(crate) async fn exec_with_env(
+    cx: &Ctx<'_>,
+    req: &ExecRequest,
+    dir: &str,
+    policy: RebootPolicy,
+    valid: &[i32],
+) -> Result<Ran, BuildError> {
+    if req.env.is_empty() {
+        return cx.exec_guarded(req, policy, valid).await;
+    }
+    let os = cx.os();
+    let mut content = env_file(os, &req.env).map_err(|e| cx.fail(ErrorKind::Config, e.to_string()))?.into_bytes();
+    let ext = match os {
+        Os::Linux => "env",
+        Os::Windows => {
+            content = super::powershell::script_file(&content);
+            "ps1"
+        }
+    };
+    let path = remote_join(dir, &cx.remote_name("env", ext));
+    cx.transfer("uploading the step's environment", || cx.comm.upload_bytes(&content, &path, 0o600)).await?;
+    let staged = ExecRequest { command: sourcing_env(os, &path, &req.command), env: Vec::new(), ..req.clone() };
+    let ran = cx.exec_guarded(&staged, policy, valid).await;
+    cx.remove_remote(&path, None).await;
+    ran
 }
 
 #[cfg(test)]

@@ -76,7 +76,11 @@ pub(crate) async fn run(cx: &Ctx<'_>, t: &TestStep) -> Result<(), BuildError> {
         execute_command: execute_command.clone(),
         ..ExecRequest::default()
     };
-    let ran = cx.exec_guarded(&req, RebootPolicy::default(), &[0]).await;
+    let env_dir = match os {
+        Os::Linux => super::shell::DEFAULT_REMOTE_DIR,
+        Os::Windows => super::powershell::DEFAULT_REMOTE_DIR,
+    };
+    let ran = super::shell::exec_with_env(cx, &req, env_dir, RebootPolicy::default(), &[0]).await;
     let status = match ran {
         Ok(Ran::Exited(out)) => out.status,
         Ok(Ran::Rebooted | Ran::Rerun) => ExecStatus::ConnectionLost,

@@ -1,2 +1,2 @@
-$env:APP_MODE='prod'; $ProgressPreference = 'SilentlyContinue'; & 'C:/Windows/Temp/imgbake-win-1-script1-0a1b2c3d.ps1'
+. 'C:/Windows/Temp/imgbake-win-1-env-0a1b2c3d.ps1'; Remove-Item -LiteralPath 'C:/Windows/Temp/imgbake-win-1-env-0a1b2c3d.ps1' -Force; $ProgressPreference = 'SilentlyContinue'; & 'C:/Windows/Temp/imgbake-win-1-script1-0a1b2c3d.ps1'
 if ($LASTEXITCODE) { exit $LASTEXITCODE } elseif (-not $?) { exit 1 }

@@ -131,3 +131,105 @@ async fn sftp_round_trip_keeps_modes_and_content() {
 async fn exec_fallback_without_sftp_keeps_modes_and_content() {
     round_trip(false).await;
 }
+
+/// A directory the machine controls, made hostile: links out of the tree and in a loop, setuid and
+/// world-writable modes, odd (but legal) names.
+fn make_hostile_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    let w = |p: &str, mode: u32| {
+        std::fs::write(root.join(p), p.as_bytes()).unwrap();
+        std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    w("setuid", 0o4755);
+    w("sub/world-writable", 0o1777);
+    w("-dash name", 0o644);
+    std::os::unix::fs::symlink("/etc", root.join("etc-link")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", root.join("sub/hostname-link")).unwrap();
+    std::os::unix::fs::symlink(".", root.join("loop")).unwrap();
+}
+
+async fn hostile_download(sftp: bool) {
+    let sshd = sshd_with(SshdOptions { sftp, ..Default::default() }).await;
+    let c = connected(&sshd).await;
+    let local = tempfile::tempdir().unwrap();
+    let remote = remote_path(&sshd, "hostile");
+    make_hostile_tree(Path::new(&remote));
+
+    // Links in the tree are neither followed nor made; setuid, setgid and sticky bits are dropped.
+    let back = local.path().join("back");
+    c.download(&remote, &back, &EventSink::discard()).await.unwrap_or_else(|e| panic!("sftp {sftp}: {e}"));
+    let got: BTreeMap<String, u32> = snapshot(&back).into_iter().map(|(k, (m, _))| (k, m)).collect();
+    let want: BTreeMap<String, u32> =
+        [("", 0o755), ("-dash name", 0o644), ("setuid", 0o755), ("sub", 0o755), ("sub/world-writable", 0o777)]
+            .into_iter()
+            .map(|(k, m)| (if k.is_empty() { String::new() } else { k.to_string() }, m))
+            .collect();
+    let got: BTreeMap<String, u32> = got
+        .into_iter()
+        .map(|(k, m)| {
+            (k.strip_prefix(&back.display().to_string()).unwrap_or(&k).trim_start_matches('/').to_string(), m)
+        })
+        .collect();
+    assert_eq!(got, want, "sftp {sftp}");
+
+    // A symbolic link already at a target is not written through (file or directory).
+    let victim = local.path().join("victim");
+    std::fs::write(&victim, b"untouched").unwrap();
+    let outside = local.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let planted = local.path().join("planted");
+    std::fs::create_dir(&planted).unwrap();
+    std::os::unix::fs::symlink(&victim, planted.join("setuid")).unwrap();
+    let e = c.download(&remote, &planted, &EventSink::discard()).await.unwrap_err();
+    assert!(e.to_string().contains("symbolic link"), "sftp {sftp}: {e}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+    std::fs::remove_file(planted.join("setuid")).unwrap();
+    std::os::unix::fs::symlink(&outside, planted.join("sub")).unwrap();
+    let e = c.download(&remote, &planted, &EventSink::discard()).await.unwrap_err();
+    assert!(e.to_string().contains("symbolic link"), "sftp {sftp}: {e}");
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "nothing was written through the link");
+    // The single-file form too.
+    let e = c.download(&format!("{remote}/setuid"), &planted.join("setuid"), &EventSink::discard()).await;
+    assert!(e.is_ok(), "a plain file target is fine: {e:?}");
+    std::os::unix::fs::symlink(&victim, local.path().join("one-link")).unwrap();
+    let e = c.download(&format!("{remote}/setuid"), &local.path().join("one-link"), &EventSink::discard()).await;
+    assert!(e.unwrap_err().to_string().contains("symbolic link"));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+
+    // Names that would leave the destination: a backslash (a separator on Windows) is refused; a
+    // newline that forges a `d 777 ..` entry in the fallback's listing (which would chmod the parent of
+    // the destination) is refused there, and is a plain odd name over SFTP.
+    let backslash = remote_path(&sshd, "bad-backslash");
+    std::fs::create_dir(&backslash).unwrap();
+    std::fs::write(Path::new(&backslash).join("back\\slash"), b"x").unwrap();
+    let e = c.download(&backslash, &local.path().join("bs"), &EventSink::discard()).await.unwrap_err();
+    assert!(e.to_string().contains("refusing") && e.to_string().contains("separator"), "sftp {sftp}: {e}");
+    let forged = remote_path(&sshd, "bad-newline");
+    std::fs::create_dir(&forged).unwrap();
+    std::fs::write(Path::new(&forged).join("x"), b"x").unwrap();
+    std::fs::write(Path::new(&forged).join("x\nd 777 .."), b"x").unwrap();
+    let parent = local.path().join("deep");
+    std::fs::create_dir(&parent).unwrap();
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let got = c.download(&forged, &parent.join("nl"), &EventSink::discard()).await;
+    match (&got, sftp) {
+        (Ok(_), true) => assert!(parent.join("nl/x\nd 777 ..").is_file()),
+        // The fallback reads `find`'s listing line by line: the name splits into `./x` and a path that
+        // does not exist, which is skipped (or refused, were it to reach the name check).
+        (Ok(_), false) => assert!(parent.join("nl/x").is_file()),
+        (Err(e), false) => assert!(e.to_string().contains("refusing"), "{e}"),
+        _ => panic!("sftp {sftp}: {got:?}"),
+    }
+    assert_eq!(std::fs::metadata(&parent).unwrap().permissions().mode() & 0o7777, 0o750, "sftp {sftp}");
+    c.disconnect().await;
+}
+
+#[tokio::test]
+async fn sftp_downloads_refuse_hostile_names_links_and_special_modes() {
+    hostile_download(true).await;
+}
+
+#[tokio::test]
+async fn exec_fallback_downloads_refuse_hostile_names_links_and_special_modes() {
+    hostile_download(false).await;
+}

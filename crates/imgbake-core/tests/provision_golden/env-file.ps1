@@ -1,0 +1,2 @@
+$env:APP_MODE = 'prod'
+$env:QUOTED = 'it''s "here" $notvar `n'
