@@ -633,3 +633,25 @@ tags = { "imgbake:{{ var.token }}" = "x" }
         assert!(out.contains("--var count:"), "{out}");
     }
 }
+
+#[test]
+fn ami_names_with_build_values_pass_both_validate_and_the_plan_render() {
+    let d = tree(&[(
+        "tree.toml",
+        &with_head(
+            "[images.base]\nsource = { ami = \"ami-0abc\" }\naws = { ami_name = \"{{ image.name }}-{{ isotime \\\"%Y%m%d-%H%M%S\\\" }}-{{ timestamp }}-{{ uuid }}\" }\n",
+        ),
+    )]);
+    let t = Tree::load(&d.path().join("tree.toml"), &opts()).unwrap_or_else(|e| panic!("{e}"));
+    // `plan` renders with markers (`{isotime}`) for fingerprints: that render must not refuse the name.
+    t.rerender(&imgbake_config::Stamp::masked()).unwrap_or_else(|e| panic!("{e}"));
+    // A name the build would really produce wrong is still refused, by validate.
+    let d = tree(&[(
+        "tree.toml",
+        &with_head(
+            "[images.base]\nsource = { ami = \"ami-0abc\" }\naws = { ami_name = \"base-{{ isotime \\\"%H:%M\\\" }}\" }\n",
+        ),
+    )]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:7:20: AMI name `base-"), "{e}");
+}
