@@ -655,3 +655,24 @@ fn ami_names_with_build_values_pass_both_validate_and_the_plan_render() {
     let e = errors(d.path());
     assert!(e.contains("T/tree.toml:7:20: AMI name `base-"), "{e}");
 }
+
+#[test]
+fn every_shipped_example_tree_validates_and_renders_for_plan() {
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images");
+    let disk = tempfile::NamedTempFile::new().unwrap();
+    let mut checked = 0;
+    for e in std::fs::read_dir(&images).unwrap().flatten() {
+        let path = e.path().join("tree.toml");
+        if !path.is_file() {
+            continue;
+        }
+        // The local example starts from a disk made by scripts/make-base-image.sh: any file stands in.
+        let o = LoadOptions { vars: vec![("base_disk".into(), disk.path().display().to_string())], ..opts() };
+        let o = if std::fs::read_to_string(&path).unwrap().contains("var.base_disk") { o } else { opts() };
+        let t = Tree::load(&path, &o).unwrap_or_else(|d| panic!("{} does not validate:\n{d}", path.display()));
+        t.rerender(&imgbake_config::Stamp::masked())
+            .unwrap_or_else(|d| panic!("{} validates but plan's render refuses it:\n{d}", path.display()));
+        checked += 1;
+    }
+    assert!(checked >= 2, "the aws and local examples: {checked}");
+}
