@@ -45,12 +45,117 @@ impl Diagnostic {
 pub struct Diagnostics {
     items: Vec<Diagnostic>,
     sources: Arc<SourceMap>,
+    /// Values of sensitive variables: never printed, not even in a source snippet.
+    secrets: Vec<String>,
+}
+
+/// What a sensitive value is printed as.
+pub const REDACTED: &str = "[sensitive]";
+
+/// Secrets at least this long are hidden wherever they appear; shorter ones where a value is quoted.
+const MIN_FREE_SECRET: usize = 4;
+
+/// Longest quoted value echoed back in a message, in characters; longer ones end in an ellipsis.
+const MAX_QUOTED: usize = 80;
+/// Longest source line shown as a snippet; longer lines get the one-line form only.
+const MAX_SNIPPET_LINE: usize = 400;
+
+/// Cut every `quoted` value longer than [`MAX_QUOTED`] characters: a 2 MB bad value is not echoed back.
+fn shorten(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(1024));
+    for (i, part) in s.split('`').enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        // Odd parts are inside backticks: the values echoed back.
+        if i % 2 == 1 && part.chars().count() > MAX_QUOTED {
+            out.extend(part.chars().take(MAX_QUOTED));
+            out.push('…');
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// Diagnostics from one mistake repeated for each image (a bad value in `[defaults]`) are one problem.
+fn same_problem(a: &Diagnostic, b: &Diagnostic) -> bool {
+    fn generic(m: &str) -> String {
+        // `image `web`` and `images.web` name the image the mistake was copied into, not the mistake.
+        let mut out = String::new();
+        let mut rest = m;
+        while let Some(i) = rest.find("image") {
+            out.push_str(&rest[..i]);
+            let tail = &rest[i..];
+            let (prefix, after) = if let Some(t) = tail.strip_prefix("images.") {
+                ("images.", t)
+            } else if let Some(t) = tail.strip_prefix("image `") {
+                ("image `", t)
+            } else {
+                out.push_str("image");
+                rest = &tail[5..];
+                continue;
+            };
+            out.push_str(prefix);
+            out.push('*');
+            let end = after.find(['`', '.', ' ', '[', ':']).unwrap_or(after.len());
+            rest = &after[end..];
+        }
+        out.push_str(rest);
+        out
+    }
+    a.span.is_some() && a.span == b.span && generic(&a.message) == generic(&b.message)
 }
 
 impl Diagnostics {
     /// Problems in these sources.
     pub fn new(items: Vec<Diagnostic>, sources: Arc<SourceMap>) -> Self {
-        Diagnostics { items, sources }
+        let mut kept: Vec<Diagnostic> = Vec::with_capacity(items.len());
+        for mut d in items {
+            if kept.iter().any(|k| same_problem(k, &d)) {
+                continue;
+            }
+            d.message = shorten(&d.message);
+            d.help = d.help.map(|h| shorten(&h));
+            d.related.iter_mut().for_each(|(_, n)| *n = shorten(n));
+            kept.push(d);
+        }
+        Diagnostics { items: kept, sources, secrets: Vec::new() }
+    }
+
+    /// Never print these values (sensitive variables): they become `[sensitive]`.
+    pub fn redacting(mut self, secrets: Vec<String>) -> Self {
+        self.secrets = secrets.into_iter().filter(|s| !s.is_empty()).collect();
+        // Longest first, so a secret containing another is replaced whole.
+        self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        self
+    }
+
+    fn redact(&self, s: &str) -> String {
+        let mut out = s.to_string();
+        for secret in &self.secrets {
+            if secret.chars().count() >= MIN_FREE_SECRET {
+                out = out.replace(secret.as_str(), REDACTED);
+            } else {
+                // A very short value would match inside words and line numbers: hide it where a
+                // message echoes a value, as a whole `quoted` word.
+                out = out.replace(&format!("`{secret}`"), &format!("`{REDACTED}`"));
+            }
+        }
+        out
+    }
+
+    /// Whether a snippet of `span` would show too much: a sensitive value or a huge line.
+    fn snippet_unsafe(&self, span: Span) -> bool {
+        let Some(i) = self.sources.file_index(span) else { return true };
+        let f = &self.sources.files()[i];
+        let at = (span.start - f.base()).min(f.text.len());
+        let end = (span.end - f.base()).min(f.text.len());
+        let start = f.text[..at].rfind('\n').map_or(0, |p| p + 1);
+        let stop = f.text[end..].find('\n').map_or(f.text.len(), |p| end + p);
+        let shown = f.text.get(start..stop).unwrap_or("");
+        shown.len() > MAX_SNIPPET_LINE
+            || self.secrets.iter().any(|s| s.chars().count() >= MIN_FREE_SECRET && shown.contains(s.as_str()))
     }
 
     /// The problems, in the order found (sorted by position when rendered).
@@ -81,15 +186,16 @@ impl Diagnostics {
 
     /// The one-line form of a diagnostic: `file:line:col: message (help)`.
     pub fn line(&self, d: &Diagnostic) -> String {
+        // Only the words are redacted: a location never holds a value.
         let mut s = match d.span {
-            Some(span) => format!("{}: {}", self.sources.describe(span), d.message),
-            None => d.message.clone(),
+            Some(span) => format!("{}: {}", self.sources.describe(span), self.redact(&d.message)),
+            None => self.redact(&d.message),
         };
         if let Some(h) = &d.help {
-            s.push_str(&format!(" ({h})"));
+            s.push_str(&format!(" ({})", self.redact(h)));
         }
         for (span, note) in &d.related {
-            s.push_str(&format!("; {}: {note}", self.sources.describe(*span)));
+            s.push_str(&format!("; {}: {}", self.sources.describe(*span), self.redact(note)));
         }
         s
     }
@@ -100,7 +206,13 @@ impl Diagnostics {
         let styles = term::Styles::default();
         let config = term::Config::default();
         for d in self.sorted() {
-            let mut cs = CsDiagnostic::error().with_message(&d.message);
+            let spans = d.span.iter().chain(d.related.iter().map(|(s, _)| s));
+            if spans.into_iter().any(|s| self.snippet_unsafe(*s)) {
+                let line = format!("error: {}\n", self.line(d));
+                let _ = std::io::Write::write_all(&mut buf, line.as_bytes());
+                continue;
+            }
+            let mut cs = CsDiagnostic::error().with_message(self.redact(&d.message));
             let mut labels = Vec::new();
             if let Some(span) = d.span
                 && let Some(i) = self.sources.file_index(span)
@@ -111,12 +223,13 @@ impl Diagnostics {
             for (span, note) in &d.related {
                 if let Some(i) = self.sources.file_index(*span) {
                     let base = self.sources.files()[i].base();
-                    labels.push(Label::secondary(i, span.start - base..span.end - base).with_message(note));
+                    labels
+                        .push(Label::secondary(i, span.start - base..span.end - base).with_message(self.redact(note)));
                 }
             }
             cs = cs.with_labels(labels);
             if let Some(h) = &d.help {
-                cs = cs.with_notes(vec![format!("help: {h}")]);
+                cs = cs.with_notes(vec![format!("help: {}", self.redact(h))]);
             }
             let mut writer = term::StylesWriter::new(&mut buf, &styles);
             if term::emit_to_write_style(&mut writer, &config, self.sources.as_ref(), &cs).is_err() {

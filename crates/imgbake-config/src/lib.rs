@@ -76,11 +76,14 @@ pub use template::Stamp;
 pub struct Tree {
     project: Arc<Project>,
     pub(crate) model: TreeModel,
+    /// Rendered with [`Stamp::masked`]: build values are markers like `{isotime}`, not what the build
+    /// will use, so checks of rendered names (AMI names) are left to the real render.
+    pub(crate) masked: bool,
 }
 
 impl Tree {
     pub(crate) fn new(project: Arc<Project>, model: TreeModel) -> Self {
-        Tree { project, model }
+        Tree { project, model, masked: false }
     }
 
     /// Load, render (with placeholder build values) and check the tree at `path`.
@@ -243,6 +246,6 @@ impl Tree {
 
     /// A diagnostic at a value of this tree, ready to print.
     pub fn error_at(&self, span: Option<Span>, message: impl Into<String>) -> Diagnostics {
-        Diagnostics::new(vec![Diagnostic::at(span, message)], self.sources().clone())
+        Diagnostics::new(vec![Diagnostic::at(span, message)], self.sources().clone()).redacting(self.secrets())
     }
 }

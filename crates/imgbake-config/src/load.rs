@@ -130,23 +130,49 @@ impl Project {
         let mut roles = Vec::new();
         let mut diags = Vec::new();
         let mut seen: HashSet<PathBuf> = HashSet::new();
-        // (path, role, span of the include entry that named it)
-        let mut queue: Vec<(PathBuf, FileRole, Option<Span>)> = vec![(path.to_path_buf(), FileRole::Root, None)];
-        while let Some((p, role, named_at)) = queue.pop() {
+        // (path, role, span of the include entry that named it, the files that led to it)
+        type Queued = (PathBuf, FileRole, Option<Span>, Vec<PathBuf>);
+        let mut queue: Vec<Queued> = vec![(path.to_path_buf(), FileRole::Root, None, Vec::new())];
+        while let Some((p, role, named_at, chain)) = queue.pop() {
             let key = p.canonicalize().unwrap_or_else(|_| p.clone());
-            if !seen.insert(key) {
+            if let Some(pos) = chain.iter().position(|c| *c == key) {
+                let mut shown: Vec<String> = chain[pos..].iter().map(|c| short(c)).collect();
+                shown.push(short(&key));
+                diags.push(
+                    Diagnostic::at(named_at, format!("include cycle: {}", shown.join(" → ")))
+                        .help("a tree file cannot include itself, directly or through other files; remove this entry"),
+                );
                 continue;
             }
-            let text = match std::fs::read_to_string(&p) {
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            let text = match read_tree_file(&p, named_at) {
                 Ok(t) => t,
-                Err(e) => {
-                    diags.push(Diagnostic::at(named_at, format!("cannot read tree file {}: {e}", p.display())));
+                Err(d) => {
+                    diags.push(d);
                     continue;
                 }
             };
-            let (_, base) = sources.add(p.clone(), text);
+            let bad_utf8 = std::str::from_utf8(&text).err().map(|e| e.valid_up_to());
+            let (_, base) = sources.add(p.clone(), String::from_utf8_lossy(&text).into_owned());
             roles.push(role);
+            if let Some(at) = bad_utf8 {
+                // The lossy text matches the file up to the first bad byte, so this span is exact.
+                diags.push(
+                    Diagnostic::at(
+                        Span::new(base + at..base + at + 1),
+                        "tree file is not valid UTF-8 (first bad byte here)",
+                    )
+                    .help("save the file as UTF-8"),
+                );
+                continue;
+            }
             let text = &sources.files()[sources.files().len() - 1].text;
+            if let Some(d) = too_deep(text, base) {
+                diags.push(d);
+                continue;
+            }
             let table = parse_shifted(text, base, &mut diags);
             let Some(inc) = table.get("include") else { continue };
             let dir = sources.files()[sources.files().len() - 1].dir().to_path_buf();
@@ -185,7 +211,9 @@ impl Project {
                             .help(format!("paths are relative to {}", dir.display())),
                     );
                 }
-                found.extend(matched.into_iter().map(|m| (m, FileRole::Included, Some(span_of(e)))));
+                let mut chain = chain.clone();
+                chain.push(key.clone());
+                found.extend(matched.into_iter().map(|m| (m, FileRole::Included, Some(span_of(e)), chain.clone())));
             }
             // Reverse so that popping keeps the written order.
             queue.extend(found.into_iter().rev());
@@ -264,16 +292,28 @@ impl Project {
         }
         let names: Vec<&str> = decls.keys().map(String::as_str).collect();
         for vf in &opts.var_files {
-            let text = match std::fs::read_to_string(vf) {
+            let text = match std::fs::read(vf) {
                 Ok(t) => t,
                 Err(e) => {
                     diags.push(Diagnostic::at(None, format!("cannot read var file {}: {e}", vf.display())));
                     continue;
                 }
             };
-            let (_, base) = sources.add(vf.clone(), text);
+            let bad_utf8 = std::str::from_utf8(&text).err().map(|e| e.valid_up_to());
+            let (_, base) = sources.add(vf.clone(), String::from_utf8_lossy(&text).into_owned());
             roles.push(FileRole::VarFile);
+            if let Some(at) = bad_utf8 {
+                diags.push(Diagnostic::at(
+                    Span::new(base + at..base + at + 1),
+                    "var file is not valid UTF-8 (first bad byte here)",
+                ));
+                continue;
+            }
             let text = &sources.files()[sources.files().len() - 1].text;
+            if let Some(d) = too_deep(text, base) {
+                diags.push(d);
+                continue;
+            }
             let table = parse_shifted(text, base, &mut diags);
             for (k, v) in table {
                 let name = k.get_ref().to_string();
@@ -318,7 +358,19 @@ impl Project {
         let root = path.to_path_buf();
         let sources = Arc::new(sources);
         if !diags.is_empty() {
-            return Err(Diagnostics::new(diags, sources));
+            // Whatever was given for a sensitive variable, even a value that was refused, stays hidden.
+            let mut secrets = Vec::new();
+            for (name, (decl, _)) in decls.iter().filter(|(_, (d, _))| d.sensitive) {
+                opts.vars.iter().filter(|(n, _)| n == name).for_each(|(_, v)| secrets.push(v.clone()));
+                secrets.extend(opts.env.get(&format!("{ENV_PREFIX}{name}")).cloned());
+                if let Some(v) = vars.get(name) {
+                    collect_strings(&v.value, &mut secrets);
+                }
+                if let Some(d) = &decl.default {
+                    collect_strings(d, &mut secrets);
+                }
+            }
+            return Err(Diagnostics::new(diags, sources).redacting(secrets));
         }
         Ok(Project { sources, roles, vars, env: Arc::new(opts.env.clone()), root })
     }
@@ -350,6 +402,74 @@ impl Project {
         }
         serde_json::Value::Object(m)
     }
+}
+
+/// Deepest nesting of arrays and inline tables a tree file may have. Real trees nest a few levels;
+/// the limit keeps a hostile file (a million `[{`) from costing time and memory in the parser.
+pub(crate) const MAX_DEPTH: usize = 64;
+
+/// The first place where arrays and inline tables nest deeper than [`MAX_DEPTH`], found in one pass
+/// without parsing (strings and comments are skipped).
+fn too_deep(text: &str, base: usize) -> Option<Diagnostic> {
+    let b = text.as_bytes();
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < b.len() {
+        match b[i] {
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            q @ (b'"' | b'\'') => {
+                let triple = b[i..].starts_with(&[q, q, q]);
+                i += if triple { 3 } else { 1 };
+                while i < b.len() {
+                    if q == b'"' && b[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if triple && b[i..].starts_with(&[q, q, q]) {
+                        i += 2;
+                        break;
+                    }
+                    if !triple && (b[i] == q || b[i] == b'\n') {
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(
+                        Diagnostic::at(
+                            Span::new(base + i..base + i + 1),
+                            format!("arrays and inline tables nest deeper than {MAX_DEPTH} levels"),
+                        )
+                        .help("flatten the value; tree files never need this much nesting"),
+                    );
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Read a tree file, refusing what is not a regular file (a directory, a device, a FIFO).
+fn read_tree_file(p: &Path, named_at: Option<Span>) -> Result<Vec<u8>, Diagnostic> {
+    let cannot = |why: String| Diagnostic::at(named_at, format!("cannot read tree file {}: {why}", p.display()));
+    let meta = std::fs::metadata(p).map_err(|e| cannot(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(cannot("not a regular file".into()));
+    }
+    std::fs::read(p).map_err(|e| cannot(e.to_string()))
+}
+
+fn short(p: &Path) -> String {
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
 }
 
 fn collect_strings(v: &toml::Value, out: &mut Vec<String>) {

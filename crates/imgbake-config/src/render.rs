@@ -336,6 +336,13 @@ impl Project {
         let settings = match root_table.remove("settings") {
             Some(mut s) => {
                 r.render(&mut s, None, &base_ctx, &mut diags);
+                if let Some(p) = s.get_ref().get("parallel")
+                    && p.get_ref()
+                        .as_integer()
+                        .is_some_and(|n| n.as_str().trim_start_matches(['+', '-', '0']).is_empty())
+                {
+                    diags.push(Diagnostic::at(span_of(p), "settings.parallel must be at least 1"));
+                }
                 typed::<Settings>(s, "[settings]", &mut diags).unwrap_or_default()
             }
             None => Settings::default(),
@@ -373,6 +380,15 @@ impl Project {
             };
             effective.insert(name, merge(&base, value.clone()));
         }
+        if raw_images.is_empty()
+            && let Some(root) = sources.files().first()
+        {
+            // An empty file (or one with only settings) would otherwise "validate" and build nothing.
+            diags.push(
+                Diagnostic::at(Span::new(root.base()..root.base()), "the tree has no images")
+                    .help("add an image: [images.NAME] with a `source` (see docs/configuration.md)"),
+            );
+        }
         let mut images = IndexMap::new();
         for (name, (kspan, value)) in raw_images {
             if !value.get_ref().is_table() {
@@ -393,14 +409,20 @@ impl Project {
             };
             ctx["parent"] = serde_json::json!({ "name": parent_name, "artifact": parent_artifact });
             r.render(&mut merged, None, &ctx, &mut diags);
+            spanned_checks(&name, &merged, &mut diags);
             if let Some(img) = image_from(&name, kspan, merged, &mut diags) {
                 images.insert(name, img);
             }
         }
         let model = TreeModel { settings, images };
         let mut tree = Tree::new(self.clone(), model);
+        tree.masked = stamp.masked;
         crate::validate::check(&mut tree, &mut diags);
-        if diags.is_empty() { Ok(tree) } else { Err(Diagnostics::new(diags, self.sources.clone())) }
+        if diags.is_empty() {
+            Ok(tree)
+        } else {
+            Err(Diagnostics::new(diags, self.sources.clone()).redacting(self.secrets()))
+        }
     }
 }
 
@@ -453,10 +475,36 @@ fn valid_image_name(n: &str) -> bool {
         && n.len() <= 64
 }
 
+/// Checks that need the span of a key the typed model does not keep: reserved tag names and the
+/// communicator's `execute_command` template.
+fn spanned_checks(name: &str, merged: &Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) {
+    if let Some(DeValue::Table(tags)) = merged.get_ref().get("tags").map(|t| t.get_ref()) {
+        for k in tags.keys().filter(|k| k.get_ref().starts_with("imgbake:")) {
+            diags.push(Diagnostic::at(
+                span_of(k),
+                format!(
+                    "tag `{}` on image `{name}`: the `imgbake:` prefix is reserved for imgbake's own tags",
+                    k.get_ref()
+                ),
+            ));
+        }
+    }
+    let exec = merged.get_ref().get("communicator").and_then(|c| c.get_ref().get("execute_command"));
+    if let Some(e) = exec
+        && let Some(t) = e.get_ref().as_str()
+        && let Err(f) = crate::template::check_execute_command(t)
+    {
+        diags.push(
+            Diagnostic::at(span_of(e), format!("communicator.execute_command: {}", f.message))
+                .help("execute_command may use {{command}}, {{vars}}, {{workdir}}, {{encoded}} and {{quote ...}}"),
+        );
+    }
+}
+
 fn image_from<'a>(name: &str, kspan: Span, merged: Spanned<DeValue<'a>>, diags: &mut Vec<Diagnostic>) -> Option<Image> {
     let span = merged.span();
     let DeValue::Table(mut t) = merged.into_inner() else { return None };
-    let steps_v = t.remove("steps");
+    let steps_v = t.remove_entry("steps");
     let aws_v = t.remove("aws");
     let qemu_v = t.remove("qemu");
     for planned in PLANNED_BUILDERS {
@@ -472,7 +520,7 @@ fn image_from<'a>(name: &str, kspan: Span, merged: Spanned<DeValue<'a>>, diags: 
     let raw: Option<ImageRaw> = typed(Spanned::new(span.clone(), DeValue::Table(t)), &section, diags);
 
     let mut steps = Vec::new();
-    if let Some(sv) = steps_v {
+    if let Some((sk, sv)) = steps_v {
         match sv.into_inner() {
             DeValue::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
@@ -486,7 +534,7 @@ fn image_from<'a>(name: &str, kspan: Span, merged: Spanned<DeValue<'a>>, diags: 
                 }
             }
             other => diags.push(Diagnostic::at(
-                Span::new(span.clone()),
+                span_of(&sk),
                 format!(
                     "`steps` of image `{name}` must be a list ([[images.{name}.steps]]), found {}",
                     other.type_str()

@@ -72,7 +72,12 @@ impl std::str::FromStr for Size {
         if t.is_empty() || t.starts_with('-') {
             return Err(err());
         }
-        t.parse::<bytesize::ByteSize>().map(|b| Size(b.as_u64())).map_err(|_| err())
+        let b = t.parse::<bytesize::ByteSize>().map_err(|_| err())?;
+        // The parser saturates: a size past u64 (16 EiB) would silently become 16 EiB.
+        if b.as_u64() == u64::MAX {
+            return Err(format!("size `{s}` is too large (at most 16EiB)"));
+        }
+        Ok(Size(b.as_u64()))
     }
 }
 
@@ -117,5 +122,6 @@ mod tests {
         assert_eq!("10G".parse::<Size>().unwrap().bytes(), 10_000_000_000);
         assert!("-1G".parse::<Size>().is_err());
         assert!("lots".parse::<Size>().is_err());
+        assert!("99999999999999999999EiB".parse::<Size>().unwrap_err().contains("too large"));
     }
 }

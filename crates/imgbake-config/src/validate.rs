@@ -101,11 +101,6 @@ pub(crate) fn check(tree: &mut Tree, diags: &mut Vec<Diagnostic>) {
     for img in &images {
         check_image(tree, img, diags);
     }
-    if let Some(p) = tree.model.settings.parallel
-        && p == 0
-    {
-        diags.push(Diagnostic::at(None, "settings.parallel must be at least 1"));
-    }
     check_tree_id(tree, diags);
 }
 
@@ -154,12 +149,33 @@ fn builder_name_diag(b: &Spanned<String>, what: &str) -> Option<Diagnostic> {
 }
 
 fn exists(tree: &Tree, p: &Spanned<String>, what: &str, diags: &mut Vec<Diagnostic>) {
-    let path = tree.path(p);
-    if !path.exists() {
+    local_path(tree, p, what, false, diags)
+}
+
+/// A local path an image uses: it must render to something, exist, and be a regular file (or a
+/// directory where `dir_ok`); a device or a FIFO would hang or feed garbage into the build.
+fn local_path(tree: &Tree, p: &Spanned<String>, what: &str, dir_ok: bool, diags: &mut Vec<Diagnostic>) {
+    if p.get_ref().trim().is_empty() {
         diags.push(
+            Diagnostic::at(span_of(p), format!("{what} is empty")).help("name a file, relative to the tree file"),
+        );
+        return;
+    }
+    let path = tree.path(p);
+    match std::fs::metadata(&path) {
+        Err(_) => diags.push(
             Diagnostic::at(span_of(p), format!("{what} `{}` does not exist", p.get_ref()))
                 .help(format!("looked for {} (paths are relative to the file that names them)", path.display())),
-        );
+        ),
+        Ok(m) if m.is_file() || (dir_ok && m.is_dir()) => {}
+        Ok(m) => {
+            let kind = if m.is_dir() { "a directory" } else { "not a regular file" };
+            let want = if dir_ok { "a file or a directory" } else { "a file" };
+            diags.push(
+                Diagnostic::at(span_of(p), format!("{what} `{}` is {kind}", p.get_ref()))
+                    .help(format!("{} must be {want}", path.display())),
+            );
+        }
     }
 }
 
@@ -171,8 +187,14 @@ fn template_check(t: &Spanned<String>, diags: &mut Vec<Diagnostic>) {
 }
 
 fn one_of(span: Span, what: &str, set: &[(&str, bool)], diags: &mut Vec<Diagnostic>) {
+    one_of_at(span, None, what, set, diags)
+}
+
+/// Like [`one_of`]; a conflict is reported at `conflict` (the second key given) when known.
+fn one_of_at(span: Span, conflict: Option<Span>, what: &str, set: &[(&str, bool)], diags: &mut Vec<Diagnostic>) {
     let present: Vec<&str> = set.iter().filter(|(_, p)| *p).map(|(n, _)| *n).collect();
     let all: Vec<&str> = set.iter().map(|(n, _)| *n).collect();
+    let span = if present.len() > 1 { conflict.unwrap_or(span) } else { span };
     if present.len() != 1 {
         let msg = if present.is_empty() {
             format!("{what} needs one of {}", all.join(", "))
@@ -192,6 +214,21 @@ fn valid_region(r: &str) -> bool {
         && parts[1..parts.len() - 1].iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
         && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
         && !parts[parts.len() - 1].is_empty()
+}
+
+/// An SSM parameter path: `/a/b`, letters, digits and `/ _ . -`, no empty segment, at most 2048 chars.
+fn valid_ssm_name(v: &str) -> bool {
+    v.starts_with('/')
+        && v.len() <= 2048
+        && !v.ends_with('/')
+        && !v.contains("//")
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || "/_.-".contains(c))
+}
+
+/// An `owners` entry EC2 accepts: a 12-digit account id or one of its aliases.
+fn valid_owner(o: &str) -> bool {
+    (o.len() == 12 && o.chars().all(|c| c.is_ascii_digit()))
+        || ["self", "amazon", "aws-marketplace", "aws-backup-vault"].contains(&o)
 }
 
 fn valid_cidr(c: &str) -> bool {
@@ -290,13 +327,13 @@ fn check_image(tree: &Tree, img: &Image, diags: &mut Vec<Diagnostic>) {
     }
 
     // Artifact settings.
-    for k in img.tags.keys() {
-        if k.starts_with("imgbake:") {
-            diags.push(Diagnostic::at(
-                img.span,
-                format!("tag `{k}` on image `{name}`: the `imgbake:` prefix is reserved for imgbake's own tags"),
-            ));
-        }
+    if let Some(m) = &img.max_age
+        && m.get_ref().get().is_zero()
+    {
+        diags.push(
+            Diagnostic::at(span_of(m), "max_age must be longer than 0s (0s would rebuild on every run)")
+                .help("leave max_age out to rebuild only when something changed"),
+        );
     }
     if let Some(k) = &img.keep
         && *k.get_ref() == 0
@@ -310,10 +347,7 @@ fn check_image(tree: &Tree, img: &Image, diags: &mut Vec<Diagnostic>) {
                 span_of(p),
                 format!("publish.ssm_parameter needs the aws builder; image `{name}` does not build with it"),
             ));
-        } else if !v.starts_with('/')
-            || v.ends_with('/')
-            || !v.chars().all(|c| c.is_ascii_alphanumeric() || "/_.-".contains(c))
-        {
+        } else if !valid_ssm_name(v) {
             diags.push(
                 Diagnostic::at(span_of(p), format!("invalid SSM parameter name `{v}`"))
                     .help("use a path like /images/web/latest (letters, digits, / _ . -)"),
@@ -356,6 +390,12 @@ fn check_source(tree: &Tree, img: &Image, s: &Spanned<Source>, aws: bool, qemu: 
         }
         if let Some(f) = &src.ami_filter {
             let fv = f.get_ref();
+            for o in fv.owners.iter().filter(|o| !valid_owner(o)) {
+                diags.push(
+                    Diagnostic::at(span_of(f), format!("ami_filter owner `{o}` is not an account id or alias"))
+                        .help("owners are 12-digit account ids, or self, amazon, aws-marketplace, aws-backup-vault"),
+                );
+            }
             if fv.owners.is_empty() {
                 diags.push(Diagnostic::at(span_of(f), "ami_filter needs `owners`").help("without owners any account's AMI could match; e.g. owners = [\"136693071363\"] for Debian, [\"amazon\"] or [\"self\"]"));
             }
@@ -364,12 +404,12 @@ fn check_source(tree: &Tree, img: &Image, s: &Spanned<Source>, aws: bool, qemu: 
             }
         }
         if let Some(p) = &src.ssm_parameter
-            && !p.get_ref().starts_with('/')
+            && !valid_ssm_name(p.get_ref())
         {
-            diags.push(Diagnostic::at(
-                span_of(p),
-                format!("SSM parameter `{}` must be a path starting with /", p.get_ref()),
-            ));
+            diags.push(
+                Diagnostic::at(span_of(p), format!("invalid SSM parameter name `{}`", p.get_ref()))
+                    .help("use a path like /aws/service/debian/release/12/latest/amd64 (letters, digits, / _ . -)"),
+            );
         }
     } else if let Some((k, _)) = aws_keys.iter().find(|(_, p)| *p) {
         diags.push(Diagnostic::at(
@@ -464,7 +504,7 @@ fn check_aws(tree: &Tree, img: &Image, diags: &mut Vec<Diagnostic>) {
             "aws.key_pair_name needs communicator.private_key_file (the matching private key)",
         ));
     }
-    if let Some(n) = &a.ami_name {
+    if let Some(n) = a.ami_name.as_ref().filter(|_| !tree.masked) {
         let v = n.get_ref();
         if v.len() < 3 || v.len() > 128 || !v.chars().all(|c| c.is_ascii_alphanumeric() || "()[] ./-'@_".contains(c)) {
             diags.push(
@@ -562,8 +602,9 @@ fn check_step(tree: &Tree, w: &str, step: &Step, os: crate::Os, diags: &mut Vec<
     let span = step.span;
     match &step.kind {
         StepKind::Shell(s) => {
-            one_of(
+            one_of_at(
                 span,
+                s.scripts.first().or(s.script.as_ref()).map(span_of),
                 &format!("{w} (shell)"),
                 &[("inline", !s.inline.is_empty()), ("script", s.script.is_some()), ("scripts", !s.scripts.is_empty())],
                 diags,
@@ -582,8 +623,9 @@ fn check_step(tree: &Tree, w: &str, step: &Step, os: crate::Os, diags: &mut Vec<
             if os != crate::Os::Windows {
                 diags.push(Diagnostic::at(span, format!("{w}: powershell steps need communicator.os = \"windows\"")));
             }
-            one_of(
+            one_of_at(
                 span,
+                p.scripts.first().or(p.script.as_ref()).map(span_of),
                 &format!("{w} (powershell)"),
                 &[("inline", !p.inline.is_empty()), ("script", p.script.is_some()), ("scripts", !p.scripts.is_empty())],
                 diags,
@@ -610,7 +652,7 @@ fn check_step(tree: &Tree, w: &str, step: &Step, os: crate::Os, diags: &mut Vec<
                         diags,
                     );
                     if let Some(s) = &f.source {
-                        exists(tree, s, "file source", diags);
+                        local_path(tree, s, "file source", true, diags);
                     }
                 }
                 Direction::Download => {
@@ -633,7 +675,7 @@ fn check_step(tree: &Tree, w: &str, step: &Step, os: crate::Os, diags: &mut Vec<
         }
         StepKind::Test(t) => {
             if let Some(s) = &t.source {
-                exists(tree, s, "test source", diags);
+                local_path(tree, s, "test source", true, diags);
             }
             if t.command.get_ref().trim().is_empty() {
                 diags.push(Diagnostic::at(span_of(&t.command), format!("{w}: the test command is empty")));

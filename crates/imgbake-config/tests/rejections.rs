@@ -385,3 +385,294 @@ fn children_inherit_machine_settings_from_their_parent() {
     assert_eq!(linux.aws.as_ref().unwrap().region.as_ref().unwrap().get_ref(), "eu-west-1");
     assert!(linux.communicator.os.is_none());
 }
+
+// ── Every rejection has a location ─────────────────────────────────────────────────────────────────
+
+/// Load a tree given as bytes (for files that are not UTF-8).
+fn errors_of_bytes(bytes: &[u8]) -> String {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("tree.toml"), bytes).unwrap();
+    errors(d.path())
+}
+
+#[test]
+fn invalid_utf8_is_reported_at_the_line_of_the_first_bad_byte() {
+    let mut text = with_head("[images.base]\nsource = { ami = \"ami-0abc\" }\n").into_bytes();
+    text.extend_from_slice(b"description = \"caf\xe9\"\n");
+    let e = errors_of_bytes(&text);
+    assert!(e.contains("T/tree.toml:7:19: tree file is not valid UTF-8 (first bad byte here)"), "{e}");
+    assert!(e.ends_with("1 error"), "{e}");
+}
+
+#[test]
+fn nesting_past_the_limit_is_reported_where_it_goes_too_deep() {
+    let text = format!("[images.base]\nsource = {{ ami = \"ami-0abc\" }}\nx = {}\n", "[".repeat(100));
+    let e = errors_of_bytes(with_head(&text).as_bytes());
+    assert!(e.contains("T/tree.toml:7:69: arrays and inline tables nest deeper than 64 levels"), "{e}");
+}
+
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_million_nested_brackets_are_refused_fast_and_small() {
+    let text = format!("x = {}", "[{".repeat(1_000_000));
+    let before = peak_rss_kib();
+    let started = std::time::Instant::now();
+    let e = errors_of_bytes(text.as_bytes());
+    let took = started.elapsed();
+    let grew_mib = peak_rss_kib().saturating_sub(before) / 1024;
+    assert!(e.contains("T/tree.toml:1:"), "{e}");
+    assert!(e.contains("nest deeper than 64 levels"), "{e}");
+    // Measured: a few ms and no visible growth beyond the 2 MB file itself (the parser used to recurse).
+    assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+    assert!(grew_mib < 100, "peak RSS grew by {grew_mib} MiB");
+}
+
+#[test]
+fn settings_errors_point_at_the_setting() {
+    let d = tree(&[(
+        "tree.toml",
+        &format!("[settings]\nparallel = 0\n{}", with_head("[images.base]\nsource = { ami = \"ami-0abc\" }\n")),
+    )]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:2:12: settings.parallel must be at least 1"), "{e}");
+    let d = tree(&[(
+        "tree.toml",
+        &format!("[settings]\nparallel = \"four\"\n{}", with_head("[images.base]\nsource = { ami = \"ami-0abc\" }\n")),
+    )]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:2:12: wrong type in [settings]"), "{e}");
+}
+
+#[test]
+fn errors_point_at_the_offending_key_not_its_table() {
+    let d = tree(&[(
+        "tree.toml",
+        &with_head(
+            r#"[images.base]
+source = { ami = "ami-0abc" }
+tags = { team = "x", "imgbake:tree" = "y" }
+[images.base.steps]
+shell = { inline = ["true"] }
+[images.web]
+parent = "base"
+[[images.web.steps]]
+shell = { inline = ["true"],
+          script = "web.sh" }
+"#,
+        ),
+    )]);
+    let e = errors(d.path());
+    assert!(
+        e.contains("T/tree.toml:7:22: tag `imgbake:tree` on image `base`: the `imgbake:` prefix is reserved"),
+        "{e}"
+    );
+    assert!(e.contains("T/tree.toml:8:14: `steps` of image `base` must be a list ([[images.base.steps]])"), "{e}");
+    assert!(
+        e.contains("T/tree.toml:14:20: images.web.steps[1] (shell) takes only one of inline, script, scripts"),
+        "{e}"
+    );
+}
+
+// ── Every bad tree is rejected ─────────────────────────────────────────────────────────────────────
+
+#[test]
+fn an_empty_file_or_a_tree_without_images_is_rejected() {
+    let d = tree(&[("tree.toml", "")]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:1:1: the tree has no images"), "{e}");
+    let d = tree(&[("tree.toml", OK_HEAD)]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:1:1: the tree has no images"), "{e}");
+}
+
+#[test]
+fn an_include_of_itself_or_a_cycle_is_rejected() {
+    let d = tree(&[(
+        "tree.toml",
+        &format!("include = [\"tree.toml\"]\n{}", with_head("[images.base]\nsource = { ami = \"ami-0abc\" }\n")),
+    )]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:1:12: include cycle: tree.toml → tree.toml"), "{e}");
+    let d = tree(&[
+        (
+            "tree.toml",
+            &format!("include = [\"a.toml\"]\n{}", with_head("[images.base]\nsource = { ami = \"ami-0abc\" }\n")),
+        ),
+        ("a.toml", "include = [\"b.toml\"]\n"),
+        ("b.toml", "include = [\"a.toml\"]\n"),
+    ]);
+    let e = errors(d.path());
+    assert!(e.contains("T/b.toml:1:12: include cycle: a.toml → b.toml → a.toml"), "{e}");
+    assert!(e.ends_with("1 error"), "{e}");
+}
+
+#[test]
+fn a_local_path_that_is_a_directory_a_device_or_empty_is_rejected() {
+    let d = tree(&[
+        (
+            "tree.toml",
+            &format!(
+                "[variables]\nnothing = \"\"\n{}",
+                with_head(
+                    r#"[images.base]
+source = { ami = "ami-0abc" }
+[[images.base.steps]]
+shell = { script = "scripts" }
+[[images.base.steps]]
+shell = { script = "/dev/null" }
+[[images.base.steps]]
+shell = { script = "{{ var.nothing }}" }
+[[images.base.steps]]
+file = { source = "scripts", destination = "/opt/scripts" }
+"#
+                )
+            ),
+        ),
+        ("scripts/a.sh", "true\n"),
+    ]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:10:20: script `scripts` is a directory"), "{e}");
+    assert!(e.contains("T/tree.toml:12:20: script `/dev/null` is not a regular file"), "{e}");
+    assert!(e.contains("T/tree.toml:14:20: script is empty"), "{e}");
+    assert!(!e.contains("file source"), "a directory is a fine upload source: {e}");
+    assert!(e.ends_with("3 errors"), "{e}");
+}
+
+#[test]
+fn zero_max_age_bad_ssm_names_bad_owners_huge_sizes_and_bad_wrappers_are_rejected() {
+    let d = tree(&[(
+        "tree.toml",
+        &with_head(
+            r#"[images.base]
+source = { ami_filter = { name = "debian-*", owners = ["13669307136"] } }
+max_age = "0s"
+publish = { ssm_parameter = "/images//base" }
+communicator = { execute_command = "sudo {{ comand }}" }
+[images.web]
+source = { ssm_parameter = "/aws/service/debian latest" }
+[images.big]
+source = { ami = "ami-0abc" }
+aws = { block_devices = [{ device_name = "/dev/xvda", volume_size = "99999999999999999999EiB" }] }
+"#,
+        ),
+    )]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:6:25: ami_filter owner `13669307136` is not an account id or alias"), "{e}");
+    assert!(e.contains("T/tree.toml:7:11: max_age must be longer than 0s"), "{e}");
+    assert!(e.contains("T/tree.toml:8:29: invalid SSM parameter name `/images//base`"), "{e}");
+    assert!(e.contains("T/tree.toml:9:36: communicator.execute_command:"), "{e}");
+    assert!(e.contains("T/tree.toml:11:28: invalid SSM parameter name `/aws/service/debian latest`"), "{e}");
+    assert!(e.contains("T/tree.toml:14:69: size `99999999999999999999EiB` is too large"), "{e}");
+}
+
+// ── Reported once, briefly, and never a secret ─────────────────────────────────────────────────────
+
+#[test]
+fn a_mistake_in_defaults_is_reported_once_not_once_per_image() {
+    let d = tree(&[(
+        "tree.toml",
+        "[defaults]\nbuilder = \"aws\"\ncommunicator = { username = \"admin\", host_key = \"trust-me\" }\naws = { region = \"eu-west-1\", ssh_interface = \"carrier-pigeon\" }\n[images.a]\nsource = { ami = \"ami-0abc\" }\n[images.b]\nparent = \"a\"\n[images.c]\nparent = \"b\"\n",
+    )]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:3:49: unknown host_key policy `trust-me`"), "{e}");
+    assert!(e.contains("T/tree.toml:4:47: unknown ssh_interface `carrier-pigeon`"), "{e}");
+    assert!(e.ends_with("2 errors"), "{e}");
+}
+
+#[test]
+fn a_huge_bad_value_is_not_echoed_back_whole() {
+    let huge = "x".repeat(2 << 20);
+    let d = tree(&[(
+        "tree.toml",
+        &format!(
+            "[defaults]\nbuilder = \"aws\"\ncommunicator = {{ username = \"admin\" }}\naws = {{ region = \"{huge}\" }}\n[images.a]\nsource = {{ ami = \"ami-0abc\" }}\n"
+        ),
+    )]);
+    let err = Tree::load(&d.path().join("tree.toml"), &opts()).unwrap_err();
+    let plain = err.to_string();
+    assert!(plain.contains("tree.toml:4:18: `xxxxxxxx"), "{plain}");
+    assert!(plain.contains("…` is not an AWS region name"), "{plain}");
+    assert!(plain.len() < 1000, "{} bytes", plain.len());
+    let rendered = err.render(false);
+    assert!(rendered.len() < 1000, "the snippet of a 2 MB line is left out: {} bytes", rendered.len());
+}
+
+#[test]
+fn sensitive_values_never_appear_in_errors() {
+    let text = r#"[variables]
+token = { sensitive = true }
+count = { sensitive = true, default = 3 }
+pin = { sensitive = true, default = "pin-in-the-file-4242" }
+[defaults]
+builder = "aws"
+communicator = { username = "admin" }
+aws = { region = "{{ var.token }}" }
+[images.base]
+source = { ami = "{{ var.pin }}" }
+tags = { "imgbake:{{ var.token }}" = "x" }
+"#;
+    let d = tree(&[("tree.toml", text)]);
+    let o = LoadOptions { vars: vec![("token".into(), "hunter2-token-value".into())], ..opts() };
+    let err = Tree::load(&d.path().join("tree.toml"), &o).unwrap_err();
+    for out in [err.to_string(), err.render(false)] {
+        assert!(!out.contains("hunter2-token-value"), "{out}");
+        assert!(!out.contains("pin-in-the-file-4242"), "{out}");
+        assert!(out.contains("T/tree.toml:8:".replace('T', &d.path().display().to_string()).as_str()), "{out}");
+        assert!(out.contains("`[sensitive]` is not an AWS region name"), "{out}");
+    }
+    // A refused value of a sensitive variable is not echoed either.
+    let o = LoadOptions { vars: vec![("count".into(), "hunter2-not-a-number".into())], ..opts() };
+    let err = Tree::load(&d.path().join("tree.toml"), &o).unwrap_err();
+    for out in [err.to_string(), err.render(false)] {
+        assert!(!out.contains("hunter2-not-a-number"), "{out}");
+        assert!(out.contains("--var count:"), "{out}");
+    }
+}
+
+#[test]
+fn ami_names_with_build_values_pass_both_validate_and_the_plan_render() {
+    let d = tree(&[(
+        "tree.toml",
+        &with_head(
+            "[images.base]\nsource = { ami = \"ami-0abc\" }\naws = { ami_name = \"{{ image.name }}-{{ isotime \\\"%Y%m%d-%H%M%S\\\" }}-{{ timestamp }}-{{ uuid }}\" }\n",
+        ),
+    )]);
+    let t = Tree::load(&d.path().join("tree.toml"), &opts()).unwrap_or_else(|e| panic!("{e}"));
+    // `plan` renders with markers (`{isotime}`) for fingerprints: that render must not refuse the name.
+    t.rerender(&imgbake_config::Stamp::masked()).unwrap_or_else(|e| panic!("{e}"));
+    // A name the build would really produce wrong is still refused, by validate.
+    let d = tree(&[(
+        "tree.toml",
+        &with_head(
+            "[images.base]\nsource = { ami = \"ami-0abc\" }\naws = { ami_name = \"base-{{ isotime \\\"%H:%M\\\" }}\" }\n",
+        ),
+    )]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:7:20: AMI name `base-"), "{e}");
+}
+
+#[test]
+fn every_shipped_example_tree_validates_and_renders_for_plan() {
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images");
+    let disk = tempfile::NamedTempFile::new().unwrap();
+    let mut checked = 0;
+    for e in std::fs::read_dir(&images).unwrap().flatten() {
+        let path = e.path().join("tree.toml");
+        if !path.is_file() {
+            continue;
+        }
+        // The local example starts from a disk made by scripts/make-base-image.sh: any file stands in.
+        let o = LoadOptions { vars: vec![("base_disk".into(), disk.path().display().to_string())], ..opts() };
+        let o = if std::fs::read_to_string(&path).unwrap().contains("var.base_disk") { o } else { opts() };
+        let t = Tree::load(&path, &o).unwrap_or_else(|d| panic!("{} does not validate:\n{d}", path.display()));
+        t.rerender(&imgbake_config::Stamp::masked())
+            .unwrap_or_else(|d| panic!("{} validates but plan's render refuses it:\n{d}", path.display()));
+        checked += 1;
+    }
+    assert!(checked >= 2, "the aws and local examples: {checked}");
+}

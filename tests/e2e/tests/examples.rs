@@ -1,0 +1,95 @@
+//! Every example tree shipped under images/ must pass `validate` and then `plan` against the bed:
+//! what `plan` refuses, `validate` must have refused first. AWS trees plan against moto (through the
+//! moto proxy); the QEMU tree plans against the bed's local base image. Plan starts no machine.
+
+#[allow(dead_code)]
+#[path = "../../../crates/imgbake-aws/tests/aws/support.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use imgbake_config::{LoadOptions, Tree};
+use imgbake_core::event::EventSink;
+use imgbake_core::plan::{PlanOptions, plan};
+use imgbake_core::registry::Registry;
+use support::{Bed, REGION};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Copy `from` into `to`, leaving out build outputs and local state.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let name = e.file_name().to_string_lossy().into_owned();
+        if ["output", "base", ".imgbake", "imgbake-manifest.json"].contains(&name.as_str()) {
+            continue;
+        }
+        if src.is_dir() {
+            copy_dir(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+/// The example trees: every `images/*/tree.toml`.
+fn example_trees() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(repo().join("images"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("tree.toml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn base_image() -> PathBuf {
+    let out = Command::new(repo().join("scripts/make-base-image.sh")).arg("--check").output().unwrap();
+    assert!(out.status.success(), "the QEMU base image is not built: run tests/bed/install.sh first");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_tree_validates_and_plans_against_the_bed() {
+    let bed = Bed::start().await;
+    // The examples name files outside their folder (../../provisioners): keep the layout.
+    let root = bed.dir.path();
+    copy_dir(&repo().join("images"), &root.join("images"));
+    copy_dir(&repo().join("provisioners"), &root.join("provisioners"));
+    let mut registry = imgbake::registry();
+    registry.register(Arc::new(bed.builder()));
+    let registry: Registry = registry;
+
+    let names = example_trees();
+    assert!(names.contains(&"aws".to_string()) && names.contains(&"local".to_string()), "{names:?}");
+    for name in &names {
+        let path = root.join("images").join(name).join("tree.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut vars = Vec::new();
+        if text.contains("builder = \"aws\"") {
+            // Point the tree at moto, as a user would point it at another endpoint.
+            assert!(text.contains("[defaults.aws]\n"), "{name}: the aws example keeps its [defaults.aws] table");
+            let endpoint = format!("[defaults.aws]\nendpoint = \"{}\"\n", bed.proxy.endpoint());
+            std::fs::write(&path, text.replacen("[defaults.aws]\n", &endpoint, 1)).unwrap();
+            vars.push(("region".to_string(), REGION.to_string()));
+        }
+        if text.contains("var.base_disk") {
+            vars.push(("base_disk".to_string(), base_image().display().to_string()));
+        }
+        let opts = LoadOptions { vars, env: Default::default(), ..LoadOptions::default() };
+        let tree =
+            Tree::load(&path, &opts).unwrap_or_else(|d| panic!("images/{name}/tree.toml does not validate:\n{d}"));
+        let p = plan(&tree, &registry, &PlanOptions::default(), &EventSink::discard())
+            .await
+            .unwrap_or_else(|e| panic!("images/{name}/tree.toml validates but plan refuses it: {}", e.chain()));
+        for img in tree.images().keys() {
+            assert!(p.decisions.iter().any(|d| &d.image == img), "images/{name}: no plan decision for `{img}`");
+        }
+    }
+}
