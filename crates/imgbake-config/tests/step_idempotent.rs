@@ -60,5 +60,5 @@ shell = { inline = ["true"] }
 "#,
     )
     .unwrap_err();
-    assert!(err.contains("tree.toml:9"), "points at the key's line: {err}");
+    assert!(err.contains("tree.toml:10:") && err.contains("expected a boolean"), "points at the key's line: {err}");
 }

@@ -138,6 +138,18 @@ fn last_boot_printed(log: &imgbake_core::event::EventLog, step: &str) -> Option<
     step_output(log, step).iter().rev().find_map(|l| l.strip_prefix("boot=").map(str::to_owned))
 }
 
+/// Provision under a hard limit; on timeout, show what happened.
+async fn provision_within(
+    runner: &imgbake_core::provision::StepRunner,
+    comm: &dyn Communicator,
+    log: &imgbake_core::event::EventLog,
+) -> Result<(), imgbake_core::error::BuildError> {
+    match tokio::time::timeout(Duration::from_secs(240), runner.provision(comm, None)).await {
+        Ok(r) => r,
+        Err(_) => panic!("provisioning did not end within 240 s; events:\n{}", all_text(&log.events())),
+    }
+}
+
 const PRINT_BOOT: &str = "echo boot=$(cat /proc/sys/kernel/random/boot_id)";
 
 #[tokio::test]
@@ -179,7 +191,8 @@ local = {{ command = "sleep 8" }}
             &[],
         );
         let (runner, log) = new_runner(&fx, "qemu");
-        runner.provision(&comm, None).await.unwrap_or_else(|e| panic!("delay {delay}s: {}", e.chain()));
+        provision_within(&runner, &comm, &log).await.unwrap_or_else(|e| panic!("delay {delay}s: {}", e.chain()));
+        eprintln!("delay {delay}s: ok, {:?}", warnings(&log));
         let log_now = guest.boot_log().unwrap();
         // The reboot step and the armed second reboot; one more when the second came right after
         // the reboot step settled (the reboot step, idempotent, is then run again).
@@ -219,7 +232,8 @@ shell = {{ inline = ["{PRINT_BOOT}"] }}
         &[],
     );
     let (runner, log) = new_runner(&fx, "qemu");
-    let err = runner.provision(&comm, None).await.expect_err("a step on the middle boot must not count as done");
+    let err =
+        provision_within(&runner, &comm, &log).await.expect_err("a step on the middle boot must not count as done");
     let log_now = guest.boot_log().unwrap();
     assert_eq!(log_now.len(), boots + 2);
     let (middle, last) = (&log_now[boots], &log_now[boots + 1]);
@@ -257,7 +271,7 @@ shell = {{ inline = ["{PRINT_BOOT}"] }}
         &[],
     );
     let (runner, log) = new_runner(&fx, "qemu");
-    runner.provision(&comm, None).await.unwrap_or_else(|e| panic!("{}", e.chain()));
+    provision_within(&runner, &comm, &log).await.unwrap_or_else(|e| panic!("{}", e.chain()));
     let log_now = guest.boot_log().unwrap();
     assert_eq!(log_now.len(), boots + 2);
     let last = log_now.last().unwrap();

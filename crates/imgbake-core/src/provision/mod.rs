@@ -244,7 +244,7 @@ impl StepRunner {
                 }
                 Ok(Done::Rerun) if reruns < MAX_RERUNS => {
                     reruns += 1;
-                    events.warn(format!("running {label} again from the start (on_reboot = \"rerun\")"));
+                    events.warn(format!("running {label} again from the start: the machine rebooted under it"));
                     continue;
                 }
                 Ok(Done::Rerun) => cx.fail(
