@@ -26,7 +26,9 @@ fn copy_dir(from: &Path, to: &Path) {
     for e in std::fs::read_dir(from).unwrap().flatten() {
         let (src, dst) = (e.path(), to.join(e.file_name()));
         let name = e.file_name().to_string_lossy().into_owned();
-        if ["output", "base", ".imgbake", "imgbake-manifest.json"].contains(&name.as_str()) {
+        // images/local/base holds the made base disk (not part of the example); tests/base is.
+        let made_disk = name == "base" && src.join("base.qcow2").exists();
+        if made_disk || ["output", ".imgbake", "imgbake-manifest.json"].contains(&name.as_str()) {
             continue;
         }
         if src.is_dir() {
