@@ -80,6 +80,18 @@ async fn every_example_tree_validates_and_plans_against_the_bed() {
             let endpoint = format!("[defaults.aws]\nendpoint = \"{}\"\n", bed.proxy.endpoint());
             std::fs::write(&path, text.replacen("[defaults.aws]\n", &endpoint, 1)).unwrap();
             vars.push(("region".to_string(), REGION.to_string()));
+            // moto owns what it registers: the examples' public owners (Debian's account, `amazon`)
+            // become `self`, and moto gets an AMI for every filter the examples use.
+            let text = std::fs::read_to_string(&path).unwrap();
+            let text = text.replace(r#"owners = ["136693071363"]"#, r#"owners = ["self"]"#);
+            let text = text.replace(r#"owners = ["amazon"]"#, r#"owners = ["self"]"#);
+            // moto's RegisterImage ignores Architecture, so its images match no architecture filter.
+            let text = text.replace(r#"architecture = "x86_64", "#, "");
+            std::fs::write(&path, text).unwrap();
+            bed.moto
+                .register_image(REGION, "Windows_Server-2022-English-Full-Base-2024.01.10", &[("os", "windows")])
+                .await
+                .unwrap();
         }
         if text.contains("var.base_disk") {
             vars.push(("base_disk".to_string(), base_image().display().to_string()));
