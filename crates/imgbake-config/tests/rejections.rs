@@ -36,8 +36,11 @@ communicator = { username = "admin" }
 aws = { region = "eu-west-1" }
 "#;
 
+/// Trees with aws images need a `settings.id`: it goes last, so the lines tests point at stay put.
+const ID_TAIL: &str = "\n[settings]\nid = \"config-test-0001\"\n";
+
 fn with_head(rest: &str) -> String {
-    format!("{OK_HEAD}{rest}")
+    format!("{OK_HEAD}{rest}{ID_TAIL}")
 }
 
 #[test]
@@ -258,7 +261,7 @@ fn variable_precedence_and_whole_value_substitution() {
     let d = tree(&[
         (
             "tree.toml",
-            "[variables]\nregion = \"eu-west-1\"\ncopies = [\"us-east-1\"]\ntoken = { sensitive = true, default = \"s3cr3t\" }\n[defaults]\nbuilder = \"aws\"\ncommunicator = { username = \"admin\" }\naws = { region = \"{{ var.region }}\", copy_regions = \"{{ var.copies }}\" }\n[images.base]\nsource = { ami = \"ami-0abc\" }\n",
+            "[variables]\nregion = \"eu-west-1\"\ncopies = [\"us-east-1\"]\ntoken = { sensitive = true, default = \"s3cr3t\" }\n[defaults]\nbuilder = \"aws\"\ncommunicator = { username = \"admin\" }\naws = { region = \"{{ var.region }}\", copy_regions = \"{{ var.copies }}\" }\n[images.base]\nsource = { ami = \"ami-0abc\" }\n[settings]\nid = \"config-test-0001\"\n",
         ),
         ("prod.toml", "region = \"us-east-2\"\ncopies = [\"eu-central-1\", \"ap-south-1\"]\n"),
     ]);
@@ -397,8 +400,9 @@ fn errors_of_bytes(bytes: &[u8]) -> String {
 
 #[test]
 fn invalid_utf8_is_reported_at_the_line_of_the_first_bad_byte() {
-    let mut text = with_head("[images.base]\nsource = { ami = \"ami-0abc\" }\n").into_bytes();
+    let mut text = format!("{OK_HEAD}[images.base]\nsource = {{ ami = \"ami-0abc\" }}\n").into_bytes();
     text.extend_from_slice(b"description = \"caf\xe9\"\n");
+    text.extend_from_slice(ID_TAIL.as_bytes());
     let e = errors_of_bytes(&text);
     assert!(e.contains("T/tree.toml:7:19: tree file is not valid UTF-8 (first bad byte here)"), "{e}");
     assert!(e.ends_with("1 error"), "{e}");
@@ -436,13 +440,17 @@ fn a_million_nested_brackets_are_refused_fast_and_small() {
 fn settings_errors_point_at_the_setting() {
     let d = tree(&[(
         "tree.toml",
-        &format!("[settings]\nparallel = 0\n{}", with_head("[images.base]\nsource = { ami = \"ami-0abc\" }\n")),
+        &format!(
+            "[settings]\nparallel = 0\nid = \"config-test-0001\"\n{OK_HEAD}[images.base]\nsource = {{ ami = \"ami-0abc\" }}\n"
+        ),
     )]);
     let e = errors(d.path());
     assert!(e.contains("T/tree.toml:2:12: settings.parallel must be at least 1"), "{e}");
     let d = tree(&[(
         "tree.toml",
-        &format!("[settings]\nparallel = \"four\"\n{}", with_head("[images.base]\nsource = { ami = \"ami-0abc\" }\n")),
+        &format!(
+            "[settings]\nparallel = \"four\"\nid = \"config-test-0001\"\n{OK_HEAD}[images.base]\nsource = {{ ami = \"ami-0abc\" }}\n"
+        ),
     )]);
     let e = errors(d.path());
     assert!(e.contains("T/tree.toml:2:12: wrong type in [settings]"), "{e}");
@@ -576,7 +584,9 @@ aws = { block_devices = [{ device_name = "/dev/xvda", volume_size = "99999999999
 fn a_mistake_in_defaults_is_reported_once_not_once_per_image() {
     let d = tree(&[(
         "tree.toml",
-        "[defaults]\nbuilder = \"aws\"\ncommunicator = { username = \"admin\", host_key = \"trust-me\" }\naws = { region = \"eu-west-1\", ssh_interface = \"carrier-pigeon\" }\n[images.a]\nsource = { ami = \"ami-0abc\" }\n[images.b]\nparent = \"a\"\n[images.c]\nparent = \"b\"\n",
+        &format!(
+            "[defaults]\nbuilder = \"aws\"\ncommunicator = {{ username = \"admin\", host_key = \"trust-me\" }}\naws = {{ region = \"eu-west-1\", ssh_interface = \"carrier-pigeon\" }}\n[images.a]\nsource = {{ ami = \"ami-0abc\" }}\n[images.b]\nparent = \"a\"\n[images.c]\nparent = \"b\"\n{ID_TAIL}"
+        ),
     )]);
     let e = errors(d.path());
     assert!(e.contains("T/tree.toml:3:49: unknown host_key policy `trust-me`"), "{e}");
