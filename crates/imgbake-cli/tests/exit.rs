@@ -106,9 +106,12 @@ shell = {{ inline = ["echo after"] }}
             printed.push(line);
         }
     };
-    if tokio::time::timeout(watchdog::LIMIT, reading).await.is_err() {
+    // A whole QEMU build with a reboot and a 10 s settle window under TCG: minutes on a busy
+    // 2-core machine, so a longer watchdog than the CLI tests' default.
+    let build_limit = Duration::from_secs(480);
+    if tokio::time::timeout(build_limit, reading).await.is_err() {
         let _ = child.kill().await;
-        panic!("the build did not finish within {:?}:\n{}", watchdog::LIMIT, printed.join("\n"));
+        panic!("the build did not finish within {build_limit:?}:\n{}", printed.join("\n"));
     }
     let finished_at = finished_at.unwrap_or_else(|| panic!("no build_finished event:\n{}", printed.join("\n")));
     let status = match tokio::time::timeout(Duration::from_secs(15), child.wait()).await {

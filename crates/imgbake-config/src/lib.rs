@@ -13,6 +13,9 @@
 //! let dir = tempfile::tempdir().unwrap();
 //! std::fs::write(dir.path().join("patch.sh"), "apt-get -y upgrade\n").unwrap();
 //! std::fs::write(dir.path().join("tree.toml"), r#"
+//! [settings]
+//! id = "example-tree-0001"
+//!
 //! [variables]
 //! region = "eu-west-1"
 //!

@@ -9,6 +9,9 @@
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! std::fs::write(dir.path().join("tree.toml"), r#"
+//! [settings]
+//! id = "ssh-example-0001"
+//!
 //! [images.base]
 //! builder = "aws"
 //! source = { ami = "ami-0123456789abcdef0" }
@@ -240,7 +243,7 @@ mod tests {
         std::fs::write(dir.path().join("id_build"), "not read here").unwrap();
         std::fs::write(dir.path().join("known"), "").unwrap();
         let text = format!(
-            "[images.base]\nbuilder = \"aws\"\nsource = {{ ami = \"ami-0123456789abcdef0\" }}\naws = {{ region = \"eu-west-1\" }}\n[images.base.communicator]\n{communicator}\n"
+            "[images.base]\nbuilder = \"aws\"\nsource = {{ ami = \"ami-0123456789abcdef0\" }}\naws = {{ region = \"eu-west-1\" }}\n[images.base.communicator]\n{communicator}\n[settings]\nid = \"ssh-spec-test-0001\"\n"
         );
         std::fs::write(dir.path().join("tree.toml"), text).unwrap();
         let t = Tree::load(&dir.path().join("tree.toml"), &LoadOptions::default()).unwrap();

@@ -49,6 +49,9 @@ pub fn fixture_with(communicator: &str, steps: &str, files: &[(&str, &str)]) -> 
     }
     let toml = format!(
         r#"
+[settings]
+id = "provision-test-0001"
+
 [variables]
 secret = {{ default = "{SECRET}", sensitive = true }}
 
