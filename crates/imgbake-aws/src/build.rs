@@ -19,7 +19,7 @@ use imgbake_core::builder::{BuildJob, BuildSource};
 use imgbake_core::cleanup::Resource;
 use imgbake_core::communicator::Communicator;
 use imgbake_core::error::{BuildError, ErrorKind};
-use imgbake_core::event::{EventKind, EventSink};
+use imgbake_core::event::{EventKind, EventSink, Phase};
 use imgbake_ssh::SshCommunicator;
 use imgbake_ssh::spec::{Machine, connect_wait, ssh_config};
 
@@ -51,8 +51,8 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn phase(&self, phase: &str) {
-        self.events.emit(EventKind::Phase { phase: phase.into() });
+    fn phase(&self, phase: Phase) {
+        self.events.emit(EventKind::Phase { phase });
     }
 
     /// Run `create` under an intent entry; journal what it made. Returns the id and its entry.
@@ -82,20 +82,9 @@ impl Ctx<'_> {
     /// Remove `r` now (the build is past needing it) and take it off the journal; a failure is left to
     /// the unwinding and only warned about.
     async fn remove(&self, r: &Resource) {
-        match crate::destroy::destroy(self.b, r, &self.events).await {
-            Ok(()) => {
-                if let Err(e) = self.job.release(r) {
-                    self.events.warn(format!("removed {} but could not update the journal: {e}", r.describe()));
-                }
-                self.events.emit(EventKind::ResourceDeleted {
-                    kind: format!("aws.{}", r.kind),
-                    id: r.id.clone(),
-                    region: r.region.clone(),
-                });
-            }
-            Err(e) => {
-                self.events.warn(format!("could not remove {} yet (cleanup retries): {}", r.describe(), e.chain()))
-            }
+        let removed = imgbake_core::builder::remove(self.b, &self.job.tree, Some(&self.job.journal), r, &self.events);
+        if let Err(e) = removed.await {
+            self.events.warn(format!("could not remove {} yet (cleanup retries): {}", r.describe(), e.chain()))
         }
     }
 
@@ -187,7 +176,7 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
     };
 
     // --- Everything that can fail before anything exists.
-    ctx.phase("prepare");
+    ctx.phase(Phase::Prepare);
     c.check_credentials().await?;
     b.check_regions(&c, a, region_v).await?;
     c.identity().await.map_err(ctx.on("checking the AWS credentials", &region))?;
@@ -266,7 +255,7 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
     let temporary = ctx.tags.with_role(role::TEMPORARY, &BTreeMap::new());
 
     // --- Temporary resources and the machine.
-    ctx.phase("launch");
+    ctx.phase(Phase::Launch);
     let mut temporaries: Vec<Resource> = Vec::new();
     let key_name = match (&a.key_pair_name, os) {
         (Some(k), _) => Some(k.get_ref().clone()),
@@ -350,7 +339,7 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
     let address = crate::address::ssh_address(&running, a.ssh_interface.as_ref().map(|i| i.get_ref().as_str()));
 
     // --- Provision over SSH.
-    ctx.phase("connect");
+    ctx.phase(Phase::Connect);
     let mut machine = Machine::new(address.unwrap_or_default()).pinned_host_key(host_key.public_line.clone());
     if let Some(k) = &login_key {
         machine = machine.generated_key(k.clone());
@@ -358,7 +347,7 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
     let ssh = SshCommunicator::new(ssh_config(&job.tree, image, &machine)?).with_events(ctx.events.clone());
     ssh.connect(&connect_wait(image)).await?;
     ctx.events.info(format!("connected to {} ({instance_id}, {region})", ssh.target()));
-    ctx.phase("provision");
+    ctx.phase(Phase::Provision);
     let reboot: Arc<dyn imgbake_core::reboot::PlatformReboot> =
         Arc::new(Ec2Reboot::new(c.clone(), instance_id.clone()));
     let provisioned = job.provisioner.provision(&ssh, Some(reboot)).await;
@@ -366,7 +355,7 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
     provisioned?;
 
     // --- Capture.
-    ctx.phase("capture");
+    ctx.phase(Phase::Capture);
     let stopping = image::stop(&c, &instance_id).await.map_err(ctx.on("stopping the build machine", &region))?;
     let stopping = (stopping != "stopped").then_some(stopping.as_str());
     waiters::instance(
@@ -510,7 +499,7 @@ async fn finish(
     }
     image::tag(&ctx.c, snaps, &ctx.snapshot_tags(ami_tags), &ctx.wait(TAG_TIMEOUT)).await?;
     if !a.copy_regions.is_empty() {
-        ctx.phase("copy");
+        ctx.phase(Phase::Distribute);
     }
     let copies = a.copy_regions.iter().map(|r| copy_to(ctx, session, r, ami, name, ami_tags, image_timeout));
     let copies = futures::future::try_join_all(copies).await?;

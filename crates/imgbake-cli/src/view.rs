@@ -6,6 +6,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use imgbake::core::event::{Event, EventKind, EventStream, Stream};
+use imgbake::core::provision::StepOutcome;
+use imgbake::core::schedule::Status;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// How events are shown.
@@ -24,16 +26,25 @@ fn secs(d: Duration) -> String {
     if s >= 60 { format!("{}m{:02}s", s / 60, s % 60) } else { format!("{:.1}s", d.as_secs_f64()) }
 }
 
+/// The mark of a finished build in the live view.
+fn mark(outcome: Status) -> &'static str {
+    match outcome {
+        Status::Built | Status::Reused => "✓",
+        Status::Skipped => "·",
+        Status::Failed | Status::Cancelled => "✗",
+    }
+}
+
 /// One line for an event, or `None` for events not worth a line of their own.
 fn describe(e: &Event) -> Option<String> {
     let step = e.step.as_deref().unwrap_or("");
     Some(match &e.kind {
         EventKind::Planned { action, reason } => format!("plan: {action} ({reason})"),
         EventKind::BuildStarted { build_id, builder } => format!("build started ({builder}, build id {build_id})"),
-        EventKind::Phase { phase } => phase.clone(),
+        EventKind::Phase { phase } => phase.to_string(),
         EventKind::StepStarted { .. } => format!("→ {step}"),
         EventKind::StepFinished { duration, outcome, .. } => {
-            format!("{} {step} ({})", if outcome == "ok" { "✓" } else { "✗" }, secs(*duration))
+            format!("{} {step} ({})", if *outcome == StepOutcome::Ok { "✓" } else { "✗" }, secs(*duration))
         }
         EventKind::Output { stream, line } => {
             let mark = if *stream == Stream::Stderr { "!" } else { "|" };
@@ -125,15 +136,8 @@ async fn live(mut rx: EventStream) {
                     bar.finish_and_clear();
                     mp.remove(&bar);
                 }
-                if let Some(t) = describe(&e) {
-                    let mark = if t.starts_with("built") {
-                        "✓"
-                    } else if t.starts_with("skipped") {
-                        "·"
-                    } else {
-                        "✗"
-                    };
-                    let _ = mp.println(format!("{mark} {image:width$} {t}"));
+                if let (EventKind::BuildFinished { outcome, .. }, Some(t)) = (&e.kind, describe(&e)) {
+                    let _ = mp.println(format!("{} {image:width$} {t}", mark(*outcome)));
                 }
             }
             EventKind::StepStarted { .. } => {

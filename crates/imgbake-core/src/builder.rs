@@ -27,7 +27,7 @@ use crate::artifact::Artifact;
 use crate::cleanup::{Journal, Resource};
 use crate::communicator::Communicator;
 use crate::error::BuildError;
-use crate::event::EventSink;
+use crate::event::{EventKind, EventSink, Phase};
 use crate::reboot::PlatformReboot;
 
 /// Where a chain starts, resolved to an exact, immutable thing.
@@ -229,6 +229,32 @@ pub trait Builder: Send + Sync {
     }
 }
 
+/// Remove one resource through its builder — the one removal path of imgbake: destroy it, take it
+/// off `journal` (when it is on one: a build's, or an interrupted build's during `imgbake clean`), and
+/// say so with [`EventKind::ResourceDeleted`](crate::event::EventKind::ResourceDeleted). A failure to
+/// destroy is returned and the entry stays journaled, so a later `imgbake clean` retries it; a failure
+/// to update the journal after the resource is gone is only warned about (retrying finds it gone).
+pub async fn remove<B: Builder + ?Sized>(
+    builder: &B,
+    tree: &Tree,
+    journal: Option<&Journal>,
+    resource: &Resource,
+    events: &EventSink,
+) -> Result<(), BuildError> {
+    builder.destroy(tree, resource, events).await?;
+    if let Some(journal) = journal
+        && let Err(e) = journal.done(resource)
+    {
+        events.warn(format!("removed {} but could not update the journal: {e}", resource.describe()));
+    }
+    events.emit(crate::event::EventKind::ResourceDeleted {
+        kind: format!("{}.{}", resource.builder, resource.kind),
+        id: resource.id.clone(),
+        region: resource.region.clone(),
+    });
+    Ok(())
+}
+
 /// Remove everything still on `journal`, newest first, through `builder`. Failures do not stop the
 /// unwinding; they are returned (the journal keeps them, so `imgbake clean` can retry). The journal
 /// file is deleted once nothing is pending.
@@ -241,24 +267,12 @@ pub async fn unwind(
     let mut failed = Vec::new();
     let pending = journal.pending();
     if !pending.is_empty() {
-        events.emit(crate::event::EventKind::Phase { phase: "cleanup".into() });
+        events.emit(EventKind::Phase { phase: Phase::Cleanup });
     }
     for r in pending.into_iter().rev() {
-        match builder.destroy(tree, &r, events).await {
-            Ok(()) => {
-                if let Err(e) = journal.done(&r) {
-                    events.warn(format!("removed {} but could not update the journal: {e}", r.describe()));
-                }
-                events.emit(crate::event::EventKind::ResourceDeleted {
-                    kind: format!("{}.{}", r.builder, r.kind),
-                    id: r.id.clone(),
-                    region: r.region.clone(),
-                });
-            }
-            Err(e) => {
-                events.warn(format!("could not remove {}: {}", r.describe(), e.chain()));
-                failed.push((r, e));
-            }
+        if let Err(e) = remove(builder, tree, Some(journal), &r, events).await {
+            events.warn(format!("could not remove {}: {}", r.describe(), e.chain()));
+            failed.push((r, e));
         }
     }
     if let Err(e) = journal.finish() {

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::builder::SweepFilter;
 use crate::cleanup::{Journal, Resource};
 use crate::error::{BuildError, ErrorKind};
-use crate::event::{EventKind, EventSink};
+use crate::event::EventSink;
 use crate::registry::Registry;
 
 /// The default minimum age of what the tag sweep removes.
@@ -70,10 +70,7 @@ pub async fn clean(
                 report.removed.push(r);
                 continue;
             }
-            remove(tree, registry, &r, events, &mut report).await;
-            if !report.failed.iter().any(|(f, _)| *f == r) {
-                let _ = j.done(&r);
-            }
+            remove(tree, registry, Some(&j), &r, events, &mut report).await;
         }
         if !opts.dry_run {
             let _ = j.finish();
@@ -104,27 +101,28 @@ pub async fn clean(
             if opts.dry_run {
                 report.removed.push(r);
             } else {
-                remove(tree, registry, &r, events, &mut report).await;
+                remove(tree, registry, None, &r, events, &mut report).await;
             }
         }
     }
     Ok(report)
 }
 
-async fn remove(tree: &Tree, registry: &Registry, r: &Resource, events: &EventSink, report: &mut CleanReport) {
+/// Remove `r` through its builder (and off `journal`, when it came from one), into the report.
+async fn remove(
+    tree: &Tree,
+    registry: &Registry,
+    journal: Option<&Journal>,
+    r: &Resource,
+    events: &EventSink,
+    report: &mut CleanReport,
+) {
     let Some(builder) = registry.get(&r.builder) else {
         report.failed.push((r.clone(), format!("builder `{}` is not available", r.builder)));
         return;
     };
-    match builder.destroy(tree, r, events).await {
-        Ok(()) => {
-            events.emit(EventKind::ResourceDeleted {
-                kind: format!("{}.{}", r.builder, r.kind),
-                id: r.id.clone(),
-                region: r.region.clone(),
-            });
-            report.removed.push(r.clone());
-        }
+    match crate::builder::remove(builder.as_ref(), tree, journal, r, events).await {
+        Ok(()) => report.removed.push(r.clone()),
         Err(e) => report.failed.push((r.clone(), e.chain())),
     }
 }

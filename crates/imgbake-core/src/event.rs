@@ -51,15 +51,76 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-/// What happened. Serialised with an `"event"` tag, one JSON object per line in `--json` mode.
+/// The phases of a build, in the order core runs them (see [`crate::builder`]); `cleanup` is the
+/// unwinding of the journal afterwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Check what can be checked, make the build's keys and temporary resources' plans.
+    Prepare,
+    /// Temporary resources and the machine.
+    Launch,
+    /// Log in to the machine.
+    Connect,
+    /// Run the image's steps.
+    Provision,
+    /// Remove what the build installed on the machine.
+    Sanitize,
+    /// Stop the machine.
+    Shutdown,
+    /// Make the artifact.
+    Capture,
+    /// Copies, sharing, completion marks.
+    Distribute,
+    /// Remove what is left on the build's journal.
+    Cleanup,
+}
+
+impl Phase {
+    /// Its name in events (`prepare`, `launch`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Prepare => "prepare",
+            Phase::Launch => "launch",
+            Phase::Connect => "connect",
+            Phase::Provision => "provision",
+            Phase::Sanitize => "sanitize",
+            Phase::Shutdown => "shutdown",
+            Phase::Capture => "capture",
+            Phase::Distribute => "distribute",
+            Phase::Cleanup => "cleanup",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for Phase {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Phase {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// What happened. Serialised with an `"event"` tag, one JSON object per line in `--json` mode. Every
+/// duration is a whole number of milliseconds (see [`millis`]).
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum EventKind {
     /// The plan decided what to do with an image.
     Planned {
-        /// `build` or `reuse`.
-        action: String,
+        /// `build`, `reuse` or `skip`.
+        action: crate::plan::Action,
         /// Why, in words.
         reason: String,
     },
@@ -70,10 +131,10 @@ pub enum EventKind {
         /// The builder kind (`aws`, `qemu`, ...).
         builder: String,
     },
-    /// A builder phase began (`prepare`, `launch`, `connect`, `provision`, `capture`, `cleanup`...).
+    /// A build phase began (core emits them, in [`Phase`] order).
     Phase {
-        /// The phase's name.
-        phase: String,
+        /// The phase.
+        phase: Phase,
     },
     /// A provisioning step started.
     StepStarted {
@@ -86,11 +147,11 @@ pub enum EventKind {
     StepFinished {
         /// Position in the image's step list, from 1.
         index: usize,
-        /// How long it took.
-        #[serde(with = "duration_ms")]
+        /// How long it took (milliseconds).
+        #[serde(with = "millis")]
         duration: Duration,
         /// `ok`, `skipped` or `failed`.
-        outcome: String,
+        outcome: crate::provision::StepOutcome,
     },
     /// A line of output of a remote or local command.
     Output {
@@ -161,8 +222,8 @@ pub enum EventKind {
         boot_id: String,
         /// How many reboots were seen.
         reboots: u32,
-        /// Time from the reboot request to settled.
-        #[serde(with = "duration_ms")]
+        /// Time from the reboot request to settled (milliseconds).
+        #[serde(with = "millis")]
         waited: Duration,
     },
     /// On-box test results.
@@ -183,10 +244,10 @@ pub enum EventKind {
     },
     /// A build of an image ended.
     BuildFinished {
-        /// `built`, `failed`, `cancelled`.
-        outcome: String,
-        /// How long it took.
-        #[serde(with = "duration_ms")]
+        /// `built`, `failed`, `skipped` (its parent failed) or `cancelled`.
+        outcome: crate::schedule::Status,
+        /// How long it took (milliseconds).
+        #[serde(with = "millis")]
         duration: Duration,
         /// The error, when it failed.
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -204,12 +265,30 @@ pub enum EventKind {
     },
 }
 
-mod duration_ms {
+/// The one duration encoding of imgbake's JSON output (events, the `--json` summary, the manifest's
+/// steps and tests): a whole number of milliseconds. Use with `#[serde(with = "millis")]`;
+/// [`millis::option`] for an `Option<Duration>` (`null` when absent).
+pub mod millis {
     use serde::Serializer;
     use std::time::Duration;
 
+    /// Milliseconds, saturating (no duration imgbake measures comes near `u64::MAX` ms).
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// The same for an optional duration.
+    pub mod option {
+        use serde::Serializer;
+        use std::time::Duration;
+
+        /// Milliseconds, or `null`.
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
     }
 }
 
@@ -448,12 +527,13 @@ mod tests {
         sink.for_image("base").emit(EventKind::StepFinished {
             index: 2,
             duration: Duration::from_millis(1500),
-            outcome: "ok".into(),
+            outcome: crate::provision::StepOutcome::Ok,
         });
         let v = serde_json::to_value(&log.events()[0]).unwrap();
         assert_eq!(v["event"], "step_finished");
         assert_eq!(v["image"], "base");
         assert_eq!(v["duration"], 1500);
+        assert_eq!(v["outcome"], "ok");
         assert!(v.get("step").is_none());
     }
 
@@ -463,7 +543,7 @@ mod tests {
         let sink = sink.with_secrets(["abc".into(), "abcdef".into(), String::new()]);
         sink.output(Stream::Stderr, "x abcdef y abc");
         sink.emit(EventKind::BuildFinished {
-            outcome: "failed".into(),
+            outcome: crate::schedule::Status::Failed,
             duration: Duration::ZERO,
             error: Some("bad abc".into()),
         });

@@ -28,6 +28,23 @@ pub enum Action {
     Skip,
 }
 
+impl Action {
+    /// Its name in events and the plan's JSON (`reuse`, `build`, `skip`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Reuse => "reuse",
+            Action::Build => "build",
+            Action::Skip => "skip",
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The decision for one image and builder.
 #[derive(Clone, Debug, Serialize)]
 pub struct Decision {
@@ -162,15 +179,7 @@ pub async fn plan(
             let d =
                 decide(tree, &masked, img, masked_img, kind, existing, &decisions, registry, opts, &selected, &needed)
                     .await?;
-            events.for_image(name).emit(EventKind::Planned {
-                action: match d.action {
-                    Action::Build => "build",
-                    Action::Reuse => "reuse",
-                    Action::Skip => "skip",
-                }
-                .into(),
-                reason: d.reasons.join("; "),
-            });
+            events.for_image(name).emit(EventKind::Planned { action: d.action, reason: d.reasons.join("; ") });
             decisions.push(d);
         }
     }

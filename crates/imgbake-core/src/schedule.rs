@@ -93,6 +93,12 @@ pub enum Status {
     Cancelled,
 }
 
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Status {
     /// Lowercase name.
     pub fn as_str(self) -> &'static str {
@@ -128,7 +134,8 @@ pub struct ImageResult {
     pub error_span: Option<Span>,
     /// When the build started.
     pub started: Option<chrono::DateTime<Utc>>,
-    /// How long the build took.
+    /// How long the build took (milliseconds in JSON, like every duration imgbake writes).
+    #[serde(with = "crate::event::millis::option")]
     pub duration: Option<Duration>,
     /// What was published.
     pub published: Vec<String>,
@@ -324,7 +331,7 @@ pub async fn run(
                 Err(e) => format!("the build task stopped unexpectedly: {e}"),
             };
             events.for_image(&d.image).emit(EventKind::BuildFinished {
-                outcome: "failed".into(),
+                outcome: Status::Failed,
                 duration: Duration::ZERO,
                 error: Some(err.clone()),
             });
@@ -384,7 +391,7 @@ async fn build_one(ctx: Arc<Ctx>, d: Decision, parent_rx: Option<watch::Receiver
                 let _ = tx.send(Slot::Failed);
                 let p = d.parent.clone().unwrap_or_default();
                 events.emit(EventKind::BuildFinished {
-                    outcome: "skipped".into(),
+                    outcome: Status::Skipped,
                     duration: Duration::ZERO,
                     error: Some(format!("parent {p} failed")),
                 });
@@ -418,7 +425,7 @@ async fn build_one(ctx: Arc<Ctx>, d: Decision, parent_rx: Option<watch::Receiver
         }
     }
     events.emit(EventKind::BuildFinished {
-        outcome: res.status.as_str().into(),
+        outcome: res.status,
         duration: res.duration.unwrap_or_default(),
         error: res.error.clone(),
     });

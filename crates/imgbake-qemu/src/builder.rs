@@ -13,7 +13,7 @@ use imgbake_core::builder::{BuildJob, BuildSource, Builder, ResolvedSource, Swee
 use imgbake_core::cleanup::Resource;
 use imgbake_core::communicator::{CommError, Communicator, ExecRequest};
 use imgbake_core::error::{BuildError, ErrorKind};
-use imgbake_core::event::{EventKind, EventSink};
+use imgbake_core::event::{EventKind, EventSink, Phase};
 use imgbake_core::reboot::{MachineState, PlatformReboot};
 use imgbake_core::wait::{self, Poll, Wait};
 use imgbake_ssh::SshCommunicator;
@@ -231,7 +231,7 @@ impl Builder for QemuBuilder {
         let image = job.image()?.clone();
         let s = Settings::resolve(&tree, &image)?;
         let ev = job.events.clone();
-        ev.emit(EventKind::Phase { phase: "prepare".into() });
+        ev.emit(EventKind::Phase { phase: Phase::Prepare });
         let start = start_of(&job, &tree, &image).await?;
         std::fs::create_dir_all(&s.output_dir).map_err(|e| local("creating the output directory", &s.output_dir, e))?;
         let output_dir = disk::canonical(&s.output_dir)?;
@@ -289,7 +289,7 @@ impl Builder for QemuBuilder {
         let choice = self.accelerator(&s, &tree, &image).await?;
         ev.info(format!("accelerator {}: {}", choice.accel, choice.reason));
 
-        ev.emit(EventKind::Phase { phase: "launch".into() });
+        ev.emit(EventKind::Phase { phase: Phase::Launch });
         let spec = LaunchSpec {
             binary: s.binary.clone(),
             accel: choice.accel.to_string(),
@@ -334,7 +334,7 @@ impl Builder for QemuBuilder {
         }
 
         // Capture: the overlay becomes the artifact as it is, or converted.
-        ev.emit(EventKind::Phase { phase: "capture".into() });
+        ev.emit(EventKind::Phase { phase: Phase::Capture });
         let disk_path = output_dir.join(format!("{stem}.{}", s.format.extension()));
         let disk_res =
             Resource::new(KIND, "file", disk_path.display().to_string()).with("build_id", job.build_id.clone());
@@ -447,7 +447,7 @@ async fn run(
     host_pub: String,
 ) -> Result<(), BuildError> {
     let ev = &job.events;
-    ev.emit(EventKind::Phase { phase: "connect".into() });
+    ev.emit(EventKind::Phase { phase: Phase::Connect });
     let port = machine.ssh_port();
     let target =
         SshMachine::new("127.0.0.1").port(port).generated_key(client_key.clone()).pinned_host_key(host_pub.clone());
@@ -492,7 +492,7 @@ async fn run(
         ev.emit(EventKind::Connected { target: comm.target(), boot_id: Some(id.0) });
     }
 
-    ev.emit(EventKind::Phase { phase: "provision".into() });
+    ev.emit(EventKind::Phase { phase: Phase::Provision });
     let reset: Arc<dyn PlatformReboot> = Arc::new(QmpReset {
         socket: machine.qmp_socket().to_path_buf(),
         pid: machine.pid(),
@@ -513,14 +513,14 @@ async fn run(
         return Err(e);
     }
 
-    ev.emit(EventKind::Phase { phase: "sanitize".into() });
+    ev.emit(EventKind::Phase { phase: Phase::Sanitize });
     let client_pub = client_key.public_key().to_openssh().unwrap_or_default();
     if let Err(e) = job.provisioner.sanitize(&comm, &seed_sanitize_items(&host_pub, &client_pub)).await {
         comm.disconnect().await;
         return Err(e);
     }
 
-    ev.emit(EventKind::Phase { phase: "shutdown".into() });
+    ev.emit(EventKind::Phase { phase: Phase::Shutdown });
     // Flush the guest's caches while it still answers: a hard stop after this loses nothing.
     let sync = ExecRequest { timeout: Some(Duration::from_secs(120)), ..ExecRequest::new("sync").captured() };
     if let Err(e) = comm.exec(&sync, &EventSink::discard()).await {

@@ -89,11 +89,11 @@ share = { accounts = ["111122223333"] }"#,
         .events()
         .iter()
         .filter_map(|e| match &e.kind {
-            imgbake_core::event::EventKind::Phase { phase } => Some(phase.clone()),
+            imgbake_core::event::EventKind::Phase { phase } => Some(phase.to_string()),
             _ => None,
         })
         .collect();
-    assert_eq!(phases, vec!["prepare", "launch", "connect", "provision", "capture", "copy"]);
+    assert_eq!(phases, vec!["prepare", "launch", "connect", "provision", "capture", "distribute"]);
 
     // Planning finds it again with one DescribeImages per region.
     bed.proxy.reset();

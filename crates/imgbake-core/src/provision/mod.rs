@@ -193,7 +193,7 @@ impl StepRunner {
         events.emit(EventKind::StepStarted { index, kind: kind.to_string() });
         let finish = |outcome: StepOutcome, attempts: u32, error: Option<String>| {
             let duration = start.elapsed();
-            events.emit(EventKind::StepFinished { index, duration, outcome: outcome.as_str().to_string() });
+            events.emit(EventKind::StepFinished { index, duration, outcome });
             self.record(StepRecord {
                 index,
                 name: label.clone(),

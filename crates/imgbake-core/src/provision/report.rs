@@ -18,6 +18,12 @@ pub enum StepOutcome {
     Failed,
 }
 
+impl std::fmt::Display for StepOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl StepOutcome {
     /// The word used in events (`ok`, `skipped`, `failed`).
     pub fn as_str(self) -> &'static str {
@@ -41,7 +47,7 @@ pub struct StepRecord {
     /// How it ended.
     pub outcome: StepOutcome,
     /// Wall time, pauses and retries included.
-    #[serde(with = "millis")]
+    #[serde(with = "crate::event::millis")]
     pub duration: Duration,
     /// How many times it ran (1 unless retried or rerun after a reboot).
     pub attempts: u32,
@@ -76,7 +82,7 @@ pub struct TestCase {
     /// How it ended.
     pub outcome: CaseOutcome,
     /// Its `time`, when given.
-    #[serde(skip_serializing_if = "Option::is_none", with = "opt_millis")]
+    #[serde(skip_serializing_if = "Option::is_none", with = "crate::event::millis::option")]
     pub time: Option<Duration>,
     /// The failure, error or skip message (its `message` attribute, else the start of its text).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -124,26 +130,5 @@ impl ProvisionReport {
     /// Totals over every test step: (passed, failed, skipped).
     pub fn test_totals(&self) -> (u32, u32, u32) {
         self.tests.iter().fold((0, 0, 0), |(p, f, s), t| (p + t.passed, f + t.failed, s + t.skipped))
-    }
-}
-
-mod millis {
-    use serde::Serializer;
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
-}
-
-mod opt_millis {
-    use serde::Serializer;
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_u64(d.as_millis() as u64),
-            None => s.serialize_none(),
-        }
     }
 }

@@ -179,7 +179,7 @@ pub fn finished(log: &EventLog) -> Vec<(usize, String)> {
     log.events()
         .into_iter()
         .filter_map(|e| match e.kind {
-            EventKind::StepFinished { index, outcome, .. } => Some((index, outcome)),
+            EventKind::StepFinished { index, outcome, .. } => Some((index, outcome.as_str().to_string())),
             _ => None,
         })
         .collect()
