@@ -37,7 +37,7 @@ pub async fn destroy(b: &AwsBuilder, r: &Resource, events: &EventSink) -> Result
     let cleanup = b.options().polling.wait(b.options().cleanup_timeout);
     for id in ids {
         match r.kind.as_str() {
-            "instance" => terminate(b, &c, &id, events).await?,
+            "instance" => crate::launch::terminate(b, &c, &id, events).await?,
             "security_group" => security_group::delete(&c, &id, &cleanup).await?,
             "key_pair" => keypair::delete(&c, &id).await?,
             "image" => {
@@ -56,33 +56,6 @@ pub async fn destroy(b: &AwsBuilder, r: &Resource, events: &EventSink) -> Result
         }
     }
     Ok(())
-}
-
-/// Terminate an instance and wait until it is gone (its security group can only go after that).
-pub async fn terminate(b: &AwsBuilder, c: &Clients, id: &str, events: &EventSink) -> Result<(), BuildError> {
-    let reported = match c.ec2.terminate_instances().instance_ids(id).send().await.api(
-        "TerminateInstances",
-        c.region(),
-        Some(id.into()),
-    ) {
-        Ok(out) => out
-            .terminating_instances()
-            .first()
-            .and_then(|i| i.current_state())
-            .and_then(|s| s.name())
-            .map(|n| n.as_str().to_string())
-            .unwrap_or_else(|| "shutting-down".into()),
-        Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    if reported == "terminated" {
-        return Ok(());
-    }
-    let wait = b.options().polling.wait(b.options().cleanup_timeout);
-    match waiters::instance(c, id, "terminated", &[], Some(&reported), &wait, events).await {
-        Ok(_) => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 async fn delete_volume(c: &Clients, id: &str, wait: &imgbake_core::wait::Wait) -> Result<(), BuildError> {

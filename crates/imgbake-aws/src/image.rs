@@ -1,4 +1,4 @@
-//! Capturing the image: stop the machine, CreateImage, tag the snapshots once they exist; and
+//! Capturing the image: CreateImage of the stopped machine, tag the snapshots once they exist; and
 //! removing an AMI with its snapshots.
 
 use std::collections::BTreeSet;
@@ -11,22 +11,6 @@ use crate::clients::Clients;
 use crate::error::{ApiError, SdkResultExt};
 use crate::tags;
 use crate::waiters;
-
-/// Ask EC2 to stop the instance; returns the state it reported (`stopping`, or `stopped` already).
-pub async fn stop(c: &Clients, instance: &str) -> Result<String, ApiError> {
-    let out = c.ec2.stop_instances().instance_ids(instance).send().await.api(
-        "StopInstances",
-        c.region(),
-        Some(instance.into()),
-    )?;
-    Ok(out
-        .stopping_instances()
-        .first()
-        .and_then(|i| i.current_state())
-        .and_then(|s| s.name())
-        .map(|n| n.as_str().to_string())
-        .unwrap_or_else(|| "stopping".into()))
-}
 
 /// CreateImage of the (stopped) instance, tagged at creation; returns the AMI id. The image's snapshots
 /// are tagged separately once they exist ([`tag`]).

@@ -1,17 +1,24 @@
-//! Launching the build machine: one RunInstances call with everything set at once (tags on the
-//! instance and its volumes, IMDSv2, user data, disks), idempotent through a client token so the
-//! SDK's retries never start a second machine.
+//! The build machine's lifecycle in one place: launch, describe, stop, terminate.
+//!
+//! Launching is one RunInstances call with everything set at once (tags on the instance and its
+//! volumes, IMDSv2, user data, disks), idempotent through a client token so the SDK's retries never
+//! start a second machine.
 
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification, Image as Ami,
+    BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification,
     InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceNetworkInterfaceSpecification, InstanceType,
     ResourceType, ShutdownBehavior, Tag, VolumeType,
 };
 use imgbake_config::AwsSettings;
 
+use aws_sdk_ec2::types::Instance;
+use imgbake_core::error::BuildError;
+use imgbake_core::event::EventSink;
+
+use crate::AwsBuilder;
 use crate::clients::Clients;
 use crate::error::{ApiError, SdkResultExt};
-use crate::tags;
+use crate::{tags, waiters};
 
 /// What to launch.
 #[derive(Clone, Debug, Default)]
@@ -105,7 +112,7 @@ pub async fn run(c: &Clients, l: &Launch) -> Result<String, ApiError> {
 
 /// The disks: `aws.block_devices`, and with `aws.encrypt` every EBS disk of the source encrypted (so
 /// the image's snapshots are encrypted from the start).
-pub fn block_devices(a: &AwsSettings, source: &Ami) -> Vec<BlockDeviceMapping> {
+pub fn block_devices(a: &AwsSettings, source_ebs_devices: &[String]) -> Vec<BlockDeviceMapping> {
     let encrypt = a.encrypt.unwrap_or(false);
     let mut out: Vec<BlockDeviceMapping> = a
         .block_devices
@@ -124,9 +131,8 @@ pub fn block_devices(a: &AwsSettings, source: &Ami) -> Vec<BlockDeviceMapping> {
         })
         .collect();
     if encrypt {
-        for m in source.block_device_mappings() {
-            let Some(name) = m.device_name() else { continue };
-            if m.ebs().is_none() || out.iter().any(|o| o.device_name() == Some(name)) {
+        for name in source_ebs_devices.iter().map(String::as_str) {
+            if out.iter().any(|o| o.device_name() == Some(name)) {
                 continue;
             }
             let ebs = EbsBlockDevice::builder()
@@ -140,10 +146,64 @@ pub fn block_devices(a: &AwsSettings, source: &Ami) -> Vec<BlockDeviceMapping> {
     out
 }
 
+/// One instance, or `None` when EC2 does not list it.
+pub async fn describe_instance(c: &Clients, id: &str) -> Result<Option<Instance>, ApiError> {
+    let out = c.ec2.describe_instances().instance_ids(id).send().await.api(
+        "DescribeInstances",
+        c.region(),
+        Some(id.into()),
+    )?;
+    Ok(out.reservations().iter().flat_map(|r| r.instances()).find(|i| i.instance_id() == Some(id)).cloned())
+}
+
+/// Ask EC2 to stop the instance; returns the state it reported (`stopping`, or `stopped` already).
+pub async fn stop(c: &Clients, instance: &str) -> Result<String, ApiError> {
+    let out = c.ec2.stop_instances().instance_ids(instance).send().await.api(
+        "StopInstances",
+        c.region(),
+        Some(instance.into()),
+    )?;
+    Ok(out
+        .stopping_instances()
+        .first()
+        .and_then(|i| i.current_state())
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_string())
+        .unwrap_or_else(|| "stopping".into()))
+}
+
+/// Terminate an instance and wait until it is gone (its security group can only go after that).
+pub async fn terminate(b: &AwsBuilder, c: &Clients, id: &str, events: &EventSink) -> Result<(), BuildError> {
+    let reported = match c.ec2.terminate_instances().instance_ids(id).send().await.api(
+        "TerminateInstances",
+        c.region(),
+        Some(id.into()),
+    ) {
+        Ok(out) => out
+            .terminating_instances()
+            .first()
+            .and_then(|i| i.current_state())
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_else(|| "shutting-down".into()),
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if reported == "terminated" {
+        return Ok(());
+    }
+    let wait = b.options().polling.wait(b.options().cleanup_timeout);
+    match waiters::instance(c, id, "terminated", &[], Some(&reported), &wait, events).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use aws_sdk_ec2::types::BlockDeviceMapping as Bdm;
+    use aws_sdk_ec2::types::Image as Ami;
 
     #[test]
     fn encryption_covers_the_source_disks() {
@@ -154,10 +214,10 @@ mod tests {
             .block_device_mappings(Bdm::builder().device_name("/dev/sdb").virtual_name("ephemeral0").build())
             .build();
         let a = AwsSettings { encrypt: Some(true), kms_key_id: Some("alias/k".into()), ..Default::default() };
-        let m = block_devices(&a, &source);
+        let m = block_devices(&a, &crate::source::ebs_devices(&source));
         assert_eq!(m.len(), 1, "instance store disks are not EBS");
         let ebs = m[0].ebs().unwrap();
         assert_eq!((ebs.encrypted(), ebs.kms_key_id()), (Some(true), Some("alias/k")));
-        assert!(block_devices(&AwsSettings::default(), &source).is_empty());
+        assert!(block_devices(&AwsSettings::default(), &crate::source::ebs_devices(&source)).is_empty());
     }
 }

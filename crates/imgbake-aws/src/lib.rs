@@ -46,7 +46,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use imgbake_config::{AwsSettings, Image, Spanned, Tree};
 use imgbake_core::artifact::Artifact;
-use imgbake_core::builder::{BuildJob, Builder, ResolvedSource, SweepFilter};
+use imgbake_core::builder::{Build, BuildJob, Builder, ResolvedSource, SweepFilter};
 use imgbake_core::cleanup::Resource;
 use imgbake_core::error::BuildError;
 use imgbake_core::event::EventSink;
@@ -98,8 +98,6 @@ pub struct AwsBuilder {
     options: AwsOptions,
     /// Known regions per account setup, asked once.
     regions: tokio::sync::Mutex<HashMap<AccountSetup, Vec<String>>>,
-    /// Source AMIs resolved for planning, so the build does not describe them again.
-    sources: std::sync::Mutex<HashMap<(Session, String), aws_sdk_ec2::types::Image>>,
 }
 
 impl AwsBuilder {
@@ -109,22 +107,7 @@ impl AwsBuilder {
             clients: ClientCache::new(options.client.clone()),
             options,
             regions: tokio::sync::Mutex::new(HashMap::new()),
-            sources: std::sync::Mutex::new(HashMap::new()),
         }
-    }
-
-    /// The source AMI `id` of `c`'s session: as resolved for planning, else described now (it must exist
-    /// and be available).
-    pub async fn source_ami(&self, c: &Clients, id: &str) -> Result<aws_sdk_ec2::types::Image, BuildError> {
-        let key = (c.session.clone(), id.to_string());
-        if let Some(ami) = self.sources.lock().ok().and_then(|m| m.get(&key).cloned()) {
-            return Ok(ami);
-        }
-        let ami = source::existing(c, id).await?;
-        if let Ok(mut m) = self.sources.lock() {
-            m.insert(key, ami.clone());
-        }
-        Ok(ami)
     }
 
     /// The options.
@@ -217,18 +200,16 @@ impl Builder for AwsBuilder {
         c.check_credentials().await?;
         self.check_regions(&c, a, region).await?;
         let (resolved, ami) = source::resolve(&c, image).await?;
-        if let Ok(mut m) = self.sources.lock() {
-            m.insert((c.session.clone(), resolved.id.clone()), ami);
-        }
-        Ok(resolved)
+        // What the build needs of the AMI travels with the resolved source, on the build job.
+        Ok(source::with_details(resolved, &ami))
     }
 
     async fn list_artifacts(&self, tree: &Tree, images: &[&Image]) -> Result<Vec<Artifact>, BuildError> {
         artifacts::list(&self.clients, tree, images).await
     }
 
-    async fn build(&self, job: BuildJob) -> Result<Artifact, BuildError> {
-        build::build(self, job).await
+    async fn prepare<'a>(&'a self, job: &'a BuildJob) -> Result<Box<dyn Build + 'a>, BuildError> {
+        Ok(Box::new(build::prepare(self, job).await?))
     }
 
     async fn destroy(&self, _tree: &Tree, resource: &Resource, events: &EventSink) -> Result<(), BuildError> {

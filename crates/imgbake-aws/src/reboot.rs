@@ -40,7 +40,7 @@ impl PlatformReboot for Ec2Reboot {
 
     async fn machine_state(&self) -> MachineState {
         let id = &self.instance;
-        match crate::waiters::describe_instance(&self.clients, id).await {
+        match crate::launch::describe_instance(&self.clients, id).await {
             Ok(Some(i)) => match crate::waiters::instance_state(&i) {
                 "pending" | "running" => MachineState::Running,
                 state @ ("stopping" | "stopped" | "shutting-down" | "terminated") => MachineState::Gone(format!(

@@ -4,7 +4,7 @@
 
 use aws_sdk_ec2::types::Image as Ami;
 use imgbake_config::{AmiFilter, Image, Span, Spanned};
-use imgbake_core::builder::ResolvedSource;
+use imgbake_core::builder::{BuildSource, ResolvedSource};
 use imgbake_core::error::BuildError;
 
 use crate::clients::Clients;
@@ -25,7 +25,7 @@ pub async fn resolve(c: &Clients, image: &Image) -> Result<(ResolvedSource, Ami)
     let s = source.get_ref();
     if let Some(id) = &s.ami {
         let ami = existing(c, id.get_ref()).await.map_err(|e| e.at(span(id)))?;
-        return Ok((ResolvedSource { id: id.get_ref().clone(), description: describe(&ami, None) }, ami));
+        return Ok((ResolvedSource::new(id.get_ref().clone(), describe(&ami, None)), ami));
     }
     if let Some(f) = &s.ami_filter {
         return by_filter(c, f).await;
@@ -47,10 +47,40 @@ pub async fn resolve(c: &Clients, image: &Image) -> Result<(ResolvedSource, Ami)
         }
         let ami = existing(c, &value).await.map_err(|e| e.at(span(p)))?;
         let description = describe(&ami, Some(format!("from SSM {name}")));
-        return Ok((ResolvedSource { id: value, description }, ami));
+        return Ok((ResolvedSource::new(value, description), ami));
     }
     Err(config(format!("image `{}`: source has no ami, ami_filter or ssm_parameter for the aws builder", image.name))
         .at(span(source)))
+}
+
+/// The key of the source AMI's EBS device names in [`ResolvedSource::details`] (comma-separated):
+/// what the build needs of the AMI as planning described it, so it is not described again.
+pub const EBS_DEVICES: &str = "ebs_devices";
+
+/// The device names of the AMI's EBS disks (not instance store ones).
+pub fn ebs_devices(ami: &Ami) -> Vec<String> {
+    ami.block_device_mappings()
+        .iter()
+        .filter(|m| m.ebs().is_some())
+        .filter_map(|m| m.device_name().map(str::to_string))
+        .collect()
+}
+
+/// The resolved source with what the build needs of the AMI.
+pub fn with_details(mut resolved: ResolvedSource, ami: &Ami) -> ResolvedSource {
+    resolved.details.insert(EBS_DEVICES.into(), ebs_devices(ami).join(","));
+    resolved
+}
+
+/// The source AMI's EBS device names for a build: from the resolved source's details when planning
+/// described the AMI, else described now (it must exist and be available).
+pub async fn build_ebs_devices(c: &Clients, source: &BuildSource, id: &str) -> Result<Vec<String>, BuildError> {
+    if let BuildSource::Root(r) = source
+        && let Some(d) = r.details.get(EBS_DEVICES)
+    {
+        return Ok(d.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect());
+    }
+    Ok(ebs_devices(&existing(c, id).await?))
 }
 
 /// The AMI `id` as EC2 describes it; an error when it is missing or not available.
@@ -105,17 +135,14 @@ async fn by_filter(c: &Clients, f: &Spanned<AmiFilter>) -> Result<(ResolvedSourc
     match found.len() {
         0 => Err(config(format!("the AMI filter ({summary}) matches no available AMI in {}", c.region())).at(at)),
         1 => Ok((
-            ResolvedSource {
-                id: found[0].image_id().unwrap_or_default().into(),
-                description: describe(&found[0], None),
-            },
+            ResolvedSource::new(found[0].image_id().unwrap_or_default(), describe(&found[0], None)),
             found.swap_remove(0),
         )),
         n if filter.most_recent => Ok((
-            ResolvedSource {
-                id: found[0].image_id().unwrap_or_default().into(),
-                description: describe(&found[0], Some(format!("newest of {n} matches"))),
-            },
+            ResolvedSource::new(
+                found[0].image_id().unwrap_or_default(),
+                describe(&found[0], Some(format!("newest of {n} matches"))),
+            ),
             found.swap_remove(0),
         )),
         n => {

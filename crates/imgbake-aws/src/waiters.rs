@@ -58,16 +58,6 @@ fn classify<T>(r: Result<Option<T>, ApiError>) -> Result<Seen<T>, ApiError> {
     }
 }
 
-/// One instance, or `None` when EC2 does not list it.
-pub async fn describe_instance(c: &Clients, id: &str) -> Result<Option<Instance>, ApiError> {
-    let out = c.ec2.describe_instances().instance_ids(id).send().await.api(
-        "DescribeInstances",
-        c.region(),
-        Some(id.into()),
-    )?;
-    Ok(out.reservations().iter().flat_map(|r| r.instances()).find(|i| i.instance_id() == Some(id)).cloned())
-}
-
 /// One image, or `None` when EC2 does not list it.
 pub async fn describe_image(c: &Clients, id: &str) -> Result<Option<Image>, ApiError> {
     let out = c.ec2.describe_images().image_ids(id).send().await.api("DescribeImages", c.region(), Some(id.into()))?;
@@ -102,7 +92,7 @@ pub async fn instance(
                 if let Some(s) = skip {
                     return Poll::Pending(s);
                 }
-                match classify(describe_instance(c, id).await) {
+                match classify(crate::launch::describe_instance(c, id).await) {
                     Err(e) => Poll::Failed(BuildError::from(e)),
                     Ok(Seen::NotYet(s)) => Poll::Pending(s),
                     Ok(Seen::Found(i)) => {

@@ -6,16 +6,24 @@
 //! [`Communicator`](crate::communicator::Communicator), resources are recorded in the build's
 //! [`Journal`], and progress goes to the [`EventSink`].
 //!
-//! A build, as every builder runs it:
+//! A build is a fixed sequence of phases that core drives ([`run`]); a builder supplies each phase
+//! as a small method and never emits the phase events itself:
 //!
-//! 1. prepare: resolve the source (the root's [`ResolvedSource`] or the parent's [`Artifact`]),
-//!    create temporary resources (keys, firewall rules), pushing each on the journal;
-//! 2. launch the machine (journal), wait until it runs;
-//! 3. connect a communicator and call [`BuildJob::provisioner`] — the same steps for every builder;
-//! 4. capture: stop the machine and make the artifact (journal it until it is complete, then mark it
-//!    done so it is kept), copy/share it;
-//! 5. return the [`Artifact`]. The scheduler unwinds the journal afterwards on every path — success,
-//!    failure, or Ctrl-C — so temporary resources never outlive the build.
+//! | phase | who | what |
+//! |---|---|---|
+//! | `prepare` | [`Builder::prepare`] | check what can be checked before anything exists; start the per-build state ([`Build`]) from the job's [`BuildSource`] (the root's [`ResolvedSource`], as planning resolved it, or the parent's [`Artifact`]) |
+//! | `launch` | [`Build::launch`] | temporary resources (keys, firewall rules) and the machine, each [recorded](BuildJob::record) the moment it exists; wait until it runs |
+//! | `connect` | [`Build::connect`] | a [`Communicator`] logged in to the machine |
+//! | `provision` | core | the image's steps ([`Provision::provision`]), with the builder's [platform reboot](Build::platform_reboot); [`Build::lost`] ends it early when the machine dies |
+//! | `sanitize` | core | [`Provision::sanitize`] removes what the builder installed ([`Build::sanitize_items`]) |
+//! | `shutdown` | [`Build::shutdown`] | stop the machine (still connected: e.g. flush its disks first) |
+//! | `capture` | [`Build::capture`] | make the artifact (journaled until complete, then released so it is kept) |
+//! | `distribute` | [`Build::distribute`] | copies, sharing, completion marks (optional) |
+//!
+//! On an error in any phase core disconnects, calls [`Build::failed`] (stop what must not outlive
+//! the process, or keep a machine the user wants to inspect) and returns the error. The scheduler
+//! then unwinds the journal on every path — success, failure, Ctrl-C, a panic — so temporary
+//! resources never outlive the build; resources are removed by the one path [`remove`].
 
 use std::sync::Arc;
 
@@ -29,14 +37,27 @@ use crate::communicator::Communicator;
 use crate::error::BuildError;
 use crate::event::{EventKind, EventSink, Phase};
 use crate::reboot::PlatformReboot;
+use crate::sanitize::SanitizeItems;
 
-/// Where a chain starts, resolved to an exact, immutable thing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a chain starts, resolved to an exact, immutable thing. Planning resolves it once
+/// ([`Builder::resolve_source`]) and the build gets it as data on the job ([`BuildSource::Root`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResolvedSource {
     /// Stable id: an AMI id, a disk file's path and content hash...
     pub id: String,
     /// For people, e.g. `ami-0abc (debian-12-amd64-20261101-1234, newest of 3 matches)`.
     pub description: String,
+    /// What the builder learnt resolving it and needs again to build (e.g. the source AMI's disks),
+    /// so the build need not look it up again. Builder-defined keys; not part of the fingerprint.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub details: std::collections::BTreeMap<String, String>,
+}
+
+impl ResolvedSource {
+    /// A resolved source without details.
+    pub fn new(id: impl Into<String>, description: impl Into<String>) -> Self {
+        ResolvedSource { id: id.into(), description: description.into(), details: Default::default() }
+    }
 }
 
 /// What one build starts from.
@@ -71,7 +92,7 @@ pub trait Provision: Send + Sync {
 
     /// The `sanitize` phase (see [`crate::sanitize`]): after the steps, before capture, clean the
     /// machine of what the builder installed for the build (`items`) unless the image says
-    /// `sanitize = false`. Builders call it right before they capture.
+    /// `sanitize = false`. Core calls it (see [`run`]).
     async fn sanitize(
         &self,
         _comm: &dyn Communicator,
@@ -190,6 +211,101 @@ impl SweepFilter {
     }
 }
 
+/// One build in progress: the builder's per-build state, driven phase by phase by [`run`] (see the
+/// [module docs](self) for the order). It borrows the builder and the job; everything it creates
+/// goes on the job's journal through [`BuildJob::record`].
+#[async_trait]
+pub trait Build: Send {
+    /// The `launch` phase: temporary resources and the machine, until it runs.
+    async fn launch(&mut self) -> Result<(), BuildError>;
+
+    /// The `connect` phase: log in to the machine.
+    async fn connect(&mut self) -> Result<Box<dyn Communicator>, BuildError>;
+
+    /// The platform's own reboot (EC2 RebootInstances, QEMU system_reset) for reboot steps that ask
+    /// for it.
+    fn platform_reboot(&self) -> Option<Arc<dyn PlatformReboot>> {
+        None
+    }
+
+    /// Resolves, with the error to report, if the machine is gone for good while the steps run (QEMU
+    /// exited): provisioning stops at once instead of waiting for timeouts. Never, by default.
+    async fn lost(&mut self) -> BuildError {
+        std::future::pending().await
+    }
+
+    /// What the builder installed on the machine for the build, for the `sanitize` phase.
+    fn sanitize_items(&self) -> SanitizeItems;
+
+    /// The `shutdown` phase: stop the machine. `comm` is still connected (flush caches over it);
+    /// disconnect it before the machine goes.
+    async fn shutdown(&mut self, comm: &dyn Communicator) -> Result<(), BuildError>;
+
+    /// The `capture` phase: make the artifact.
+    async fn capture(&mut self) -> Result<Artifact, BuildError>;
+
+    /// The `distribute` phase: copy, share, mark complete. Returns the artifact as it is now.
+    async fn distribute(&mut self, artifact: Artifact) -> Result<Artifact, BuildError> {
+        Ok(artifact)
+    }
+
+    /// A phase failed with `error` (the communicator is already disconnected). Stop what must not
+    /// outlive the process, or leave the machine up when the user keeps it for inspection
+    /// ([`BuildJob::keep_on_failure`] and [`ErrorKind::Aborted`](crate::error::ErrorKind::Aborted)).
+    /// The journal is unwound afterwards either way.
+    async fn failed(&mut self, _error: &BuildError) {}
+}
+
+/// Run every phase of a build of `job` through `builder`, in order, emitting the phase events: the
+/// one way a build happens (the scheduler calls it, and so does [`Builder::build`]). Unwinding the
+/// journal is left to the caller.
+pub async fn run<B: Builder + ?Sized>(builder: &B, job: &BuildJob) -> Result<Artifact, BuildError> {
+    job.events.emit(EventKind::Phase { phase: Phase::Prepare });
+    let mut build = builder.prepare(job).await?;
+    match phases(build.as_mut(), job).await {
+        Ok(artifact) => Ok(artifact),
+        Err(e) => {
+            build.failed(&e).await;
+            Err(e)
+        }
+    }
+}
+
+/// The phases after `prepare`.
+async fn phases(build: &mut (dyn Build + '_), job: &BuildJob) -> Result<Artifact, BuildError> {
+    let phase = |phase| job.events.emit(EventKind::Phase { phase });
+    phase(Phase::Launch);
+    build.launch().await?;
+    phase(Phase::Connect);
+    let comm = build.connect().await?;
+    if let Err(e) = provision(build, job, comm.as_ref()).await {
+        comm.disconnect().await;
+        return Err(e);
+    }
+    phase(Phase::Shutdown);
+    let stopped = build.shutdown(comm.as_ref()).await;
+    // Idempotent: the builder disconnected already unless it failed before doing so.
+    comm.disconnect().await;
+    stopped?;
+    phase(Phase::Capture);
+    let artifact = build.capture().await?;
+    phase(Phase::Distribute);
+    build.distribute(artifact).await
+}
+
+/// The `provision` and `sanitize` phases: the same for every builder.
+async fn provision(build: &mut (dyn Build + '_), job: &BuildJob, comm: &dyn Communicator) -> Result<(), BuildError> {
+    job.events.emit(EventKind::Phase { phase: Phase::Provision });
+    let reboot = build.platform_reboot();
+    tokio::select! {
+        r = job.provisioner.provision(comm, reboot) => r?,
+        e = build.lost() => return Err(e),
+    }
+    job.events.emit(EventKind::Phase { phase: Phase::Sanitize });
+    let items = build.sanitize_items();
+    job.provisioner.sanitize(comm, &items).await
+}
+
 /// A platform that builds images.
 #[async_trait]
 pub trait Builder: Send + Sync {
@@ -203,8 +319,15 @@ pub trait Builder: Send + Sync {
     /// platform allows — planning a large tree must not cost a call per image.
     async fn list_artifacts(&self, tree: &Tree, images: &[&Image]) -> Result<Vec<Artifact>, BuildError>;
 
-    /// Build one image.
-    async fn build(&self, job: BuildJob) -> Result<Artifact, BuildError>;
+    /// The `prepare` phase of a build of `job`: check everything that can be checked before anything
+    /// exists, and start the build's state, which core then drives through the other phases.
+    async fn prepare<'a>(&'a self, job: &'a BuildJob) -> Result<Box<dyn Build + 'a>, BuildError>;
+
+    /// Build one image: every phase, in order ([`run`]), without unwinding the journal afterwards.
+    /// Builders do not override it.
+    async fn build(&self, job: BuildJob) -> Result<Artifact, BuildError> {
+        run(self, &job).await
+    }
 
     /// Remove one resource recorded in a journal (or found by [`Builder::sweep`]). Removing something
     /// that is already gone is success.

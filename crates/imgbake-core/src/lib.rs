@@ -5,7 +5,7 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`builder`] | the [`Builder`](builder::Builder) trait, [`BuildJob`](builder::BuildJob), [`Provision`](builder::Provision), journal [`unwind`](builder::unwind) |
+//! | [`builder`] | the [`Builder`](builder::Builder) trait and the build phases core drives ([`Build`](builder::Build), [`run`](builder::run)), [`BuildJob`](builder::BuildJob), [`Provision`](builder::Provision), the one removal path [`remove`](builder::remove), journal [`unwind`](builder::unwind) |
 //! | [`communicator`], [`command`] | the [`Communicator`](communicator::Communicator) trait; building command lines (env, workdir, `execute_command`) per OS |
 //! | [`reboot`] | reboots and unplanned disconnects judged by the machine's boot identity |
 //! | [`provision`] | the step runner: shell, file, powershell, reboot, windows_update, test, local, breakpoint |

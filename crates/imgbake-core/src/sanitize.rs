@@ -35,6 +35,11 @@ pub async fn run(
         events.info("not sanitizing the machine before capture (sanitize = false)");
         return Ok(());
     }
+    if items.host_public_key.is_none() {
+        // Nothing to recognise the build's machine by, so the script would touch nothing anyway.
+        events.info("not sanitizing: the builder installed no host key of this build to recognise the machine by");
+        return Ok(());
+    }
     if comm.os() == Os::Windows {
         // The Windows clean-up (firewall rule, sshd start mode, keys of the OpenSSH user data) is not
         // written yet: say so rather than pretend.

@@ -524,7 +524,7 @@ async fn build_inner(
     let cancel = ctx.opts.cancel.clone();
     // A panic in the builder (a bug) fails this build like any error: its journal is still unwound.
     let outcome = tokio::select! {
-        r = std::panic::AssertUnwindSafe(builder.build(job)).catch_unwind() => r.unwrap_or_else(|p| Err(panicked("the build", &*p))),
+        r = std::panic::AssertUnwindSafe(crate::builder::run(builder.as_ref(), &job)).catch_unwind() => r.unwrap_or_else(|p| Err(panicked("the build", &*p))),
         _ = cancel.cancelled() => Err(BuildError::cancelled()),
     };
     res.report = Some(runner.report());

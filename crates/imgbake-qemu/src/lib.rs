@@ -21,19 +21,22 @@
 //! ```
 
 pub mod accel;
+mod build;
 mod builder;
 pub mod disk;
 pub mod error;
 pub mod machine;
 pub mod process;
 pub mod qmp;
+mod seed;
 pub mod settings;
 pub mod sidecar;
 pub mod source;
 mod sweep;
 
-pub use builder::{QemuBuilder, SEED_AUTHORIZED_KEYS, SEED_HOST_KEY};
+pub use builder::QemuBuilder;
 pub use error::QemuError;
+pub use seed::{SEED_AUTHORIZED_KEYS, SEED_HOST_KEY, seed_sanitize_items};
 pub use settings::{Accelerator, OutputFormat, Settings};
 
 /// The builder's name in tree files.

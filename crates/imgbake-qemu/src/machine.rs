@@ -1,15 +1,20 @@
 //! One running QEMU guest: launched with its disk, the SSH port forward and the seed; driven through
-//! QMP (reset, power button, quit); stopped for good when dropped.
+//! QMP (reset, power button, quit); stopped for good when dropped; a journaled QEMU process stopped
+//! again by `imgbake clean` ([`stop_process`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use imgbake_core::cleanup::Resource;
+use imgbake_core::error::{BuildError, ErrorKind};
+use imgbake_core::reboot::{MachineState, PlatformReboot};
 use imgbake_core::wait::{self, Poll, Wait, WaitError};
 use tokio::process::Child;
 
 use crate::error::QemuError;
-use crate::process::{describe, guarded, start_time};
+use crate::process::{self, describe, guarded, start_time};
 use crate::qmp;
 
 /// QMP commands answer within moments; a monitor that does not is stuck.
@@ -274,6 +279,70 @@ impl Machine {
 enum LaunchError {
     PortTaken(imgbake_core::error::BuildError),
     Other(imgbake_core::error::BuildError),
+}
+
+/// Reboots through QEMU's monitor (a hardware reset): works even when the guest no longer answers.
+pub(crate) struct QmpReset {
+    pub socket: PathBuf,
+    pub pid: u32,
+    /// QEMU's start time, so a recycled pid is not taken for it.
+    pub started: u64,
+}
+
+#[async_trait]
+impl PlatformReboot for QmpReset {
+    fn describe(&self) -> String {
+        format!("QEMU system_reset (pid {})", self.pid)
+    }
+
+    async fn reboot(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        crate::qmp::execute(&self.socket, "system_reset", None, Duration::from_secs(10)).await?;
+        Ok(())
+    }
+
+    async fn machine_state(&self) -> MachineState {
+        // The guest powered off (QEMU exits then) or QEMU died: nothing will answer SSH again.
+        match crate::process::start_time(self.pid) {
+            Some(t) if t == self.started => MachineState::Running,
+            _ => MachineState::Gone(format!(
+                "the QEMU process (pid {}) has exited: the guest powered off, or QEMU crashed",
+                self.pid
+            )),
+        }
+    }
+}
+
+/// Stop a journaled QEMU process: SIGTERM (QEMU exits at once, as on `quit`), then SIGKILL. A process
+/// that is gone — or whose pid now belongs to another process — is success.
+pub async fn stop_process(r: &Resource) -> Result<(), BuildError> {
+    let (Ok(pid), Some(started)) = (r.id.parse::<u32>(), r.extra.get("started").and_then(|s| s.parse::<u64>().ok()))
+    else {
+        return Err(BuildError::new(ErrorKind::Local, format!("journal entry {} has no pid/start time", r.describe())));
+    };
+    if !process::signal_if_same(pid, started, libc::SIGTERM) {
+        return Ok(());
+    }
+    let gone = |limit: Duration| {
+        let w = Wait::new(limit).interval(Duration::from_millis(20), Duration::from_millis(250));
+        async move {
+            wait::until(&w, "QEMU to exit", || async {
+                if process::start_time(pid) == Some(started) {
+                    Poll::Pending("running".into())
+                } else {
+                    Poll::Ready(())
+                }
+            })
+            .await
+            .map_err(|e: wait::WaitError<String>| e.to_string())
+        }
+    };
+    if gone(Duration::from_secs(10)).await.is_ok() {
+        return Ok(());
+    }
+    process::signal_if_same(pid, started, libc::SIGKILL);
+    gone(Duration::from_secs(10))
+        .await
+        .map_err(|e| BuildError::new(ErrorKind::Local, format!("QEMU process {pid} survived SIGKILL: {e}")))
 }
 
 /// The last `max` bytes of a text file, lossily decoded, trimmed.

@@ -90,6 +90,7 @@ pub async fn resolve(tree: &Tree, image: &Image) -> Result<ResolvedSource, Build
         format!("sha256:{}", hex::encode(Sha256::digest(parts.join("\n").as_bytes())))
     };
     Ok(ResolvedSource {
+        details: Default::default(),
         description: format!(
             "{} ({}, {} MiB virtual, {}{})",
             root.disk.display(),

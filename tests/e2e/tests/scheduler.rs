@@ -12,13 +12,14 @@ use async_trait::async_trait;
 use chrono::Utc;
 use imgbake_config::{Image, LoadOptions, Tree};
 use imgbake_core::artifact::Artifact;
-use imgbake_core::builder::{BuildJob, Builder, ResolvedSource, SweepFilter};
+use imgbake_core::builder::{Build, BuildJob, Builder, ResolvedSource, SweepFilter};
 use imgbake_core::cleanup::{Journal, Resource};
 use imgbake_core::communicator::Communicator;
 use imgbake_core::error::{BuildError, ErrorKind};
 use imgbake_core::event::{EventKind, EventSink};
 use imgbake_core::plan::{Action, PlanOptions, plan};
 use imgbake_core::registry::Registry;
+use imgbake_core::sanitize::SanitizeItems;
 use imgbake_core::schedule::{RunOptions, Status, run};
 use imgbake_core::wait::Wait;
 use imgbake_e2e::{write, write_tree};
@@ -61,10 +62,7 @@ impl Builder for DirBuilder {
     async fn resolve_source(&self, tree: &Tree, image: &Image) -> Result<ResolvedSource, BuildError> {
         let disk = image.source.as_ref().and_then(|s| s.get_ref().disk.clone()).ok_or_else(|| err("no disk"))?;
         let text = std::fs::read_to_string(tree.path(&disk)).map_err(err)?;
-        Ok(ResolvedSource {
-            id: format!("disk-{}", text.trim()),
-            description: format!("{} ({})", disk.get_ref(), text.trim()),
-        })
+        Ok(ResolvedSource::new(format!("disk-{}", text.trim()), format!("{} ({})", disk.get_ref(), text.trim())))
     }
 
     async fn list_artifacts(&self, _tree: &Tree, images: &[&Image]) -> Result<Vec<Artifact>, BuildError> {
@@ -79,11 +77,18 @@ impl Builder for DirBuilder {
         Ok(out)
     }
 
-    async fn build(&self, job: BuildJob) -> Result<Artifact, BuildError> {
-        let started = std::time::Instant::now();
-        let result = self.build_inner(job.clone()).await;
-        self.spans.lock().unwrap().push((job.image.clone(), started, std::time::Instant::now()));
-        result
+    async fn prepare<'a>(&'a self, job: &'a BuildJob) -> Result<Box<dyn Build + 'a>, BuildError> {
+        let build = DirBuild { b: self, job, started: std::time::Instant::now() };
+        self.builds.fetch_add(1, Ordering::SeqCst);
+        self.built.lock().unwrap().push(job.image.clone());
+        let work = self.work.join(format!("{}-{}", job.image, job.build_id));
+        std::fs::create_dir_all(&work).map_err(err)?;
+        job.record(Resource::new("qemu", "workdir", work.display().to_string()))?;
+        // A bug after something exists (like an overflow computing a deprecation time).
+        if self.work.with_file_name(format!("panic-{}", job.image)).exists() {
+            panic!("attempt to add with overflow");
+        }
+        Ok(Box::new(build))
     }
 
     async fn destroy(&self, _tree: &Tree, r: &Resource, _events: &EventSink) -> Result<(), BuildError> {
@@ -107,24 +112,46 @@ impl Builder for DirBuilder {
     }
 }
 
-impl DirBuilder {
-    async fn build_inner(&self, job: BuildJob) -> Result<Artifact, BuildError> {
-        self.builds.fetch_add(1, Ordering::SeqCst);
-        self.built.lock().unwrap().push(job.image.clone());
-        let work = self.work.join(format!("{}-{}", job.image, job.build_id));
-        std::fs::create_dir_all(&work).map_err(err)?;
-        job.record(Resource::new("qemu", "workdir", work.display().to_string()))?;
-        // A bug after something exists (like an overflow computing a deprecation time).
-        if self.work.with_file_name(format!("panic-{}", job.image)).exists() {
-            panic!("attempt to add with overflow");
+/// One build of a [`DirBuilder`]: its span is recorded when it ends, however it ends.
+struct DirBuild<'a> {
+    b: &'a DirBuilder,
+    job: &'a BuildJob,
+    started: std::time::Instant,
+}
+
+impl Drop for DirBuild<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut spans) = self.b.spans.lock() {
+            spans.push((self.job.image.clone(), self.started, std::time::Instant::now()));
         }
-        let img = job.image()?;
-        let comm = SshCommunicator::new(ssh_config(&job.tree, img, &Machine::new("127.0.0.1"))?)
+    }
+}
+
+#[async_trait]
+impl Build for DirBuild<'_> {
+    async fn launch(&mut self) -> Result<(), BuildError> {
+        Ok(())
+    }
+
+    async fn connect(&mut self) -> Result<Box<dyn Communicator>, BuildError> {
+        let job = self.job;
+        let comm = SshCommunicator::new(ssh_config(&job.tree, job.image()?, &Machine::new("127.0.0.1"))?)
             .with_events(job.events.clone());
         comm.connect(&Wait::new(Duration::from_secs(30))).await?;
-        let provisioned = job.provisioner.provision(&comm, None).await;
+        Ok(Box::new(comm))
+    }
+
+    fn sanitize_items(&self) -> SanitizeItems {
+        SanitizeItems::default()
+    }
+
+    async fn shutdown(&mut self, comm: &dyn Communicator) -> Result<(), BuildError> {
         comm.disconnect().await;
-        provisioned?;
+        Ok(())
+    }
+
+    async fn capture(&mut self) -> Result<Artifact, BuildError> {
+        let (job, img) = (self.job, self.job.image()?);
         let id = format!("dir-{}-{}", job.image, job.build_id);
         let a = Artifact {
             image: job.image.clone(),
@@ -138,8 +165,9 @@ impl DirBuilder {
             created: Utc::now(),
             extra: BTreeMap::new(),
         };
-        std::fs::create_dir_all(&self.out).map_err(err)?;
-        std::fs::write(self.out.join(format!("{id}.json")), serde_json::to_string(&a).map_err(err)?).map_err(err)?;
+        let out = &self.b.out;
+        std::fs::create_dir_all(out).map_err(err)?;
+        std::fs::write(out.join(format!("{id}.json")), serde_json::to_string(&a).map_err(err)?).map_err(err)?;
         Ok(a)
     }
 }

@@ -93,7 +93,10 @@ share = { accounts = ["111122223333"] }"#,
             _ => None,
         })
         .collect();
-    assert_eq!(phases, vec!["prepare", "launch", "connect", "provision", "capture", "distribute"]);
+    assert_eq!(
+        phases,
+        vec!["prepare", "launch", "connect", "provision", "sanitize", "shutdown", "capture", "distribute"]
+    );
 
     // Planning finds it again with one DescribeImages per region.
     bed.proxy.reset();

@@ -160,7 +160,7 @@ image_timeout = "60s"
     ) -> BuildJob {
         let build_id = format!("b-{}", uuid::Uuid::new_v4().simple().to_string().get(..10).unwrap());
         let tree = Arc::new(tree.rerender(&Stamp::new(&build_id, chrono::Utc::now())).unwrap());
-        let source = BuildSource::Root(ResolvedSource { id: source.to_string(), description: "test source".into() });
+        let source = BuildSource::Root(ResolvedSource::new(source, "test source"));
         let journal = Arc::new(Journal::create(&self.dir.path().join(".imgbake"), &build_id, image).unwrap());
         BuildJob {
             tree,
