@@ -204,6 +204,8 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
     let net = preflight::network(&c, a, temp_group && private_ssh && a.ssh_cidrs.is_empty())
         .await
         .map_err(ctx.on("checking the network settings", &region))?;
+    preflight::check_reachable(a, &net, image.communicator.host.is_some())
+        .map_err(ctx.on("checking the network settings", &region))?;
     let cidrs = if temp_group { preflight::ssh_cidrs(a, &net, &b.options().public_ip_url).await? } else { Vec::new() };
     let ssh_port = image.communicator.port.unwrap_or(22);
     let ami_name = match &a.ami_name {
@@ -361,7 +363,13 @@ pub async fn build(b: &AwsBuilder, job: BuildJob) -> Result<Artifact, BuildError
     ctx.phase("provision");
     let reboot: Arc<dyn imgbake_core::reboot::PlatformReboot> =
         Arc::new(Ec2Reboot::new(c.clone(), instance_id.clone()));
-    let provisioned = job.provisioner.provision(&ssh, Some(reboot)).await;
+    let mut provisioned = job.provisioner.provision(&ssh, Some(reboot)).await;
+    if provisioned.is_ok() {
+        // Before capture: the build's host key (in the user data cloud-init keeps), its login key.
+        ctx.phase("sanitize");
+        let items = userdata::sanitize_items(&host_key, &login_public);
+        provisioned = job.provisioner.sanitize(&ssh, &items).await;
+    }
     ssh.disconnect().await;
     provisioned?;
 
@@ -500,7 +508,11 @@ async fn finish(
     let mut extra = BTreeMap::new();
     locations.insert(region.clone(), ami.to_string());
     extra.insert(format!("snapshots.{region}"), snaps.join(","));
+    let imds_v2 = a.imds_v2.unwrap_or(true);
     if a.copy_regions.is_empty() && a.share.is_none() && a.deprecate_after.is_none() && a.snapshot_tags.is_empty() {
+        if imds_v2 {
+            image::require_imds_v2(&ctx.c, ami).await?;
+        }
         // Nothing else to do: one call tags the snapshots (with the AMI's tags) and marks both complete.
         let mut t = ami_tags.to_vec();
         t.push(complete);
@@ -520,6 +532,12 @@ async fn finish(
     for (c, id, s, r) in copies {
         all.push((c, id, s));
         entries.push(r);
+    }
+    if imds_v2 {
+        // Copies get it too: the attribute is the AMI's, and every region's AMI is launched.
+        for (c, id, _) in &all {
+            image::require_imds_v2(c, id).await?;
+        }
     }
     if let Some(share) = &a.share {
         for (c, id, s) in &all {
