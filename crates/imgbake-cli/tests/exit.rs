@@ -123,7 +123,7 @@ shell = {{ inline = ["test -e /run/imgbake-slow-boot-done", "echo \"after: $(sys
     };
     // A whole QEMU build with a reboot and a 10 s settle window under TCG: minutes on a busy
     // 2-core machine, so a longer watchdog than the CLI tests' default.
-    let build_limit = Duration::from_secs(480);
+    let build_limit = Duration::from_secs(720);
     if tokio::time::timeout(build_limit, reading).await.is_err() {
         let _ = child.kill().await;
         panic!("the build did not finish within {build_limit:?}:\n{}", printed.join("\n"));
