@@ -107,6 +107,7 @@ function Set-SshdPort([string]$SshDir) {
     Set-Content -Path $config -Value (@("Port $Port") + $lines) -Encoding ascii
 }
 
+$sshdWasInstalled = [bool](Get-Service -Name sshd -ErrorAction SilentlyContinue)
 Install-OpenSshServer
 
 $sshDir = Join-Path $env:ProgramData 'ssh'
@@ -127,6 +128,14 @@ if (-not (Get-NetFirewallRule -Name 'imgbake-sshd' -ErrorAction SilentlyContinue
         -Direction Inbound -Protocol TCP -Action Allow -LocalPort $Port | Out-Null
 }
 
+# Remember how sshd started before, once, so imgbake's sanitize phase can put it back before capture
+# (a freshly installed OpenSSH Server starts Manual).
+$modeFile = Join-Path $env:ProgramData 'imgbake\sshd-start-mode'
+if (-not (Test-Path -Path $modeFile)) {
+    New-Item -ItemType Directory -Force -Path (Split-Path -Parent $modeFile) | Out-Null
+    $before = if ($sshdWasInstalled) { [string](Get-Service -Name sshd).StartType } else { 'Manual' }
+    Set-Content -Path $modeFile -Value $before -Encoding ascii
+}
 Set-Service -Name sshd -StartupType Automatic
 Restart-Service -Name sshd -Force
 Write-Log "sshd is running on port $Port"

@@ -89,6 +89,20 @@ pub async fn tag(c: &Clients, ids: &[String], tags: &[Tag], wait: &Wait) -> Resu
     .await
 }
 
+/// Make instances launched from `ami` require IMDSv2 tokens (`aws.imds_v2`, on by default): CreateImage
+/// does not carry the build machine's metadata options over to the AMI, and EC2 accepts the
+/// attribute only on an existing image. Once set to `v2.0` it cannot be unset, so it is set only
+/// when asked.
+pub async fn require_imds_v2(c: &Clients, ami: &str) -> Result<(), ApiError> {
+    let v2 = aws_sdk_ec2::types::AttributeValue::builder().value("v2.0").build();
+    c.ec2.modify_image_attribute().image_id(ami).imds_support(v2).send().await.api(
+        "ModifyImageAttribute",
+        c.region(),
+        Some(ami.into()),
+    )?;
+    Ok(())
+}
+
 /// Deregister `ami` and delete its snapshots (those it lists, plus `known`). Missing things are fine.
 pub async fn remove(c: &Clients, ami: &str, known: &[String], wait: &Wait) -> Result<(), BuildError> {
     let mut snaps: BTreeSet<String> = known.iter().filter(|s| !s.is_empty()).cloned().collect();

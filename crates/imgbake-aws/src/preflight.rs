@@ -92,6 +92,9 @@ pub struct Network {
     pub subnet_id: Option<String>,
     /// The VPC's CIDR, when known (the default SSH source for private addresses).
     pub vpc_cidr: Option<String>,
+    /// Whether the chosen subnet gives instances a public IP (`None`: EC2 picks a default-VPC
+    /// subnet, which does).
+    pub maps_public_ip: Option<bool>,
 }
 
 /// Check the subnet, VPC and given security groups, and pick the subnet when only a filter or a VPC
@@ -121,6 +124,7 @@ pub async fn network(c: &Clients, a: &AwsSettings, need_cidr: bool) -> Result<Ne
         }
         net.subnet_id = Some(id.get_ref().clone());
         net.vpc_id = Some(subnet_vpc);
+        net.maps_public_ip = subnet.map_public_ip_on_launch();
     } else if let Some(f) = &a.subnet_filter {
         let vpc = a.vpc_id.as_ref().map(|v| v.get_ref().as_str());
         let found = subnets(c, None, Some(f.get_ref()), vpc).await.map_err(|e| e.at(span(f)))?;
@@ -131,6 +135,7 @@ pub async fn network(c: &Clients, a: &AwsSettings, need_cidr: bool) -> Result<Ne
         })?;
         net.subnet_id = best.subnet_id().map(str::to_string);
         net.vpc_id = best.vpc_id().map(str::to_string);
+        net.maps_public_ip = best.map_public_ip_on_launch();
     } else if let Some(v) = &a.vpc_id {
         let found = subnets(c, None, None, Some(v.get_ref())).await.map_err(|e| e.at(span(v)))?;
         vpc_cidr(c, Some(v.get_ref())).await.map_err(|e| e.at(span(v)))?;
@@ -139,6 +144,7 @@ pub async fn network(c: &Clients, a: &AwsSettings, need_cidr: bool) -> Result<Ne
         })?;
         net.subnet_id = best.subnet_id().map(str::to_string);
         net.vpc_id = Some(v.get_ref().clone());
+        net.maps_public_ip = best.map_public_ip_on_launch();
     }
     if let Some(v) = &a.vpc_id
         && net.vpc_id.is_none()
@@ -231,6 +237,30 @@ async fn check_groups(c: &Clients, a: &AwsSettings, vpc: Option<&str>) -> Result
         }
     }
     Ok(())
+}
+
+/// A build machine without a public IP is reached on its private address; a temporary security
+/// group that admits only this machine's public IP would then refuse SSH until the connect timeout.
+/// Refused here, before anything exists. `host_given`: `communicator.host` says where to connect.
+pub fn check_reachable(a: &AwsSettings, net: &Network, host_given: bool) -> Result<(), BuildError> {
+    let private_ssh = a.ssh_interface.as_ref().is_some_and(|i| i.get_ref().starts_with("private"));
+    if host_given || private_ssh || !a.ssh_cidrs.is_empty() || !a.security_group_ids.is_empty() {
+        return Ok(());
+    }
+    let public = a.associate_public_ip.or(net.maps_public_ip).unwrap_or(true);
+    if public {
+        return Ok(());
+    }
+    let why = match (&a.associate_public_ip, &net.subnet_id) {
+        (Some(_), _) => "aws.associate_public_ip = false".to_string(),
+        (None, Some(s)) => format!("subnet {s} does not assign public IPs"),
+        (None, None) => "its subnet does not assign public IPs".to_string(),
+    };
+    let at = a.subnet_id.as_ref().map(span);
+    Err(config(format!(
+        "the build machine gets no public IP ({why}), so SSH would go to its private address, but the temporary security group admits only this machine's public IP: set aws.ssh_interface = \"private_ip\" (imgbake runs inside the VPC), aws.ssh_cidrs, or aws.associate_public_ip = true"
+    ))
+    .at(at))
 }
 
 /// The SSH source CIDRs of the temporary security group: `aws.ssh_cidrs`; else the VPC's CIDR when

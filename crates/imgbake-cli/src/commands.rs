@@ -62,7 +62,12 @@ async fn run_async(cmd: Command, color: bool) -> Result<ExitCode> {
 }
 
 fn load(t: &TreeArgs) -> std::result::Result<Tree, Diagnostics> {
-    let opts = LoadOptions { vars: t.vars.clone(), var_files: t.var_files.clone(), ..LoadOptions::default() };
+    load_with(t, true)
+}
+
+fn load_with(t: &TreeArgs, check_files: bool) -> std::result::Result<Tree, Diagnostics> {
+    let opts =
+        LoadOptions { vars: t.vars.clone(), var_files: t.var_files.clone(), check_files, ..LoadOptions::default() };
     Tree::load(&t.tree, &opts)
 }
 
@@ -74,7 +79,11 @@ fn report(d: &Diagnostics, color: bool) {
 }
 
 fn load_or_report(t: &TreeArgs, color: bool) -> Option<Tree> {
-    match load(t) {
+    report_failure(load(t), color)
+}
+
+fn report_failure(loaded: std::result::Result<Tree, Diagnostics>, color: bool) -> Option<Tree> {
+    match loaded {
         Ok(tree) => Some(tree),
         Err(d) => {
             report(&d, color);
@@ -104,7 +113,8 @@ fn validate(t: &TreeArgs, color: bool) -> ExitCode {
 }
 
 fn graph(t: &TreeArgs, format: GraphFormat, color: bool) -> Result<ExitCode> {
-    let Some(tree) = load_or_report(t, color) else { return Ok(ExitCode::from(1)) };
+    // The shape only: a tree is drawn before its scripts and disks exist.
+    let Some(tree) = report_failure(load_with(t, false), color) else { return Ok(ExitCode::from(1)) };
     let f = match format {
         GraphFormat::Dot => imgbake::config::graph::GraphFormat::Dot,
         GraphFormat::Mermaid => imgbake::config::graph::GraphFormat::Mermaid,

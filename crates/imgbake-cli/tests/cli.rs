@@ -107,6 +107,43 @@ fn graph_as_dot_and_mermaid() {
     assert!(out.contains("img_debian_base --> img_java_runtime"), "{out}");
 }
 
+/// `graph` draws the shape of a tree whose scripts and disks are not written yet; `validate` of the
+/// same tree names each missing file.
+#[test]
+fn graph_of_a_tree_whose_files_do_not_exist_yet() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree.toml");
+    std::fs::write(
+        &tree,
+        r#"[settings]
+name = "draft"
+
+[defaults]
+communicator = { username = "root" }
+
+[images.base]
+builder = "qemu"
+source = { disk = "base.qcow2" }
+steps = [{ shell = { script = "scripts/not-written-yet.sh" } }]
+
+[images.app]
+parent = "base"
+steps = [{ file = { source = "files/app.conf", destination = "/etc/app.conf" } }]
+"#,
+    )
+    .unwrap();
+    let o = imgbake().arg("graph").arg(&tree).watched();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(out.contains("\"base\" -> \"app\";"), "{out}");
+    let o = imgbake().arg("validate").arg(&tree).watched();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    for missing in ["base.qcow2", "scripts/not-written-yet.sh", "files/app.conf"] {
+        assert!(err.contains(&format!("`{missing}` does not exist")), "{err}");
+    }
+}
+
 /// `validate` must never touch the network: run it under strace and look for any IP connect().
 #[test]
 fn validate_makes_no_network_call() {

@@ -1,7 +1,8 @@
 //! `imgbake build` ends when its work does: after a real reboot chain on the QEMU guest (the local
 //! base image), the process prints its summary and exits promptly after its last event, with no TCP
 //! connection to the machine left open. (A leftover SSH session used to keep it running after
-//! "built", holding a connection to the guest.)
+//! "built", holding a connection to the guest.) The base image runs systemd: the step after the
+//! reboot must wait for systemd to call the boot finished, here 20 s after sshd is up.
 
 #[path = "support/watchdog.rs"]
 mod watchdog;
@@ -60,14 +61,28 @@ source = {{ disk = "{base}" }}
 communicator = {{ username = "root" }}
 qemu = {{ output_dir = "output", memory = "512MiB", boot_timeout = "5m", shutdown_timeout = "1m" }}
 
+# A boot that is still finishing for 20 s after sshd is up: only systemd's own word
+# (`is-system-running --wait`) says when it is done; the 10 s settle window alone would not.
 [[images.base.steps]]
-shell = {{ inline = ["echo before"] }}
+[images.base.steps.shell]
+inline = ["""
+cat >/etc/systemd/system/imgbake-slow-boot.service <<'UNIT'
+[Unit]
+Description=A boot that takes 20 s to finish
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'sleep 20; touch /run/imgbake-slow-boot-done'
+[Install]
+WantedBy=multi-user.target
+UNIT
+systemctl enable imgbake-slow-boot.service
+echo before"""]
 
 [[images.base.steps]]
 reboot = {{ settle = "10s" }}
 
 [[images.base.steps]]
-shell = {{ inline = ["echo after"] }}
+shell = {{ inline = ["test -e /run/imgbake-slow-boot-done", "echo \"after: $(systemctl is-system-running)\""] }}
 "#,
         base = base_image().display()
     );
@@ -108,7 +123,7 @@ shell = {{ inline = ["echo after"] }}
     };
     // A whole QEMU build with a reboot and a 10 s settle window under TCG: minutes on a busy
     // 2-core machine, so a longer watchdog than the CLI tests' default.
-    let build_limit = Duration::from_secs(480);
+    let build_limit = Duration::from_secs(720);
     if tokio::time::timeout(build_limit, reading).await.is_err() {
         let _ = child.kill().await;
         panic!("the build did not finish within {build_limit:?}:\n{}", printed.join("\n"));
@@ -137,4 +152,10 @@ shell = {{ inline = ["echo after"] }}
     let last = printed.last().cloned().unwrap_or_default();
     assert!(last.contains("\"summary\""), "the summary is the last line: {last}");
     assert!(printed.iter().any(|l| l.contains("\"rebooted\"")), "the guest really rebooted:\n{}", printed.join("\n"));
+    // The step after the reboot started once systemd called the boot finished (its file test passed).
+    assert!(
+        printed.iter().any(|l| l.contains("after: running") || l.contains("after: degraded")),
+        "the step after the reboot ran on a finished boot:\n{}",
+        printed.join("\n")
+    );
 }

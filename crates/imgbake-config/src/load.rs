@@ -28,11 +28,14 @@ pub struct LoadOptions {
     pub var_files: Vec<PathBuf>,
     /// The environment `{{env}}` and `IMGBAKE_VAR_*` read (defaults to the process environment).
     pub env: BTreeMap<String, String>,
+    /// Check that the local files the tree names (scripts, files, disks) exist. On by default; off
+    /// for what only needs the tree's shape (`imgbake graph` draws a tree before its files exist).
+    pub check_files: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { vars: Vec::new(), var_files: Vec::new(), env: std::env::vars().collect() }
+        LoadOptions { vars: Vec::new(), var_files: Vec::new(), env: std::env::vars().collect(), check_files: true }
     }
 }
 
@@ -62,6 +65,7 @@ pub struct Project {
     pub(crate) vars: IndexMap<String, Variable>,
     pub(crate) env: Arc<BTreeMap<String, String>>,
     pub(crate) root: PathBuf,
+    pub(crate) check_files: bool,
 }
 
 /// Parse one file's text and move its spans into the shared span space. Syntax errors go to `diags`.
@@ -372,7 +376,7 @@ impl Project {
             }
             return Err(Diagnostics::new(diags, sources).redacting(secrets));
         }
-        Ok(Project { sources, roles, vars, env: Arc::new(opts.env.clone()), root })
+        Ok(Project { sources, roles, vars, env: Arc::new(opts.env.clone()), root, check_files: opts.check_files })
     }
 
     /// The files of the tree (and var files).

@@ -161,6 +161,9 @@ fn local_path(tree: &Tree, p: &Spanned<String>, what: &str, dir_ok: bool, diags:
         );
         return;
     }
+    if !tree.project.check_files {
+        return;
+    }
     let path = tree.path(p);
     match std::fs::metadata(&path) {
         Err(_) => diags.push(

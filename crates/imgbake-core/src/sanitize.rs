@@ -40,15 +40,20 @@ pub async fn run(
         events.info("not sanitizing: the builder installed no host key of this build to recognise the machine by");
         return Ok(());
     }
-    if comm.os() == Os::Windows {
-        // The Windows clean-up (firewall rule, sshd start mode, keys of the OpenSSH user data) is not
-        // written yet: say so rather than pretend.
-        events.warn("sanitize: not implemented for Windows machines yet; the build's keys stay on the image");
-        return Ok(());
-    }
-    events.info("sanitizing the machine before capture (host key, login key, cloud-init data, history, logs)");
+    let command = match comm.os() {
+        Os::Linux => {
+            events.info("sanitizing the machine before capture (host key, login key, cloud-init data, history, logs)");
+            linux_script(items)
+        }
+        Os::Windows => {
+            events.info(
+                "sanitizing the machine before capture (host key, login key, firewall rule, sshd start mode, user data copies, history)",
+            );
+            windows_script(items)
+        }
+    };
     let req = ExecRequest {
-        command: linux_script(items),
+        command,
         execute_command: image.communicator.execute_command.clone(),
         timeout: Some(TIMEOUT),
         ..ExecRequest::default()
@@ -158,6 +163,117 @@ sync
         host = q(&host),
         auth = if auth.is_empty() { "''".to_string() } else { auth.join(" ") },
         files = files.join(" "),
+    )
+}
+
+/// Where the OpenSSH user data (`enable-openssh.ps1`) records the start mode sshd had before it set
+/// `Automatic`, for the Windows clean-up to restore.
+pub const WINDOWS_SSHD_START_MODE_FILE: &str = r"C:\ProgramData\imgbake\sshd-start-mode";
+
+/// The PowerShell script that sanitizes a Windows machine (run elevated, as the build's login is an
+/// administrator). It undoes what the OpenSSH user data did — the build's host key, its login key in
+/// `administrators_authorized_keys`, the `imgbake-sshd` firewall rule, sshd's start mode — and wipes
+/// copies of the user data (found by the host key in them), PowerShell history and sshd's log. It
+/// prints one line per thing it cleaned, and acts only on a machine that runs the build's host key.
+/// The session it runs in stays up: Windows keeps open connections when a key or rule goes.
+pub fn windows_script(items: &SanitizeItems) -> String {
+    let q = |s: &str| quote(Os::Windows, s);
+    let host = items.host_public_key.as_deref().map(key_part).unwrap_or_default();
+    let list = |v: Vec<String>| if v.is_empty() { "@()".to_string() } else { format!("@({})", v.join(", ")) };
+    let auth = list(items.authorized_keys.iter().map(|k| q(&key_part(k))).collect());
+    let host_files = list(items.host_key_files.iter().map(|f| q(f)).collect());
+    let files = list(items.files.iter().map(|f| q(f)).collect());
+    format!(
+        r#"$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$hostPub = {host}
+$loginKeys = {auth}
+$sshDir = Join-Path $env:ProgramData 'ssh'
+
+function Get-KeyPart([string]$Line) {{ (($Line.Trim() -split '\s+') | Select-Object -First 2) -join ' ' }}
+
+# Overwrite, then delete: the bytes must not stay in the disk's free clusters.
+function Remove-Wiped([string]$Path) {{
+    $item = Get-Item -LiteralPath $Path -Force -ErrorAction SilentlyContinue
+    if (-not $item -or $item.PSIsContainer -or ($item.Attributes -band [IO.FileAttributes]::ReparsePoint)) {{ return }}
+    $stream = [IO.File]::Open($item.FullName, 'Open', 'Write')
+    try {{ $stream.Write((New-Object byte[] $item.Length), 0, $item.Length); $stream.Flush($true) }} finally {{ $stream.Close() }}
+    Remove-Item -LiteralPath $item.FullName -Force
+    Write-Output "sanitize: removed $($item.FullName)"
+}}
+
+$ours = @()
+$candidates = @(Get-ChildItem -LiteralPath $sshDir -Filter 'ssh_host_*_key.pub' -File -ErrorAction SilentlyContinue | ForEach-Object {{ $_.FullName }})
+$candidates += @({host_files} | ForEach-Object {{ "$_.pub" }})
+foreach ($pub in $candidates) {{
+    if ($hostPub -and (Test-Path -LiteralPath $pub -PathType Leaf) -and ((Get-KeyPart (Get-Content -LiteralPath $pub -Raw)) -eq $hostPub)) {{
+        $ours += $pub.Substring(0, $pub.Length - 4)
+    }}
+}}
+if ($ours.Count -eq 0) {{
+    Write-Output 'sanitize: no host key of this build on the machine; nothing to clean'
+    exit 0
+}}
+# The build's host keys (sshd makes new ones when it next starts without any).
+foreach ($key in $ours) {{ Remove-Wiped $key; Remove-Wiped "$key.pub" }}
+
+# The build's login keys: administrators_authorized_keys and every user's authorized_keys.
+$authFiles = @(Join-Path $sshDir 'administrators_authorized_keys')
+$authFiles += @(Get-ChildItem -Path (Join-Path $env:SystemDrive 'Users\*\.ssh\authorized_keys') -File -Force -ErrorAction SilentlyContinue | ForEach-Object {{ $_.FullName }})
+foreach ($file in $authFiles) {{
+    if (-not (Test-Path -LiteralPath $file -PathType Leaf)) {{ continue }}
+    $lines = @(Get-Content -LiteralPath $file)
+    $keep = @($lines | Where-Object {{ $line = $_; -not ($loginKeys | Where-Object {{ $line.Contains($_) }}) }})
+    if ($keep.Count -eq $lines.Count) {{ continue }}
+    if ($keep.Count -eq 0) {{ Remove-Wiped $file }}
+    else {{
+        $acl = Get-Acl -LiteralPath $file
+        Set-Content -LiteralPath $file -Value $keep -Encoding ascii
+        Set-Acl -LiteralPath $file -AclObject $acl
+    }}
+    Write-Output "sanitize: removed the build's login key from $file"
+}}
+
+# The firewall rule the user data opened for sshd.
+if (Get-NetFirewallRule -Name 'imgbake-sshd' -ErrorAction SilentlyContinue) {{
+    Remove-NetFirewallRule -Name 'imgbake-sshd'
+    Write-Output 'sanitize: removed the firewall rule imgbake-sshd'
+}}
+
+# sshd's start mode as it was before the user data made it Automatic.
+$modeFile = {mode_file}
+if (Test-Path -LiteralPath $modeFile -PathType Leaf) {{
+    $mode = (Get-Content -LiteralPath $modeFile -Raw).Trim()
+    if (@('Automatic', 'Manual', 'Disabled') -contains $mode) {{
+        Set-Service -Name sshd -StartupType $mode
+        Write-Output "sanitize: sshd starts $mode again"
+    }}
+    Remove-Item -LiteralPath $modeFile -Force
+}}
+
+# Copies of the user data (EC2Launch, EC2Config, temp folders), which hold the build's private host key.
+$roots = @(
+    (Join-Path $env:ProgramData 'Amazon'),
+    (Join-Path $env:ProgramFiles 'Amazon'),
+    (Join-Path $env:SystemRoot 'Temp'),
+    (Join-Path $env:SystemRoot 'System32\config\systemprofile\AppData\Local\Temp')
+)
+foreach ($root in $roots) {{
+    Get-ChildItem -LiteralPath $root -Recurse -File -Force -ErrorAction SilentlyContinue |
+        Where-Object {{ $_.Length -lt 16777216 }} |
+        Where-Object {{ Select-String -LiteralPath $_.FullName -SimpleMatch -Pattern $hostPub -Quiet -ErrorAction SilentlyContinue }} |
+        ForEach-Object {{ Remove-Wiped $_.FullName }}
+}}
+
+# What the builder installed, PowerShell history, sshd's log.
+foreach ($f in {files}) {{ Remove-Wiped $f }}
+Get-ChildItem -Path (Join-Path $env:SystemDrive 'Users\*\AppData\Roaming\Microsoft\Windows\PowerShell\PSReadLine\*_history.txt') -File -Force -ErrorAction SilentlyContinue |
+    ForEach-Object {{ Remove-Wiped $_.FullName }}
+Remove-Wiped (Join-Path $sshDir 'logs\sshd.log')
+exit 0
+"#,
+        host = q(&host),
+        mode_file = q(WINDOWS_SSHD_START_MODE_FILE),
     )
 }
 

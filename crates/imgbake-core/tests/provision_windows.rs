@@ -188,3 +188,29 @@ fn the_os_readiness_check_after_a_reboot_matches_its_golden_file_and_parses() {
     golden("windows-os-ready.ps1", imgbake_core::reboot::WINDOWS_OS_READY);
     assert_parses("WINDOWS_OS_READY", imgbake_core::reboot::WINDOWS_OS_READY);
 }
+
+#[test]
+fn the_sanitize_script_matches_its_golden_file_and_parses() {
+    let items = imgbake_core::sanitize::SanitizeItems {
+        host_public_key: Some(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9 imgbake-b-golden".into(),
+        ),
+        host_key_files: vec![r"C:\ProgramData\ssh\ssh_host_ed25519_key".into()],
+        authorized_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsab it's-the-login".into()],
+        files: vec![r"C:\Windows\Temp\imgbake-o'brien.txt".into()],
+    };
+    let script = imgbake_core::sanitize::windows_script(&items);
+    golden("sanitize.ps1", &script);
+    assert_parses("sanitize.ps1", &script);
+    // What the builder names arrives as literal strings, quotes doubled.
+    assert!(script.contains("$hostPub = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9'"));
+    assert!(script.contains("$loginKeys = @('ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsab')"));
+    assert!(script.contains(r"foreach ($f in @('C:\Windows\Temp\imgbake-o''brien.txt'))"));
+    // The mode file is the one the OpenSSH user data writes.
+    let enable = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../provisioners/windows/enable-openssh.ps1"),
+    )
+    .unwrap();
+    assert!(enable.contains(r"Join-Path $env:ProgramData 'imgbake\sshd-start-mode'"));
+    assert_eq!(imgbake_core::sanitize::WINDOWS_SSHD_START_MODE_FILE, r"C:\ProgramData\imgbake\sshd-start-mode");
+}

@@ -122,7 +122,7 @@ struct State {
     rules: Vec<FaultRule>,
     log: Vec<CallRecord>,
     hook: Option<LaunchHook>,
-    call_hook: Option<CallHook>,
+    call_hooks: Vec<CallHook>,
     /// EnableImageDeprecation calls: (AMI, DeprecateAt as sent).
     deprecations: Vec<(String, String)>,
     /// New instances are missing from DescribeInstances this long (EC2's eventual consistency).
@@ -224,9 +224,10 @@ impl MotoProxy {
     }
 
     /// Call `hook` with every API call that goes on to moto (not with injected faults), before it
-    /// reaches moto: to play what AWS does besides the API (e.g. install an imported key pair).
+    /// reaches moto: to play what AWS does besides the API (e.g. install an imported key pair), or to
+    /// watch the calls' parameters. Hooks add up: each one added is called, in order.
     pub fn on_call(&self, hook: impl Fn(&ApiCall) + Send + Sync + 'static) {
-        self.shared.state().call_hook = Some(Arc::new(hook));
+        self.shared.state().call_hooks.push(Arc::new(hook));
     }
 
     /// Leave instances created from now on out of DescribeInstances for `d` after RunInstances: EC2
@@ -354,7 +355,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let (fault, hook, call_hook) = {
         let mut s = shared.state();
         let fault = s.rules.iter_mut().find_map(|r| r.applies(&call.action).then(|| r.fault.clone()));
-        (fault, s.hook.clone(), s.call_hook.clone())
+        (fault, s.hook.clone(), s.call_hooks.clone())
     };
     let answer_fault = |f: &Fault| {
         record(&shared, &call, f.status, true);
@@ -364,7 +365,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     if let Some(f) = fault.as_ref().filter(|f| !f.forward) {
         return Ok(answer_fault(f));
     }
-    if let Some(h) = call_hook {
+    for h in call_hook {
         h(&call);
     }
     if call.action == "EnableImageDeprecation" {

@@ -142,7 +142,11 @@ async fn finish(
     let mut extra = BTreeMap::new();
     locations.insert(region.clone(), ami.to_string());
     extra.insert(format!("snapshots.{region}"), snaps.join(","));
+    let imds_v2 = a.imds_v2.unwrap_or(true);
     if a.copy_regions.is_empty() && a.share.is_none() && a.deprecate_after.is_none() && a.snapshot_tags.is_empty() {
+        if imds_v2 {
+            image::require_imds_v2(&ctx.c, ami).await?;
+        }
         // Nothing else to do: one call tags the snapshots (with the AMI's tags) and marks both complete.
         let mut t = ami_tags.to_vec();
         t.push(complete);
@@ -159,6 +163,12 @@ async fn finish(
     for (c, id, s, r) in copies {
         all.push((c, id, s));
         entries.push(r);
+    }
+    if imds_v2 {
+        // Copies get it too: the attribute is the AMI's, and every region's AMI is launched.
+        for (c, id, _) in &all {
+            image::require_imds_v2(c, id).await?;
+        }
     }
     if let Some(share) = &a.share {
         for (c, id, s) in &all {

@@ -52,6 +52,8 @@ pub(crate) async fn prepare<'a>(b: &'a AwsBuilder, job: &'a BuildJob) -> Result<
     let net = preflight::network(&c, a, temp_group && private_ssh && a.ssh_cidrs.is_empty())
         .await
         .map_err(ctx.on("checking the network settings", &region))?;
+    preflight::check_reachable(a, &net, image.communicator.host.is_some())
+        .map_err(ctx.on("checking the network settings", &region))?;
     let cidrs = if temp_group { preflight::ssh_cidrs(a, &net, &b.options().public_ip_url).await? } else { Vec::new() };
     let ssh_port = image.communicator.port.unwrap_or(22);
     let ami_name = match &a.ami_name {

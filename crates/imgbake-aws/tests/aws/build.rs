@@ -29,6 +29,16 @@ share = { accounts = ["111122223333"] }"#,
         remote.to_str().unwrap(),
     );
     let (job, log) = bed.job(&builder, &tree, "base", steps.clone()).await;
+    let imds = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen_imds = imds.clone();
+    bed.proxy.on_call(move |call| {
+        if call.action == "ModifyImageAttribute"
+            && let Some(v) = call.param("ImdsSupport.Value")
+        {
+            let ami = call.param("ImageId").unwrap_or_default().to_string();
+            seen_imds.lock().unwrap().push((call.region.clone(), ami, v.to_string()));
+        }
+    });
 
     let artifact = builder.build(job.clone()).await.unwrap_or_else(|e| panic!("build failed: {}", e.chain()));
     bed.unwind(&builder, &job).await;
@@ -74,6 +84,14 @@ share = { accounts = ["111122223333"] }"#,
             assert_eq!(t.get("backup").map(String::as_str), Some("no"));
         }
     }
+
+    // imds_v2 (the default) holds for the AMIs too, in every region (CreateImage does not carry it).
+    let mut imds = imds.lock().unwrap().clone();
+    imds.sort();
+    let mut want: Vec<(String, String, String)> =
+        artifact.locations.iter().map(|(r, a)| (r.clone(), a.clone(), "v2.0".to_string())).collect();
+    want.sort();
+    assert_eq!(imds, want);
 
     // Nothing else: no machine, key pair, security group, volume, AMI or stray snapshot.
     let keep: Vec<&str> = artifact.locations.values().map(String::as_str).collect();

@@ -141,3 +141,40 @@ async fn a_subnet_in_another_vpc_and_a_missing_security_group() {
     assert!(e.message.contains("AMI ami-0000000000000dead does not exist in eu-west-1"), "{}", e.message);
     assert_eq!(bed.creating_calls(), Vec::<String>::new());
 }
+
+/// A subnet that gives no public IP, no `ssh_cidrs`, no `ssh_interface`: SSH would go to the private
+/// address through a group that admits only this machine's public /32, and time out after minutes.
+#[tokio::test]
+async fn ssh_to_a_private_address_through_a_public_only_group_is_refused_before_launch() {
+    let bed = Bed::start().await;
+    let builder = bed.builder();
+    let ec2 = bed.ec2(REGION).await;
+    let vpc =
+        ec2.create_vpc().cidr_block("10.3.0.0/16").send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
+    let subnet = ec2.create_subnet().vpc_id(&vpc).cidr_block("10.3.1.0/24").send().await.unwrap();
+    let subnet = subnet.subnet().unwrap();
+    assert_eq!(subnet.map_public_ip_on_launch(), Some(false), "a new subnet assigns no public IP");
+    let subnet = subnet.subnet_id().unwrap().to_string();
+    bed.tree(&format!("subnet_id = \"{subnet}\""), "");
+    let path = bed.dir.path().join("tree.toml");
+    // Where a real build connects: the machine's own address, not the bed's sshd.
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("host = \"127.0.0.1\", ", "")
+        .replace("ssh_cidrs = [\"127.0.0.1/32\"]\n", "");
+    std::fs::write(&path, text).unwrap();
+    bed.proxy.reset();
+    let tree = imgbake_config::Tree::load(&path, &Default::default()).unwrap();
+    let job = bed.job_from(&tree, "base", Steps::new(&["true"]), &bed.source, EventSink::discard());
+    let e = builder.build(job.clone()).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Config, "{}", e.chain());
+    assert!(
+        e.message.contains(&format!("gets no public IP (subnet {subnet} does not assign public IPs)"))
+            && e.message.contains("aws.ssh_interface = \"private_ip\""),
+        "{}",
+        e.message
+    );
+    assert!(located(&tree, &e).ends_with("tree.toml:16:13"), "{}", located(&tree, &e));
+    assert_eq!(bed.creating_calls(), Vec::<String>::new());
+    assert!(job.journal.pending().is_empty());
+}
