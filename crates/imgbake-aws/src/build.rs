@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use aws_sdk_ec2::types::Tag;
 use chrono::{SubsecRound, Utc};
-use imgbake_config::{AwsSettings, Image, Os, Span};
+use imgbake_config::{Image, Os, Span};
+
+use crate::settings::AwsSettings;
 use imgbake_core::artifact::{Artifact, tags as keys};
 use imgbake_core::builder::{BuildJob, BuildSource};
 use imgbake_core::cleanup::Resource;

@@ -2,12 +2,12 @@
 //! instance and its volumes, IMDSv2, user data, disks), idempotent through a client token so the
 //! SDK's retries never start a second machine.
 
+use crate::settings::AwsSettings;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification, Image as Ami,
     InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceNetworkInterfaceSpecification, InstanceType,
     ResourceType, ShutdownBehavior, Tag, VolumeType,
 };
-use imgbake_config::AwsSettings;
 
 use crate::clients::Clients;
 use crate::error::{ApiError, SdkResultExt};

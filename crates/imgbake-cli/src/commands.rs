@@ -62,7 +62,7 @@ async fn run_async(cmd: Command, color: bool) -> Result<ExitCode> {
 }
 
 fn load(t: &TreeArgs) -> std::result::Result<Tree, Diagnostics> {
-    let opts = LoadOptions { vars: t.vars.clone(), var_files: t.var_files.clone(), ..LoadOptions::default() };
+    let opts = LoadOptions { vars: t.vars.clone(), var_files: t.var_files.clone(), ..imgbake::load_options() };
     Tree::load(&t.tree, &opts)
 }
 

@@ -28,11 +28,19 @@ pub struct LoadOptions {
     pub var_files: Vec<PathBuf>,
     /// The environment `{{env}}` and `IMGBAKE_VAR_*` read (defaults to the process environment).
     pub env: BTreeMap<String, String>,
+    /// The builders `builder = "..."` may name, with their settings (none by default: the library
+    /// facade `imgbake` gives the ones it is built with).
+    pub schemas: crate::Schemas,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { vars: Vec::new(), var_files: Vec::new(), env: std::env::vars().collect() }
+        LoadOptions {
+            vars: Vec::new(),
+            var_files: Vec::new(),
+            env: std::env::vars().collect(),
+            schemas: crate::Schemas::default(),
+        }
     }
 }
 
@@ -61,6 +69,7 @@ pub struct Project {
     pub(crate) roles: Vec<FileRole>,
     pub(crate) vars: IndexMap<String, Variable>,
     pub(crate) env: Arc<BTreeMap<String, String>>,
+    pub(crate) schemas: crate::Schemas,
     pub(crate) root: PathBuf,
 }
 
@@ -372,7 +381,7 @@ impl Project {
             }
             return Err(Diagnostics::new(diags, sources).redacting(secrets));
         }
-        Ok(Project { sources, roles, vars, env: Arc::new(opts.env.clone()), root })
+        Ok(Project { sources, roles, vars, env: Arc::new(opts.env.clone()), schemas: opts.schemas.clone(), root })
     }
 
     /// The files of the tree (and var files).

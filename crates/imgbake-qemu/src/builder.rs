@@ -86,10 +86,10 @@ fn probe_kernels(tree: &Tree, image: &Image) -> Vec<PathBuf> {
     let root = source::chain_root(tree, image);
     let mut out = Vec::new();
     if let Some(src) = &root.source {
-        if let Some(k) = &src.get_ref().kernel {
+        if let Some(k) = &crate::schema::source_of(src.get_ref()).kernel {
             out.push(tree.path(k));
         }
-        if let Some(d) = &src.get_ref().disk
+        if let Some(d) = &crate::schema::source_of(src.get_ref()).disk
             && let Ok(disk) = tree.path(d).canonicalize()
             && let Some(dir) = disk.parent()
         {
@@ -171,7 +171,8 @@ async fn start_of(job: &BuildJob, tree: &Tree, image: &Image) -> Result<Start, B
             let info = disk::info(&disk).await?;
             // Direct kernel boot applies to the whole chain: the kernel lives outside the disks.
             let root = source::chain_root(tree, image);
-            let kernel = match root.source.as_ref().and_then(|s| s.get_ref().kernel.as_ref()) {
+            let kernel = match root.source.as_ref().and_then(|s| crate::schema::source_of(s.get_ref()).kernel.as_ref())
+            {
                 Some(_) => source::root_source(tree, root).await?.kernel,
                 None => None,
             };

@@ -27,6 +27,7 @@ pub mod error;
 pub mod machine;
 pub mod process;
 pub mod qmp;
+pub mod schema;
 pub mod settings;
 pub mod sidecar;
 pub mod source;
@@ -34,6 +35,7 @@ mod sweep;
 
 pub use builder::{QemuBuilder, SEED_AUTHORIZED_KEYS, SEED_HOST_KEY};
 pub use error::QemuError;
+pub use schema::{QemuSchema, QemuSettings, QemuSource};
 pub use settings::{Accelerator, OutputFormat, Settings};
 
 /// The builder's name in tree files.

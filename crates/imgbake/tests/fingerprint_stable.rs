@@ -49,10 +49,11 @@ aws = { region = "eu-west-1" }
 
 fn fingerprints() -> Vec<String> {
     let d = tempfile::tempdir().unwrap();
-    for (f, c) in [("tree.toml", TREE), ("patch.sh", "apt-get -y upgrade\n"), ("base.qcow2", "disk"), ("vmlinuz", "k")] {
+    for (f, c) in [("tree.toml", TREE), ("patch.sh", "apt-get -y upgrade\n"), ("base.qcow2", "disk"), ("vmlinuz", "k")]
+    {
         std::fs::write(d.path().join(f), c).unwrap();
     }
-    let opts = imgbake::config::LoadOptions { env: Default::default(), ..Default::default() };
+    let opts = imgbake::config::LoadOptions { env: Default::default(), ..imgbake::load_options() };
     let tree = Tree::load(&d.path().join("tree.toml"), &opts).unwrap_or_else(|e| panic!("{e}"));
     let masked = tree.rerender(&Stamp::masked()).unwrap_or_else(|e| panic!("{e}"));
     let mut out = Vec::new();

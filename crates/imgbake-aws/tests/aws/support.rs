@@ -127,7 +127,11 @@ image_timeout = "60s"
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("tree.toml");
         std::fs::write(&path, text).unwrap();
-        let opts = LoadOptions { env: Default::default(), ..LoadOptions::default() };
+        let opts = LoadOptions {
+            env: Default::default(),
+            schemas: imgbake_config::Schemas::new().with(imgbake_aws::AwsSchema::arc()),
+            ..LoadOptions::default()
+        };
         match Tree::load(&path, &opts) {
             Ok(t) => t,
             Err(d) => panic!("{d}"),
