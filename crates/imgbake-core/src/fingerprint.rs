@@ -336,7 +336,7 @@ mod tests {
     use super::*;
 
     fn inputs(n: usize) -> Inputs {
-        let mut i = Inputs::new("aws", "{}", "ami-1");
+        let mut i = Inputs::new("cloud", "{}", "image-1");
         for k in 0..n {
             i.files.push((format!("f{k}.sh"), sha(format!("{k}").as_bytes())));
         }
@@ -365,7 +365,7 @@ mod tests {
         assert_eq!(more.fingerprint().explain(fp.as_str(), &more), vec!["files added or removed (2 → 3 files)"]);
 
         let mut b = base.clone();
-        b.builder = "qemu".into();
+        b.builder = "local".into();
         assert!(!b.fingerprint().matches(fp.as_str()));
     }
 

@@ -242,7 +242,7 @@ mod tests {
         std::fs::write(dir.path().join("id_build"), "not read here").unwrap();
         std::fs::write(dir.path().join("known"), "").unwrap();
         let text = format!(
-            "[images.base]\nbuilder = \"cloud\"\nsource = {{ image = \"base-1\" }}\n[images.base.communicator]\n{communicator}\n"
+            "[images.base]\nbuilder = \"cloud\"\nsource = {{ image = \"base-1\" }}\ncloud = {{ zone = \"z-1\" }}\n[images.base.communicator]\n{communicator}\n"
         );
         std::fs::write(dir.path().join("tree.toml"), text).unwrap();
         let schemas = imgbake_config::Schemas::new().with(imgbake_config::schema::Open::new("cloud", &["image"]).arc());

@@ -326,3 +326,11 @@ pub fn image_tags(img: &aws_sdk_ec2::types::Image) -> std::collections::BTreeMap
         .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
         .collect()
 }
+
+/// Load options with the aws builder's schema (the process environment, as `LoadOptions::default()`).
+pub fn aws_options() -> LoadOptions {
+    LoadOptions {
+        schemas: imgbake_config::Schemas::new().with(imgbake_aws::AwsSchema::arc()),
+        ..LoadOptions::default()
+    }
+}
