@@ -74,8 +74,15 @@ fn child(args: ChildArgs) {
     let start = Instant::now();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let ami = rt.block_on(async {
-        let tree = Tree::load(&args.tree, &LoadOptions { env: Default::default(), ..LoadOptions::default() })
-            .unwrap_or_else(|d| panic!("{d}"));
+        let tree = Tree::load(
+            &args.tree,
+            &LoadOptions {
+                env: Default::default(),
+                schemas: imgbake_config::Schemas::new().with(imgbake_aws::AwsSchema::arc()),
+                ..LoadOptions::default()
+            },
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
         let creds = aws_sdk_ec2::config::Credentials::new(
             imgbake_testbed::ACCESS_KEY_ID,
             imgbake_testbed::SECRET_ACCESS_KEY,

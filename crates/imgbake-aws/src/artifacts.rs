@@ -25,7 +25,7 @@ pub async fn list(clients: &ClientCache, tree: &Tree, images: &[&Image]) -> Resu
     // Which sessions to ask, and which image names each may hold.
     let mut per_session: Vec<(Session, Vec<String>)> = Vec::new();
     for img in images.iter().filter(|i| i.has_builder("aws")) {
-        let Some(a) = &img.aws else { continue };
+        let Some(a) = crate::settings::of(img) else { continue };
         let Some(r) = &a.region else { continue };
         for region in std::iter::once(r).chain(&a.copy_regions) {
             let s = Session::of(a, region.get_ref());
@@ -78,7 +78,7 @@ fn assemble(images: &[&Image], found: Vec<(String, Ami)>) -> Vec<Artifact> {
     for ((image, build_id), amis) in groups {
         let Some(img) = by_name.get(image.as_str()) else { continue };
         let build_region =
-            img.aws.as_ref().and_then(|a| a.region.as_ref()).map(|r| r.get_ref().clone()).unwrap_or_default();
+            crate::settings::of(img).and_then(|a| a.region.as_ref()).map(|r| r.get_ref().clone()).unwrap_or_default();
         let Some((_, primary)) = amis.iter().find(|(r, _)| *r == build_region) else { continue };
         let t = tags::to_map(primary.tags());
         let created = t
@@ -126,7 +126,7 @@ fn assemble(images: &[&Image], found: Vec<(String, Ami)>) -> Vec<Artifact> {
 
 /// Deregister the artifact's AMI in every region it is in, with its snapshots.
 pub async fn delete(b: &AwsBuilder, tree: &Tree, artifact: &Artifact, events: &EventSink) -> Result<(), BuildError> {
-    let settings = tree.image(&artifact.image).and_then(|i| i.aws.clone()).unwrap_or_default();
+    let settings = tree.image(&artifact.image).and_then(|i| crate::settings::of(i).cloned()).unwrap_or_default();
     let wait = b.options().polling.wait(b.options().cleanup_timeout);
     for (region, ami) in &artifact.locations {
         let c = b.clients(&Session::of(&settings, region)).await;

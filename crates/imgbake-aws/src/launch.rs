@@ -4,12 +4,12 @@
 //! volumes, IMDSv2, user data, disks), idempotent through a client token so the SDK's retries never
 //! start a second machine.
 
+use crate::settings::AwsSettings;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification,
     InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceNetworkInterfaceSpecification, InstanceType,
     ResourceType, ShutdownBehavior, Tag, VolumeType,
 };
-use imgbake_config::AwsSettings;
 
 use aws_sdk_ec2::types::Instance;
 use imgbake_core::error::BuildError;

@@ -33,18 +33,20 @@ pub mod public_ip;
 pub mod publish;
 pub mod reboot;
 pub mod security_group;
+pub mod settings;
 pub mod share;
 pub mod source;
 pub mod sweep;
 pub mod tags;
 pub mod userdata;
+pub mod validate;
 pub mod waiters;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use imgbake_config::{AwsSettings, Image, Spanned, Tree};
+use imgbake_config::{Image, Spanned, Tree};
 use imgbake_core::artifact::Artifact;
 use imgbake_core::builder::{Build, BuildJob, Builder, ResolvedSource, SweepFilter};
 use imgbake_core::cleanup::Resource;
@@ -52,7 +54,9 @@ use imgbake_core::error::BuildError;
 use imgbake_core::event::EventSink;
 
 pub use clients::{ClientCache, ClientOptions, Clients, Environment, Session};
+pub use settings::{AmiFilter, AwsSettings, AwsSource, BlockDevice, Share};
 pub use tags::COMPLETE;
+pub use validate::AwsSchema;
 pub use waiters::Polling;
 
 /// How the builder works, beyond what the tree says.
@@ -162,7 +166,7 @@ impl AwsBuilder {
 
 /// The image's `aws` settings.
 pub fn settings(image: &Image) -> Result<&AwsSettings, BuildError> {
-    image.aws.as_ref().ok_or_else(|| {
+    settings::of(image).ok_or_else(|| {
         error::config(format!("image `{}` builds with aws but has no [aws] settings", image.name)).at(image.span)
     })
 }

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use aws_sdk_ec2::types::Subnet;
-use imgbake_config::{AwsSettings, Span, Spanned};
+use imgbake_config::{Span, Spanned};
+
+use crate::settings::AwsSettings;
 use imgbake_core::error::BuildError;
 
 use crate::clients::Clients;

@@ -12,7 +12,7 @@ use crate::error::SdkResultExt;
 /// Write the image's `publish.ssm_parameter` for `artifact`; returns what was written, for people.
 pub async fn publish(clients: &ClientCache, image: &Image, artifact: &Artifact) -> Result<Vec<String>, BuildError> {
     let Some(p) = image.publish.as_ref().and_then(|p| p.ssm_parameter.as_ref()) else { return Ok(Vec::new()) };
-    let Some(a) = &image.aws else { return Ok(Vec::new()) };
+    let Some(a) = crate::settings::of(image) else { return Ok(Vec::new()) };
     let name = p.get_ref();
     let mut written = Vec::new();
     for (region, ami) in &artifact.locations {
@@ -38,7 +38,7 @@ pub async fn publish(clients: &ClientCache, image: &Image, artifact: &Artifact) 
 /// copied to (a parameter that does not exist yet holds nothing).
 pub async fn published(clients: &ClientCache, image: &Image) -> Result<Vec<String>, BuildError> {
     let Some(p) = image.publish.as_ref().and_then(|p| p.ssm_parameter.as_ref()) else { return Ok(Vec::new()) };
-    let Some(a) = &image.aws else { return Ok(Vec::new()) };
+    let Some(a) = crate::settings::of(image) else { return Ok(Vec::new()) };
     let name = p.get_ref();
     let mut ids = Vec::new();
     for region in a.region.iter().chain(&a.copy_regions) {

@@ -1,10 +1,10 @@
 //! Who may launch the AMI (accounts, groups, organizations), and its deprecation time.
 
+use crate::settings::Share;
 use aws_sdk_ec2::primitives::DateTime;
 use aws_sdk_ec2::types::{
     CreateVolumePermission, CreateVolumePermissionModifications, LaunchPermission, LaunchPermissionModifications,
 };
-use imgbake_config::Share;
 
 use crate::clients::Clients;
 use crate::error::{ApiError, SdkResultExt};

@@ -3,12 +3,13 @@
 //! at the filter.
 
 use aws_sdk_ec2::types::Image as Ami;
-use imgbake_config::{AmiFilter, Image, Span, Spanned};
+use imgbake_config::{Image, Span, Spanned};
 use imgbake_core::builder::{BuildSource, ResolvedSource};
 use imgbake_core::error::BuildError;
 
 use crate::clients::Clients;
 use crate::error::{SdkResultExt, config};
+use crate::settings::{AmiFilter, AwsSource};
 use crate::tags;
 use crate::waiters::describe_image;
 
@@ -22,7 +23,9 @@ pub async fn resolve(c: &Clients, image: &Image) -> Result<(ResolvedSource, Ami)
     let Some(source) = &image.source else {
         return Err(config(format!("image `{}` has no source (and no parent)", image.name)).at(image.span));
     };
-    let s = source.get_ref();
+    let Some(s) = source.get_ref().get::<AwsSource>(crate::validate::NAME) else {
+        return Err(config(format!("image `{}`: the aws builder did not parse its source", image.name)).at(image.span));
+    };
     if let Some(id) = &s.ami {
         let ami = existing(c, id.get_ref()).await.map_err(|e| e.at(span(id)))?;
         return Ok((ResolvedSource::new(id.get_ref().clone(), describe(&ami, None)), ami));

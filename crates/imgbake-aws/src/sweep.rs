@@ -22,7 +22,7 @@ use crate::tags::{self, COMPLETE};
 pub fn sessions(tree: &Tree) -> Vec<Session> {
     let mut out: Vec<Session> = Vec::new();
     for img in tree.images().values().filter(|i| i.has_builder("aws")) {
-        let Some(a) = &img.aws else { continue };
+        let Some(a) = crate::settings::of(img) else { continue };
         let Some(r) = &a.region else { continue };
         for region in std::iter::once(r).chain(&a.copy_regions) {
             let s = Session::of(a, region.get_ref());

@@ -67,7 +67,7 @@ fn load(t: &TreeArgs) -> std::result::Result<Tree, Diagnostics> {
 
 fn load_with(t: &TreeArgs, check_files: bool) -> std::result::Result<Tree, Diagnostics> {
     let opts =
-        LoadOptions { vars: t.vars.clone(), var_files: t.var_files.clone(), check_files, ..LoadOptions::default() };
+        LoadOptions { vars: t.vars.clone(), var_files: t.var_files.clone(), check_files, ..imgbake::load_options() };
     Tree::load(&t.tree, &opts)
 }
 

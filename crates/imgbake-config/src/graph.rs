@@ -1,7 +1,7 @@
 //! The tree as a graph: DOT (Graphviz) and Mermaid.
 
 use crate::Tree;
-use crate::model::Source;
+use crate::schema::Source;
 
 /// Output format of [`render`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,21 +12,9 @@ pub enum GraphFormat {
     Mermaid,
 }
 
-fn source_label(s: &Source) -> String {
-    if let Some(a) = &s.ami {
-        return format!("ami {}", a.get_ref());
-    }
-    if let Some(f) = &s.ami_filter {
-        let f = f.get_ref();
-        return format!("ami_filter {}", f.name.clone().unwrap_or_else(|| "(tags)".into()));
-    }
-    if let Some(p) = &s.ssm_parameter {
-        return format!("ssm {}", p.get_ref());
-    }
-    if let Some(d) = &s.disk {
-        return format!("disk {}", d.get_ref());
-    }
-    "source".into()
+/// The first registered builder that recognizes the source names it.
+fn source_label(tree: &Tree, s: &Source) -> String {
+    tree.schemas().iter().find_map(|b| b.source_label(s)).unwrap_or_else(|| "source".into())
 }
 
 fn dot_escape(s: &str) -> String {
@@ -57,7 +45,7 @@ pub fn render(tree: &Tree, format: GraphFormat) -> String {
                     out.push_str(&format!(
                         "  \"src:{n}\" [label=\"{l}\", shape=note, style=\"\"];\n  \"src:{n}\" -> \"{n}\";\n",
                         n = dot_escape(name),
-                        l = dot_escape(&source_label(s.get_ref()))
+                        l = dot_escape(&source_label(tree, s.get_ref()))
                     ));
                 }
                 if let Some(p) = &img.parent {
@@ -77,7 +65,7 @@ pub fn render(tree: &Tree, format: GraphFormat) -> String {
                     out.push_str(&format!(
                         "  src_{0}>\"{1}\"] --> {0}\n",
                         id(name),
-                        mermaid_escape(&source_label(s.get_ref()))
+                        mermaid_escape(&source_label(tree, s.get_ref()))
                     ));
                 }
                 if let Some(p) = &img.parent {

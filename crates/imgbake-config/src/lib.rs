@@ -5,27 +5,28 @@
 //! renders its templates, checks it, and gives back a typed [`Tree`] in which every value still knows
 //! its file, line and column — so every later error can point at the value that caused it.
 //!
-//! Nothing here touches the network: `imgbake validate` is this crate.
+//! Nothing here touches the network: `imgbake validate` is this crate. It knows no builder by name:
+//! each builder declares its settings table and `source` keys, and checks them, through a
+//! [`BuilderSchema`] (see [`schema`]); a tree is loaded with the [`Schemas`] of the builders at hand
+//! (the `imgbake` facade gives the ones it is built with).
 //!
 //! ```
-//! use imgbake_config::{LoadOptions, Tree};
+//! use imgbake_config::schema::Open;
+//! use imgbake_config::{LoadOptions, Schemas, Tree};
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! std::fs::write(dir.path().join("patch.sh"), "apt-get -y upgrade\n").unwrap();
 //! std::fs::write(dir.path().join("tree.toml"), r#"
-//! [settings]
-//! id = "example-tree-0001"
-//!
 //! [variables]
-//! region = "eu-west-1"
+//! zone = "zone-1"
 //!
 //! [defaults]
-//! builder = "aws"
+//! builder = "cloud"
 //! communicator = { username = "admin" }
-//! aws = { region = "{{ var.region }}" }
+//! cloud = { zone = "{{ var.zone }}" }
 //!
 //! [images.base]
-//! source = { ami = "ami-0123456789abcdef0" }
+//! source = { image = "debian-12" }
 //! [[images.base.steps]]
 //! shell = { script = "patch.sh" }
 //!
@@ -35,15 +36,20 @@
 //! shell = { inline = ["echo hello > /etc/motd"] }
 //! "#).unwrap();
 //!
-//! let tree = Tree::load(&dir.path().join("tree.toml"), &LoadOptions::default()).unwrap();
+//! // A builder called `cloud` that reads `source.image` and takes any settings (a real builder
+//! // parses them into its own type and checks them).
+//! let schemas = Schemas::new().with(Open::new("cloud", &["image"]).arc());
+//! let opts = LoadOptions { schemas, ..Default::default() };
+//! let tree = Tree::load(&dir.path().join("tree.toml"), &opts).unwrap();
 //! assert_eq!(tree.order(), vec!["base", "web"]);
 //! let web = tree.image("web").unwrap();
-//! assert!(web.has_builder("aws"), "builder comes from [defaults]");
-//! assert_eq!(web.aws.as_ref().unwrap().region.as_ref().unwrap().get_ref(), "eu-west-1");
+//! assert!(web.has_builder("cloud"), "builder comes from [defaults]");
+//! let settings = web.settings::<toml::Table>("cloud").unwrap();
+//! assert_eq!(settings["zone"].as_str(), Some("zone-1"), "rendered, and inherited from the parent");
 //!
 //! // A typo is an error with its location and a suggestion:
-//! std::fs::write(dir.path().join("bad.toml"), "[images.x]\nbuilder = \"aws\"\nsourse = {}\n").unwrap();
-//! let err = Tree::load(&dir.path().join("bad.toml"), &LoadOptions::default()).unwrap_err();
+//! std::fs::write(dir.path().join("bad.toml"), "[images.x]\nbuilder = \"cloud\"\nsourse = {}\n").unwrap();
+//! let err = Tree::load(&dir.path().join("bad.toml"), &opts).unwrap_err();
 //! assert!(err.to_string().contains("bad.toml:3:1: unknown key `sourse` in images.x (did you mean `source`?)"), "{err}");
 //! ```
 
@@ -53,6 +59,7 @@ mod load;
 pub mod model;
 pub mod os;
 mod render;
+pub mod schema;
 mod source;
 mod suggest;
 pub mod template;
@@ -69,7 +76,7 @@ pub use diag::{Diagnostic, Diagnostics};
 pub use load::{ENV_PREFIX, LoadOptions, Project};
 pub use model::*;
 pub use os::Os;
-pub use render::{BUILDERS, PLANNED_BUILDERS};
+pub use schema::{BuilderSchema, Check, Parsed, Raw, Schemas, Source};
 pub use source::{Location, SourceFile, SourceMap, Span};
 pub use suggest::did_you_mean;
 pub use template::Stamp;
@@ -117,6 +124,11 @@ impl Tree {
     /// One image.
     pub fn image(&self, name: &str) -> Option<&Image> {
         self.model.images.get(name)
+    }
+
+    /// The builders this tree was loaded with.
+    pub fn schemas(&self) -> &Schemas {
+        &self.project.schemas
     }
 
     /// The files of the tree.
@@ -217,7 +229,8 @@ impl Tree {
         self.project.secrets()
     }
 
-    /// Every local file an image uses (scripts, uploaded files and directories, tests, user-data), resolved.
+    /// Every local file an image uses (scripts, uploaded files and directories, tests, files its builders'
+    /// settings name), resolved.
     /// Its content is part of the image's fingerprint.
     pub fn local_files(&self, image: &Image) -> Vec<PathBuf> {
         self.files_of(image, None)
@@ -239,10 +252,8 @@ impl Tree {
                 _ => {}
             }
         }
-        if let Some(a) = &image.aws
-            && builder.is_none_or(|b| b == "aws")
-        {
-            v.extend(a.user_data_file.iter());
+        for schema in self.schemas().iter().filter(|s| builder.is_none_or(|b| b == s.name())) {
+            v.extend(schema.local_files(image));
         }
         v.into_iter().map(|p| self.path(p)).collect()
     }

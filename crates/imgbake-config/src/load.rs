@@ -31,11 +31,20 @@ pub struct LoadOptions {
     /// Check that the local files the tree names (scripts, files, disks) exist. On by default; off
     /// for what only needs the tree's shape (`imgbake graph` draws a tree before its files exist).
     pub check_files: bool,
+    /// The builders `builder = "..."` may name, with their settings (none by default: the library
+    /// facade `imgbake` gives the ones it is built with).
+    pub schemas: crate::Schemas,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { vars: Vec::new(), var_files: Vec::new(), env: std::env::vars().collect(), check_files: true }
+        LoadOptions {
+            vars: Vec::new(),
+            var_files: Vec::new(),
+            env: std::env::vars().collect(),
+            check_files: true,
+            schemas: crate::Schemas::default(),
+        }
     }
 }
 
@@ -64,6 +73,7 @@ pub struct Project {
     pub(crate) roles: Vec<FileRole>,
     pub(crate) vars: IndexMap<String, Variable>,
     pub(crate) env: Arc<BTreeMap<String, String>>,
+    pub(crate) schemas: crate::Schemas,
     pub(crate) root: PathBuf,
     pub(crate) check_files: bool,
 }
@@ -376,7 +386,15 @@ impl Project {
             }
             return Err(Diagnostics::new(diags, sources).redacting(secrets));
         }
-        Ok(Project { sources, roles, vars, env: Arc::new(opts.env.clone()), root, check_files: opts.check_files })
+        Ok(Project {
+            sources,
+            roles,
+            vars,
+            env: Arc::new(opts.env.clone()),
+            schemas: opts.schemas.clone(),
+            root,
+            check_files: opts.check_files,
+        })
     }
 
     /// The files of the tree (and var files).

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::os::Os;
-use crate::units::{Duration, Size};
+use crate::schema::{Parsed, Source};
+use crate::units::Duration;
 
 /// Tree-wide settings (`[settings]`).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -20,7 +21,7 @@ pub struct Settings {
     pub name: Option<String>,
     /// The tree's unique id; tags everything a cloud builder creates with `imgbake:tree-id`, so
     /// `plan`, `prune` and `clean` only ever see this tree's resources (two trees may share a name).
-    /// Required for trees with an `aws` image.
+    /// Required for trees with an image of a builder that asks for it (cloud builders such as `aws`).
     pub id: Option<Spanned<String>>,
     /// Where `build` writes the manifest (relative to the tree file). Default `imgbake-manifest.json`.
     pub manifest: Option<Spanned<String>>,
@@ -35,13 +36,13 @@ pub struct Settings {
 pub struct Image {
     /// Its name (the key under `[images]`).
     pub name: String,
-    /// The builders that produce it (`aws`, `qemu`, ...).
+    /// The builders that produce it (e.g. `aws`, `qemu`).
     pub builders: Vec<Spanned<String>>,
     /// What it is, for people.
     pub description: Option<String>,
     /// The image it is built from; its artifact becomes this image's source.
     pub parent: Option<Spanned<String>>,
-    /// Where the first image of a chain starts (per builder kind).
+    /// Where the first image of a chain starts (each builder reads its own keys).
     pub source: Option<Spanned<Source>>,
     /// How to reach the build machine.
     pub communicator: Communicator,
@@ -55,10 +56,11 @@ pub struct Image {
     pub keep: Option<Spanned<u32>>,
     /// Where to announce the newest artifact once its tests pass.
     pub publish: Option<Publish>,
-    /// Settings of the `aws` builder.
-    pub aws: Option<AwsSettings>,
-    /// Settings of the `qemu` builder.
-    pub qemu: Option<QemuSettings>,
+    /// Each builder's settings (`[images.NAME.BUILDER]` over the parent's over `[defaults.BUILDER]`),
+    /// parsed by its [`BuilderSchema`](crate::BuilderSchema), by builder name. Not serialized: a
+    /// fingerprint takes only the settings of the builder it is for.
+    #[serde(skip)]
+    pub builder_settings: BTreeMap<String, Parsed>,
     /// Clean the machine of the build before capture (the `sanitize` phase). `None` means on.
     pub sanitize: Option<bool>,
     /// Where `[images.NAME]` is.
@@ -72,53 +74,16 @@ impl Image {
         self.builders.iter().any(|b| b.get_ref() == builder)
     }
 
+    /// `builder`'s settings of this image, as the type its schema parsed them into; `None` when the
+    /// image has no table for it (or `T` is not that type).
+    pub fn settings<T: 'static>(&self, builder: &str) -> Option<&T> {
+        self.builder_settings.get(builder).and_then(Parsed::get)
+    }
+
     /// The steps that run for `builder` (after `only` / `except`).
     pub fn steps_for<'a>(&'a self, builder: &'a str) -> impl Iterator<Item = (usize, &'a Step)> + 'a {
         self.steps.iter().enumerate().filter(move |(_, s)| s.runs_on(builder)).map(|(i, s)| (i + 1, s))
     }
-}
-
-/// Where a chain starts. Each builder reads the keys it knows: `ami`, `ami_filter`, `ssm_parameter`
-/// for `aws`; `disk` for `qemu`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Source {
-    /// An AMI id (`aws`).
-    pub ami: Option<Spanned<String>>,
-    /// Find the AMI by name, tags, owners (`aws`).
-    pub ami_filter: Option<Spanned<AmiFilter>>,
-    /// Read the AMI id from an SSM parameter, e.g. `/aws/service/debian/release/12/latest/amd64` (`aws`).
-    pub ssm_parameter: Option<Spanned<String>>,
-    /// A disk image file, qcow2 or raw (`qemu`), relative to the tree file.
-    pub disk: Option<Spanned<String>>,
-    /// A kernel to boot directly instead of the disk's boot loader (`qemu`).
-    pub kernel: Option<Spanned<String>>,
-    /// The initrd for `kernel` (`qemu`).
-    pub initrd: Option<Spanned<String>>,
-    /// The kernel command line for `kernel` (`qemu`).
-    pub append: Option<String>,
-}
-
-/// An AMI search.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct AmiFilter {
-    /// Name pattern (`*` wildcards), e.g. `debian-12-amd64-*`.
-    pub name: Option<String>,
-    /// Owner account ids or aliases (`amazon`, `self`). Required: an unowned filter can match anyone's AMI.
-    #[serde(default)]
-    pub owners: Vec<String>,
-    /// Tags the AMI must have.
-    #[serde(default)]
-    pub tags: BTreeMap<String, String>,
-    /// `x86_64` or `arm64`.
-    pub architecture: Option<String>,
-    /// Any other EC2 DescribeImages filter, name → values.
-    #[serde(default)]
-    pub filters: BTreeMap<String, Vec<String>>,
-    /// With several matches, take the newest (otherwise several matches are an error).
-    #[serde(default)]
-    pub most_recent: bool,
 }
 
 /// How the builder waits for, reaches and trusts the build machine.
@@ -456,164 +421,6 @@ pub struct Local {
 pub struct Breakpoint {
     /// Shown while paused.
     pub message: Option<String>,
-}
-
-/// Settings of the `aws` builder (`[images.NAME.aws]`, defaults in `[defaults.aws]`).
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct AwsSettings {
-    /// Region the build runs in.
-    pub region: Option<Spanned<String>>,
-    /// Named profile of the shared config files.
-    pub profile: Option<String>,
-    /// Role to assume for the build.
-    pub assume_role_arn: Option<String>,
-    /// Endpoint override for EC2, SSM and STS (private endpoints, or a local test server).
-    pub endpoint: Option<Spanned<String>>,
-    /// Longest pause between two status polls while waiting (instance running, AMI available...).
-    /// A change is noticed about half of it late on average; longer means fewer API calls. Default 3.5s.
-    pub poll_interval: Option<Spanned<Duration>>,
-    /// Where Windows older than Server 2019 downloads Win32-OpenSSH (a release zip). Default: the
-    /// release the user-data script names.
-    pub windows_openssh_url: Option<String>,
-    /// Instance type of the build machine. Default `t3.micro`.
-    pub instance_type: Option<Spanned<String>>,
-    /// Subnet id.
-    pub subnet_id: Option<Spanned<String>>,
-    /// Find the subnet by tags (the one with most free addresses).
-    pub subnet_filter: Option<Spanned<BTreeMap<String, String>>>,
-    /// VPC id (the temporary security group goes there).
-    pub vpc_id: Option<Spanned<String>>,
-    /// Use these security groups instead of a temporary one.
-    #[serde(default)]
-    pub security_group_ids: Vec<Spanned<String>>,
-    /// CIDRs allowed to reach SSH on the temporary group. Default: the caller's public IP /32.
-    #[serde(default)]
-    pub ssh_cidrs: Vec<Spanned<String>>,
-    /// Give the machine a public IP.
-    pub associate_public_ip: Option<bool>,
-    /// Which address SSH uses: `public_ip` (default when there is one), `private_ip`, `public_dns`, `private_dns`.
-    pub ssh_interface: Option<Spanned<String>>,
-    /// Instance profile name for the build machine.
-    pub iam_instance_profile: Option<String>,
-    /// Use this existing key pair (with `communicator.private_key_file`) instead of a temporary one.
-    pub key_pair_name: Option<Spanned<String>>,
-    /// Extra user-data (shell script or cloud-config), appended after imgbake's host-key setup.
-    pub user_data: Option<String>,
-    /// Extra user-data from a file.
-    pub user_data_file: Option<Spanned<String>>,
-    /// Require IMDSv2 tokens on the build machine (and the AMI). Default true.
-    pub imds_v2: Option<bool>,
-    /// Disks of the build machine (and so of the AMI).
-    #[serde(default)]
-    pub block_devices: Vec<BlockDevice>,
-    /// Tags on the build machine and its volumes.
-    #[serde(default)]
-    pub run_tags: BTreeMap<String, String>,
-    /// AMI name template. Default `{{image.name}}-{{timestamp}}`.
-    pub ami_name: Option<Spanned<String>>,
-    /// Replace an AMI of the same name (in the build region or a copy region): it is deregistered,
-    /// with its snapshots, once the new AMI is ready. Without it, such a name fails the preflight.
-    pub force_deregister: Option<bool>,
-    /// AMI description.
-    pub ami_description: Option<String>,
-    /// Extra tags on the AMI (the image's `tags` apply too).
-    #[serde(default)]
-    pub ami_tags: BTreeMap<String, String>,
-    /// Extra tags on the AMI's snapshots.
-    #[serde(default)]
-    pub snapshot_tags: BTreeMap<String, String>,
-    /// Copy the AMI to these regions too.
-    #[serde(default)]
-    pub copy_regions: Vec<Spanned<String>>,
-    /// Encrypt the AMI's snapshots.
-    pub encrypt: Option<bool>,
-    /// KMS key for encryption (default: the account's EBS default key).
-    pub kms_key_id: Option<String>,
-    /// KMS key per copy region.
-    #[serde(default)]
-    pub region_kms_key_ids: BTreeMap<String, String>,
-    /// Who may launch the AMI.
-    pub share: Option<Share>,
-    /// Mark the AMI deprecated this long after creation.
-    pub deprecate_after: Option<Spanned<Duration>>,
-    /// How long to wait for the build machine to run. Default 10m.
-    pub instance_timeout: Option<Duration>,
-    /// How long to wait for the AMI to become available. Default 60m.
-    pub image_timeout: Option<Duration>,
-}
-
-impl AwsSettings {
-    /// The longest `deprecate_after` EC2 accepts (EnableImageDeprecation: at most 10 years ahead).
-    pub const MAX_DEPRECATE_AFTER: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 24 * 3600);
-}
-
-/// A disk of the build machine.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct BlockDevice {
-    /// e.g. `/dev/xvda`.
-    pub device_name: String,
-    /// Size, whole GiB (`20GiB`).
-    pub volume_size: Option<Spanned<Size>>,
-    /// `gp3` (default), `gp2`, `io2`...
-    pub volume_type: Option<String>,
-    /// Provisioned IOPS.
-    pub iops: Option<i32>,
-    /// Throughput MiB/s (gp3).
-    pub throughput: Option<i32>,
-    /// Encrypt it.
-    pub encrypted: Option<bool>,
-    /// KMS key.
-    pub kms_key_id: Option<String>,
-    /// Delete with the instance. Default true.
-    pub delete_on_termination: Option<bool>,
-}
-
-/// Launch permissions of an AMI.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Share {
-    /// Account ids.
-    #[serde(default)]
-    pub accounts: Vec<String>,
-    /// Groups (`all` makes it public).
-    #[serde(default)]
-    pub groups: Vec<String>,
-    /// Organization ARNs.
-    #[serde(default)]
-    pub organizations: Vec<String>,
-    /// Organizational unit ARNs.
-    #[serde(default)]
-    pub organizational_units: Vec<String>,
-}
-
-/// Settings of the `qemu` builder (`[images.NAME.qemu]`, defaults in `[defaults.qemu]`).
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct QemuSettings {
-    /// Where artifacts go (relative to the tree file). Default `output/`.
-    pub output_dir: Option<Spanned<String>>,
-    /// `auto` (default: KVM when usable, else TCG), `kvm` or `tcg`.
-    pub accelerator: Option<Spanned<String>>,
-    /// Guest memory. Default 512MiB.
-    pub memory: Option<Spanned<Size>>,
-    /// Guest CPUs. Default 1.
-    pub cpus: Option<u32>,
-    /// Grow the disk to this size (the overlay's virtual size).
-    pub disk_size: Option<Spanned<Size>>,
-    /// Output format: `overlay` (default, qcow2 backed by the parent), `qcow2` (flattened), `raw`,
-    /// `vmdk` (VMware), `vdi` (VirtualBox).
-    pub format: Option<Spanned<String>>,
-    /// Extra QEMU arguments.
-    #[serde(default)]
-    pub qemu_args: Vec<String>,
-    /// The QEMU binary. Default `qemu-system-x86_64`.
-    pub binary: Option<String>,
-    /// How long a clean (ACPI) shutdown may take before QEMU is stopped hard. Default 2m.
-    pub shutdown_timeout: Option<Duration>,
-    /// How long the machine may take to boot to SSH. Default 5m.
-    pub boot_timeout: Option<Duration>,
 }
 
 /// A variable declaration (`[variables]`).

@@ -15,6 +15,7 @@ use crate::Tree;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::load::{FileRole, Project, parse_shifted, respan, span_of};
 use crate::model::*;
+use crate::schema::{Raw, Schemas, Source};
 use crate::source::{SourceMap, Span};
 use crate::suggest::did_you_mean;
 use crate::template::{Engine, Stamp, TemplateFailure};
@@ -22,10 +23,20 @@ use crate::units::Duration;
 
 const ROOT_KEYS: &[&str] = &["include", "settings", "variables", "defaults", "images"];
 const INCLUDED_KEYS: &[&str] = &["include", "images"];
-/// Builders that exist.
-pub const BUILDERS: &[&str] = &["aws", "qemu"];
-/// Builders on the roadmap: named in errors so users know they are coming.
-pub const PLANNED_BUILDERS: &[&str] = &["vsphere", "virtualbox"];
+/// The keys of `[images.NAME]` besides the builders' own tables.
+const IMAGE_KEYS: &[&str] = &[
+    "builder",
+    "description",
+    "parent",
+    "source",
+    "communicator",
+    "tags",
+    "max_age",
+    "keep",
+    "publish",
+    "sanitize",
+    "steps",
+];
 /// Keys whose strings are templates rendered later, per command (not at load).
 const DEFERRED_KEYS: &[&str] = &["execute_command"];
 
@@ -63,7 +74,6 @@ struct ImageRaw {
     builder: Option<Spanned<OneOrMany>>,
     description: Option<String>,
     parent: Option<Spanned<String>>,
-    source: Option<Spanned<Source>>,
     communicator: Option<Communicator>,
     #[serde(default)]
     tags: BTreeMap<String, String>,
@@ -72,10 +82,6 @@ struct ImageRaw {
     publish: Option<Publish>,
     sanitize: Option<bool>,
     steps: Option<IgnoredAny>,
-    aws: Option<IgnoredAny>,
-    qemu: Option<IgnoredAny>,
-    vsphere: Option<IgnoredAny>,
-    virtualbox: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -375,7 +381,7 @@ impl Project {
             }
             let parent = value.get_ref().get("parent").and_then(|p| p.get_ref().as_str()).map(str::to_string);
             let base = match parent.as_deref().and_then(|p| effective.get(p)) {
-                Some(parent_eff) => inherited_part(parent_eff, &defaults),
+                Some(parent_eff) => inherited_part(parent_eff, &defaults, &self.schemas),
                 None => defaults.clone(),
             };
             effective.insert(name, merge(&base, value.clone()));
@@ -410,7 +416,7 @@ impl Project {
             ctx["parent"] = serde_json::json!({ "name": parent_name, "artifact": parent_artifact });
             r.render(&mut merged, None, &ctx, &mut diags);
             spanned_checks(&name, &merged, &mut diags);
-            if let Some(img) = image_from(&name, kspan, merged, &mut diags) {
+            if let Some(img) = image_from(&name, kspan, merged, &self.schemas, &mut diags) {
                 images.insert(name, img);
             }
         }
@@ -426,16 +432,21 @@ impl Project {
     }
 }
 
-/// Keys a child takes from its parent: it runs the parent's machine image, so it has the same OS,
-/// login, region and machine shape unless it says otherwise.
-pub const INHERITED_KEYS: &[&str] = &["builder", "communicator", "aws", "qemu"];
+/// Keys a child takes from its parent, besides every builder's settings table: it runs the parent's
+/// machine image, so it has the same OS, login, region and machine shape unless it says otherwise.
+pub const INHERITED_KEYS: &[&str] = &["builder", "communicator"];
 
 /// `defaults` with the parent's effective values of the inherited keys laid over it.
-fn inherited_part<'a>(parent: &Spanned<DeValue<'a>>, defaults: &Spanned<DeValue<'a>>) -> Spanned<DeValue<'a>> {
+fn inherited_part<'a>(
+    parent: &Spanned<DeValue<'a>>,
+    defaults: &Spanned<DeValue<'a>>,
+    schemas: &Schemas,
+) -> Spanned<DeValue<'a>> {
     let mut t = DeTable::default();
     if let DeValue::Table(pt) = parent.get_ref() {
         for (k, v) in pt {
-            if INHERITED_KEYS.contains(&k.get_ref().as_ref()) {
+            let key: &str = k.get_ref().as_ref();
+            if INHERITED_KEYS.contains(&key) || schemas.get(key).is_some() {
                 t.insert(k.clone(), v.clone());
             }
         }
@@ -501,23 +512,46 @@ fn spanned_checks(name: &str, merged: &Spanned<DeValue<'_>>, diags: &mut Vec<Dia
     }
 }
 
-fn image_from<'a>(name: &str, kspan: Span, merged: Spanned<DeValue<'a>>, diags: &mut Vec<Diagnostic>) -> Option<Image> {
+fn image_from<'a>(
+    name: &str,
+    kspan: Span,
+    merged: Spanned<DeValue<'a>>,
+    schemas: &Schemas,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Image> {
     let span = merged.span();
     let DeValue::Table(mut t) = merged.into_inner() else { return None };
+    let section = format!("images.{name}");
+    let before = diags.len();
     let steps_v = t.remove_entry("steps");
-    let aws_v = t.remove("aws");
-    let qemu_v = t.remove("qemu");
-    for planned in PLANNED_BUILDERS {
-        if let Some((k, _)) = t.remove_entry(*planned) {
+    let source_v = t.remove("source");
+    let settings_v: Vec<_> = schemas.iter().filter_map(|s| t.remove(s.name()).map(|v| (s.clone(), v))).collect();
+    for planned in schemas.planned_names() {
+        if let Some((k, _)) = t.remove_entry(planned) {
             diags.push(Diagnostic::at(
                 span_of(&k),
                 format!("the `{planned}` builder is not available in this version of imgbake (it is on the roadmap)"),
             ));
         }
     }
-    let section = format!("images.{name}");
-    let before = diags.len();
+    // Unknown keys, all at once, suggesting the builders' tables too (serde would stop at the first).
+    let unknown: Vec<_> = t.keys().filter(|k| !IMAGE_KEYS.contains(&k.get_ref().as_ref())).cloned().collect();
+    for k in unknown {
+        let key: &str = k.get_ref().as_ref();
+        let d = Diagnostic::at(span_of(&k), format!("unknown key `{key}` in {section}"));
+        let known = IMAGE_KEYS.iter().copied().chain(schemas.names()).chain(schemas.planned_names());
+        diags.push(match did_you_mean(key, known) {
+            Some(s) => d.help(format!("did you mean `{s}`?")),
+            None => d.help(format!(
+                "expected one of: {}, or a builder's table ({})",
+                IMAGE_KEYS.join(", "),
+                schemas.listed()
+            )),
+        });
+        t.remove(key);
+    }
     let raw: Option<ImageRaw> = typed(Spanned::new(span.clone(), DeValue::Table(t)), &section, diags);
+    let source = source_v.and_then(|v| source_from(name, v, schemas, diags));
 
     let mut steps = Vec::new();
     if let Some((sk, sv)) = steps_v {
@@ -542,8 +576,16 @@ fn image_from<'a>(name: &str, kspan: Span, merged: Spanned<DeValue<'a>>, diags: 
             )),
         }
     }
-    let aws = aws_v.and_then(|v| typed::<AwsSettings>(v, &format!("images.{name}.aws"), diags));
-    let qemu = qemu_v.and_then(|v| typed::<QemuSettings>(v, &format!("images.{name}.qemu"), diags));
+    let mut builder_settings = BTreeMap::new();
+    for (schema, v) in settings_v {
+        let raw = Raw { value: v, section: format!("images.{name}.{}", schema.name()) };
+        match schema.parse_settings(raw) {
+            Ok(p) => {
+                builder_settings.insert(schema.name().to_string(), p);
+            }
+            Err(d) => diags.push(d),
+        }
+    }
     let raw = raw?;
     if diags.len() > before {
         return None;
@@ -553,18 +595,73 @@ fn image_from<'a>(name: &str, kspan: Span, merged: Spanned<DeValue<'a>>, diags: 
         builders: spread(raw.builder),
         description: raw.description,
         parent: raw.parent,
-        source: raw.source,
+        source,
         communicator: raw.communicator.unwrap_or_default(),
         steps,
         tags: raw.tags,
         max_age: raw.max_age,
         keep: raw.keep,
         publish: raw.publish,
-        aws,
-        qemu,
+        builder_settings,
         sanitize: raw.sanitize,
         span: kspan,
     })
+}
+
+/// `source`: each key must be one a registered builder reads; every builder parses its own keys.
+fn source_from(
+    name: &str,
+    v: Spanned<DeValue<'_>>,
+    schemas: &Schemas,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Spanned<Source>> {
+    let span = v.span();
+    let section = format!("images.{name}.source");
+    let t = match v.into_inner() {
+        DeValue::Table(t) => t,
+        other => {
+            diags.push(Diagnostic::at(
+                Span::new(span),
+                format!("wrong type in images.{name}: `source` must be a table, found {}", other.type_str()),
+            ));
+            return None;
+        }
+    };
+    let declared: Vec<&str> = schemas.iter().flat_map(|s| s.source_keys().iter().copied()).collect();
+    let mut src = Source::default();
+    let mut ok = true;
+    for k in t.keys() {
+        let key: &str = k.get_ref().as_ref();
+        src.keys.push((key.to_string(), span_of(k)));
+        if !declared.contains(&key) {
+            ok = false;
+            let d = Diagnostic::at(span_of(k), format!("unknown key `{key}` in {section}"));
+            diags.push(match did_you_mean(key, declared.iter().copied()) {
+                Some(s) => d.help(format!("did you mean `{s}`?")),
+                None if declared.is_empty() => {
+                    d.help(format!("no builder reads source keys; builders: {}", schemas.listed()))
+                }
+                None => d.help(format!("expected one of: {}", declared.join(", "))),
+            });
+        }
+    }
+    for schema in schemas.iter() {
+        let mut own = DeTable::default();
+        for (k, v) in t.iter().filter(|(k, _)| schema.source_keys().contains(&k.get_ref().as_ref())) {
+            own.insert(k.clone(), v.clone());
+        }
+        let raw = Raw { value: Spanned::new(span.clone(), DeValue::Table(own)), section: section.clone() };
+        match schema.parse_source(raw) {
+            Ok(p) => {
+                src.parsed.insert(schema.name().to_string(), p);
+            }
+            Err(d) => {
+                ok = false;
+                diags.push(d);
+            }
+        }
+    }
+    ok.then(|| Spanned::new(span, src))
 }
 
 fn step_from(raw: StepRaw, span: Span, section: &str, diags: &mut Vec<Diagnostic>) -> Option<Step> {

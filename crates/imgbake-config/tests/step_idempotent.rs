@@ -9,7 +9,7 @@ fn load(steps: &str) -> Result<Tree, String> {
     let toml = format!(
         r#"
 [images.box]
-builder = "qemu"
+builder = "box"
 source = {{ disk = "disk.raw" }}
 
 [images.box.communicator]
@@ -18,7 +18,8 @@ username = "root"
 "#
     );
     std::fs::write(dir.path().join("tree.toml"), toml).unwrap();
-    let opts = LoadOptions { env: Default::default(), ..LoadOptions::default() };
+    let schemas = imgbake_config::Schemas::new().with(imgbake_config::schema::Open::new("box", &["disk"]).arc());
+    let opts = LoadOptions { env: Default::default(), schemas, ..LoadOptions::default() };
     Tree::load(&dir.path().join("tree.toml"), &opts).map_err(|e| e.to_string())
 }
 

@@ -5,7 +5,8 @@
 //!   change it), in named parts — image settings, communicator, builder settings, each step — without
 //!   what only changes how a build runs, not what it makes (`description`, `keep`, `publish`,
 //!   `max_age`; timeouts, retries, step names; connection and network placement settings; QEMU
-//!   memory/CPUs/accelerator), and without other builders' settings and steps;
+//!   memory/CPUs/accelerator: each builder's schema names its own), and without other builders'
+//!   settings and steps;
 //! - the content and mode of every local file it uses (scripts, uploads, tests, user-data);
 //! - its origin: the resolved source image at the root of a chain, the parent's artifact id otherwise
 //!   (so a parent rebuilt for fresh patches — same inputs, new artifact — rebuilds its children);
@@ -62,8 +63,9 @@ fn short(h: &str) -> &str {
 }
 
 /// Keys that change how a build runs, not what it makes: left out so changing them rebuilds nothing.
+/// A builder's own such settings come from its schema ([`imgbake_config::BuilderSchema::operational_keys`]).
 const OPERATIONAL: &[(&str, &[&str])] = &[
-    ("", &["description", "keep", "publish", "max_age", "communicator", "steps", "aws", "qemu", "builders"]),
+    ("", &["description", "keep", "publish", "max_age", "communicator", "steps", "builders"]),
     (
         "communicator",
         &[
@@ -79,35 +81,16 @@ const OPERATIONAL: &[(&str, &[&str])] = &[
         ],
     ),
     ("step", &["name", "timeout", "retries", "pause_before", "idempotent", "only", "except"]),
-    (
-        "aws",
-        &[
-            "instance_timeout",
-            "image_timeout",
-            "poll_interval",
-            "ssh_cidrs",
-            "ssh_interface",
-            "subnet_id",
-            "subnet_filter",
-            "vpc_id",
-            "security_group_ids",
-            "associate_public_ip",
-            "profile",
-            "assume_role_arn",
-            "endpoint",
-            "key_pair_name",
-            "run_tags",
-            "force_deregister",
-        ],
-    ),
-    ("qemu", &["boot_timeout", "shutdown_timeout", "accelerator", "binary", "memory", "cpus", "output_dir"]),
 ];
 
-fn without(mut v: serde_json::Value, section: &str) -> serde_json::Value {
-    if let Some(obj) = v.as_object_mut()
-        && let Some((_, keys)) = OPERATIONAL.iter().find(|(s, _)| *s == section)
-    {
-        for k in *keys {
+fn without(v: serde_json::Value, section: &str) -> serde_json::Value {
+    let keys = OPERATIONAL.iter().find(|(s, _)| *s == section).map(|(_, k)| *k).unwrap_or_default();
+    without_keys(v, keys)
+}
+
+fn without_keys(mut v: serde_json::Value, keys: &[&str]) -> serde_json::Value {
+    if let Some(obj) = v.as_object_mut() {
+        for k in keys {
             obj.remove(*k);
         }
     }
@@ -135,7 +118,10 @@ impl Inputs {
         let v = serde_json::to_value(image).map_err(std::io::Error::other)?;
         let mut config = vec![("image settings".to_string(), canonical(&without(v.clone(), "")))];
         config.push(("communicator".into(), canonical(&without(v["communicator"].clone(), "communicator"))));
-        config.push((format!("{builder} settings"), canonical(&without(v[builder].clone(), builder))));
+        // No table for the builder hashes as `null`, as it always has.
+        let settings = image.builder_settings.get(builder).map(|p| p.json().clone()).unwrap_or_default();
+        let operational = masked.schemas().get(builder).map(|s| s.operational_keys()).unwrap_or_default();
+        config.push((format!("{builder} settings"), canonical(&without_keys(settings, operational))));
         for (i, step) in image.steps_for(builder) {
             let sv = serde_json::to_value(step).map_err(std::io::Error::other)?;
             config.push((format!("step {i} ({})", step.kind.kind()), canonical(&without(sv, "step"))));
@@ -350,7 +336,7 @@ mod tests {
     use super::*;
 
     fn inputs(n: usize) -> Inputs {
-        let mut i = Inputs::new("aws", "{}", "ami-1");
+        let mut i = Inputs::new("cloud", "{}", "image-1");
         for k in 0..n {
             i.files.push((format!("f{k}.sh"), sha(format!("{k}").as_bytes())));
         }
@@ -379,7 +365,7 @@ mod tests {
         assert_eq!(more.fingerprint().explain(fp.as_str(), &more), vec!["files added or removed (2 → 3 files)"]);
 
         let mut b = base.clone();
-        b.builder = "qemu".into();
+        b.builder = "local".into();
         assert!(!b.fingerprint().matches(fp.as_str()));
     }
 
@@ -402,14 +388,20 @@ mod tests {
             std::fs::write(
                 d.path().join("tree.toml"),
                 format!(
-                    "[images.a]\nbuilder = \"qemu\"\nsource = {{ disk = \"d\" }}\ncommunicator = {{ username = \"root\", timeout = \"{timeout}\" }}\nqemu = {{ boot_timeout = \"{boot}\" }}\n[[images.a.steps]]\nname = \"first\"\ntimeout = \"{timeout}\"\nshell = {{ inline = [\"echo one\"] }}\n[[images.a.steps]]\nshell = {{ inline = [\"echo {extra_step}\"] }}\n"
+                    "[images.a]\nbuilder = \"vm\"\nsource = {{ disk = \"d\" }}\ncommunicator = {{ username = \"root\", timeout = \"{timeout}\" }}\nvm = {{ boot_timeout = \"{boot}\" }}\n[[images.a.steps]]\nname = \"first\"\ntimeout = \"{timeout}\"\nshell = {{ inline = [\"echo one\"] }}\n[[images.a.steps]]\nshell = {{ inline = [\"echo {extra_step}\"] }}\n"
                 ),
             )
             .unwrap();
             std::fs::write(d.path().join("d"), "disk").unwrap();
-            let tree = Tree::load(&d.path().join("tree.toml"), &Default::default()).unwrap();
+            // A builder whose boot limit is operational.
+            let vm = imgbake_config::schema::Open::new("vm", &["disk"]).operational(&["boot_timeout"]);
+            let opts = imgbake_config::LoadOptions {
+                schemas: imgbake_config::Schemas::new().with(vm.arc()),
+                ..Default::default()
+            };
+            let tree = Tree::load(&d.path().join("tree.toml"), &opts).unwrap();
             let masked = tree.rerender(&imgbake_config::Stamp::masked()).unwrap();
-            let i = Inputs::compute(&masked, masked.image("a").unwrap(), "qemu", "disk-1").unwrap();
+            let i = Inputs::compute(&masked, masked.image("a").unwrap(), "vm", "disk-1").unwrap();
             (i.fingerprint(), i)
         };
         let (base, _) = write("two", "5m", "5m");

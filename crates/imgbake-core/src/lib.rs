@@ -20,14 +20,15 @@
 //! Planning and building a tree with the builders you register:
 //!
 //! ```no_run
-//! use imgbake_config::{LoadOptions, Tree};
+//! use imgbake_config::{LoadOptions, Schemas, Tree};
 //! use imgbake_core::event::EventSink;
 //! use imgbake_core::plan::{PlanOptions, plan};
 //! use imgbake_core::registry::Registry;
 //! use imgbake_core::schedule::{RunOptions, run};
 //!
-//! # async fn example(registry: Registry) -> Result<(), Box<dyn std::error::Error>> {
-//! let tree = Tree::load("images/tree.toml".as_ref(), &LoadOptions::default())?;
+//! // `schemas`: the builders' tree-file parts (`imgbake::schemas()` has this build's).
+//! # async fn example(registry: Registry, schemas: Schemas) -> Result<(), Box<dyn std::error::Error>> {
+//! let tree = Tree::load("images/tree.toml".as_ref(), &LoadOptions { schemas, ..Default::default() })?;
 //! let (events, mut stream) = EventSink::channel();
 //! tokio::spawn(async move {
 //!     while let Some(e) = stream.recv().await {

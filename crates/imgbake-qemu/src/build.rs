@@ -73,7 +73,8 @@ async fn start_of(job: &BuildJob, tree: &Tree, image: &Image) -> Result<Start, B
             let info = disk::info(&disk).await?;
             // Direct kernel boot applies to the whole chain: the kernel lives outside the disks.
             let root = source::chain_root(tree, image);
-            let kernel = match root.source.as_ref().and_then(|s| s.get_ref().kernel.as_ref()) {
+            let kernel = match root.source.as_ref().and_then(|s| crate::schema::source_of(s.get_ref()).kernel.as_ref())
+            {
                 Some(_) => source::root_source(tree, root).await?.kernel,
                 None => None,
             };

@@ -58,10 +58,10 @@ fn probe_kernels(tree: &Tree, image: &Image) -> Vec<PathBuf> {
     let root = source::chain_root(tree, image);
     let mut out = Vec::new();
     if let Some(src) = &root.source {
-        if let Some(k) = &src.get_ref().kernel {
+        if let Some(k) = &crate::schema::source_of(src.get_ref()).kernel {
             out.push(tree.path(k));
         }
-        if let Some(d) = &src.get_ref().disk
+        if let Some(d) = &crate::schema::source_of(src.get_ref()).disk
             && let Ok(disk) = tree.path(d).canonicalize()
             && let Some(dir) = disk.parent()
         {

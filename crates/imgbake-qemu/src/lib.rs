@@ -28,6 +28,7 @@ pub mod error;
 pub mod machine;
 pub mod process;
 pub mod qmp;
+pub mod schema;
 mod seed;
 pub mod settings;
 pub mod sidecar;
@@ -36,6 +37,7 @@ mod sweep;
 
 pub use builder::QemuBuilder;
 pub use error::QemuError;
+pub use schema::{QemuSchema, QemuSettings, QemuSource};
 pub use seed::{SEED_AUTHORIZED_KEYS, SEED_HOST_KEY, seed_sanitize_items};
 pub use settings::{Accelerator, OutputFormat, Settings};
 

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use imgbake_config::{Image, QemuSettings, Span, Tree};
+use imgbake_config::{Image, Span, Tree};
+
+use crate::schema::QemuSettings;
 use imgbake_core::error::{BuildError, ErrorKind};
 
 /// Which accelerator runs the guest.
@@ -89,7 +91,7 @@ impl Settings {
     /// The settings of `image` (its `[images.NAME.qemu]` merged with `[defaults.qemu]`).
     pub fn resolve(tree: &Tree, image: &Image) -> Result<Settings, BuildError> {
         let empty = QemuSettings::default();
-        let q = image.qemu.as_ref().unwrap_or(&empty);
+        let q = crate::schema::of(image).unwrap_or(&empty);
         let accelerator = match q.accelerator.as_ref().map(|a| (a.get_ref().as_str(), Span::new(a.span()))) {
             None | Some(("auto", _)) => Accelerator::Auto,
             Some(("kvm", _)) => Accelerator::Kvm,

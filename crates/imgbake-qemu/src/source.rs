@@ -46,7 +46,8 @@ pub async fn root_source(tree: &Tree, image: &Image) -> Result<RootSource, Build
         .at(image.span)
     };
     let src = image.source.as_ref().ok_or_else(missing)?;
-    let disk_value = src.get_ref().disk.as_ref().ok_or_else(missing)?;
+    let own = crate::schema::source_of(src.get_ref());
+    let disk_value = own.disk.as_ref().ok_or_else(missing)?;
     let span = Span::new(disk_value.span());
     let disk = disk::canonical(&tree.path(disk_value)).map_err(|e| {
         BuildError::new(ErrorKind::Config, format!("image `{}`: source disk: {e}", image.name)).at(span).caused_by(e)
@@ -61,11 +62,8 @@ pub async fn root_source(tree: &Tree, image: &Image) -> Result<RootSource, Build
         )
         .at(span));
     }
-    let kernel = src
-        .get_ref()
-        .kernel
-        .as_ref()
-        .map(|k| (tree.path(k), src.get_ref().initrd.as_ref().map(|i| tree.path(i)), src.get_ref().append.clone()));
+    let kernel =
+        own.kernel.as_ref().map(|k| (tree.path(k), own.initrd.as_ref().map(|i| tree.path(i)), own.append.clone()));
     Ok(RootSource { disk, format: info.format, virtual_size: info.virtual_size, kernel })
 }
 

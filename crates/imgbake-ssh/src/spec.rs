@@ -3,22 +3,21 @@
 //! this mapping, so `communicator` means the same everywhere.
 //!
 //! ```
-//! use imgbake_config::{LoadOptions, Tree};
+//! use imgbake_config::schema::Open;
+//! use imgbake_config::{LoadOptions, Schemas, Tree};
 //! use imgbake_ssh::spec::{Machine, ssh_config};
 //! use imgbake_ssh::HostKeyPolicy;
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! std::fs::write(dir.path().join("tree.toml"), r#"
-//! [settings]
-//! id = "ssh-example-0001"
-//!
 //! [images.base]
-//! builder = "aws"
-//! source = { ami = "ami-0123456789abcdef0" }
+//! builder = "cloud"
+//! source = { image = "base-1" }
 //! communicator = { username = "admin", port = 2222 }
-//! aws = { region = "eu-west-1" }
 //! "#).unwrap();
-//! let tree = Tree::load(&dir.path().join("tree.toml"), &LoadOptions::default()).unwrap();
+//! // Any builder will do: `communicator` means the same for all of them.
+//! let schemas = Schemas::new().with(Open::new("cloud", &["image"]).arc());
+//! let tree = Tree::load(&dir.path().join("tree.toml"), &LoadOptions { schemas, ..Default::default() }).unwrap();
 //! let (key, _public) = imgbake_ssh::generate_ed25519("build key").unwrap();
 //! let host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ".to_string();
 //! let machine = Machine::new("203.0.113.7").generated_key(key).pinned_host_key(host_key.clone());
@@ -243,10 +242,11 @@ mod tests {
         std::fs::write(dir.path().join("id_build"), "not read here").unwrap();
         std::fs::write(dir.path().join("known"), "").unwrap();
         let text = format!(
-            "[images.base]\nbuilder = \"aws\"\nsource = {{ ami = \"ami-0123456789abcdef0\" }}\naws = {{ region = \"eu-west-1\" }}\n[images.base.communicator]\n{communicator}\n[settings]\nid = \"ssh-spec-test-0001\"\n"
+            "[images.base]\nbuilder = \"cloud\"\nsource = {{ image = \"base-1\" }}\ncloud = {{ zone = \"z-1\" }}\n[images.base.communicator]\n{communicator}\n"
         );
         std::fs::write(dir.path().join("tree.toml"), text).unwrap();
-        let t = Tree::load(&dir.path().join("tree.toml"), &LoadOptions::default()).unwrap();
+        let schemas = imgbake_config::Schemas::new().with(imgbake_config::schema::Open::new("cloud", &["image"]).arc());
+        let t = Tree::load(&dir.path().join("tree.toml"), &LoadOptions { schemas, ..Default::default() }).unwrap();
         (dir, t)
     }
 

@@ -7,7 +7,7 @@
 //! This crate is the library the `imgbake` command is a thin shell over:
 //!
 //! ```
-//! use imgbake::config::{LoadOptions, Tree};
+//! use imgbake::config::Tree;
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! std::fs::write(dir.path().join("tree.toml"), r#"
@@ -26,7 +26,8 @@
 //! parent = "base"
 //! "#).unwrap();
 //!
-//! let tree = Tree::load(&dir.path().join("tree.toml"), &LoadOptions::default()).unwrap();
+//! // The builders' schemas (what `[defaults.aws]` and `source.ami_filter` mean) come with the facade.
+//! let tree = Tree::load(&dir.path().join("tree.toml"), &imgbake::load_options()).unwrap();
 //! let dot = imgbake::config::graph::render(&tree, imgbake::config::graph::GraphFormat::Dot);
 //! assert!(dot.contains("\"base\" -> \"web\""));
 //! ```
@@ -37,6 +38,24 @@ pub use imgbake_config as config;
 pub use imgbake_core as core;
 #[cfg(feature = "qemu")]
 pub use imgbake_qemu as qemu;
+
+/// The tree-file schemas of the builders this build of imgbake includes (`aws`, `qemu`, per the
+/// crate's features), and the names of builders on the roadmap (named in errors). Pass them to
+/// [`config::LoadOptions`] to load trees that use them; [`load_options`] does.
+pub fn schemas() -> imgbake_config::Schemas {
+    #[allow(unused_mut)]
+    let mut s = imgbake_config::Schemas::new().planned(&["vsphere", "virtualbox"]);
+    #[cfg(feature = "aws")]
+    s.add(imgbake_aws::AwsSchema::arc());
+    #[cfg(feature = "qemu")]
+    s.add(imgbake_qemu::QemuSchema::arc());
+    s
+}
+
+/// Default load options with [`schemas`]: what `Tree::load` needs for trees of this build's builders.
+pub fn load_options() -> imgbake_config::LoadOptions {
+    imgbake_config::LoadOptions { schemas: schemas(), ..Default::default() }
+}
 
 /// The builders this build of imgbake includes (`aws`, `qemu`, per the crate's features).
 pub fn registry() -> imgbake_core::registry::Registry {

@@ -60,7 +60,7 @@ async fn bench(n: usize) {
     let bed = Bed::start().await;
     let path = bed.dir.path().join("tree.toml");
     std::fs::write(&path, tree_text(n, &bed)).unwrap();
-    let tree = Tree::load(&path, &LoadOptions { env: Default::default(), ..LoadOptions::default() }).unwrap();
+    let tree = Tree::load(&path, &LoadOptions { env: Default::default(), ..imgbake::load_options() }).unwrap();
     let mut registry = Registry::new();
     registry.register(Arc::new(bed.builder()));
 

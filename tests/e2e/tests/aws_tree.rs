@@ -85,7 +85,7 @@ shell = {{ inline = ["echo tools"] }}
 
 impl TreeBed {
     fn tree(&self) -> Tree {
-        let opts = LoadOptions { env: Default::default(), ..LoadOptions::default() };
+        let opts = LoadOptions { env: Default::default(), ..imgbake::load_options() };
         Tree::load(&self.bed.dir.path().join("tree.toml"), &opts).unwrap_or_else(|d| panic!("{d}"))
     }
 

@@ -96,7 +96,7 @@ async fn every_example_tree_validates_and_plans_against_the_bed() {
         if text.contains("var.base_disk") {
             vars.push(("base_disk".to_string(), base_image().display().to_string()));
         }
-        let opts = LoadOptions { vars, env: Default::default(), ..LoadOptions::default() };
+        let opts = LoadOptions { vars, env: Default::default(), ..imgbake::load_options() };
         let tree =
             Tree::load(&path, &opts).unwrap_or_else(|d| panic!("images/{name}/tree.toml does not validate:\n{d}"));
         let p = plan(&tree, &registry, &PlanOptions::default(), &EventSink::discard())

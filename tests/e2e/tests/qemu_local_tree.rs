@@ -50,8 +50,10 @@ struct Local {
 
 impl Local {
     fn tree(&self) -> Tree {
-        let opts =
-            LoadOptions { vars: vec![("base_disk".into(), self.base.display().to_string())], ..LoadOptions::default() };
+        let opts = LoadOptions {
+            vars: vec![("base_disk".into(), self.base.display().to_string())],
+            ..imgbake::load_options()
+        };
         Tree::load(&self.dir.path().join("tree.toml"), &opts).expect("images/local/tree.toml is valid")
     }
 

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use imgbake_config::{Image, LoadOptions, Tree};
+use imgbake_config::schema::Open;
+use imgbake_config::{Image, LoadOptions, Schemas, Span, Tree};
 use imgbake_core::artifact::Artifact;
 use imgbake_core::builder::{Build, BuildJob, Builder, ResolvedSource, SweepFilter};
 use imgbake_core::cleanup::{Journal, Resource};
@@ -26,6 +27,9 @@ use imgbake_e2e::{write, write_tree};
 use imgbake_ssh::SshCommunicator;
 use imgbake_ssh::spec::{Machine, ssh_config};
 use imgbake_testbed::{SshTarget, Sshd};
+
+/// The fake builder's name: any name works, since builders declare their own part of the tree file.
+const KIND: &str = "dir";
 
 /// A builder whose artifacts are JSON files in `out/`, and whose machine is the bed's sshd.
 struct DirBuilder {
@@ -56,13 +60,14 @@ fn err(e: impl std::fmt::Display) -> BuildError {
 #[async_trait]
 impl Builder for DirBuilder {
     fn kind(&self) -> &'static str {
-        "qemu"
+        KIND
     }
 
     async fn resolve_source(&self, tree: &Tree, image: &Image) -> Result<ResolvedSource, BuildError> {
-        let disk = image.source.as_ref().and_then(|s| s.get_ref().disk.clone()).ok_or_else(|| err("no disk"))?;
-        let text = std::fs::read_to_string(tree.path(&disk)).map_err(err)?;
-        Ok(ResolvedSource::new(format!("disk-{}", text.trim()), format!("{} ({})", disk.get_ref(), text.trim())))
+        let src = image.source.as_ref().ok_or_else(|| err("no source"))?;
+        let disk = src.get_ref().json(KIND).and_then(|s| s["disk"].as_str()).ok_or_else(|| err("no disk"))?;
+        let text = std::fs::read_to_string(tree.sources().resolve(Span::new(src.span()), disk)).map_err(err)?;
+        Ok(ResolvedSource::new(format!("disk-{}", text.trim()), format!("{disk} ({})", text.trim())))
     }
 
     async fn list_artifacts(&self, _tree: &Tree, images: &[&Image]) -> Result<Vec<Artifact>, BuildError> {
@@ -83,7 +88,7 @@ impl Builder for DirBuilder {
         self.built.lock().unwrap().push(job.image.clone());
         let work = self.work.join(format!("{}-{}", job.image, job.build_id));
         std::fs::create_dir_all(&work).map_err(err)?;
-        job.record(Resource::new("qemu", "workdir", work.display().to_string()))?;
+        job.record(Resource::new(KIND, "workdir", work.display().to_string()))?;
         // A bug after something exists (like an overflow computing a deprecation time).
         if self.work.with_file_name(format!("panic-{}", job.image)).exists() {
             panic!("attempt to add with overflow");
@@ -104,7 +109,7 @@ impl Builder for DirBuilder {
 
     async fn sweep(&self, _tree: &Tree, _f: &SweepFilter) -> Result<Vec<Resource>, BuildError> {
         let Ok(entries) = std::fs::read_dir(&self.work) else { return Ok(Vec::new()) };
-        Ok(entries.flatten().map(|e| Resource::new("qemu", "workdir", e.path().display().to_string())).collect())
+        Ok(entries.flatten().map(|e| Resource::new(KIND, "workdir", e.path().display().to_string())).collect())
     }
 
     async fn delete_artifact(&self, _tree: &Tree, a: &Artifact, _events: &EventSink) -> Result<(), BuildError> {
@@ -155,7 +160,7 @@ impl Build for DirBuild<'_> {
         let id = format!("dir-{}-{}", job.image, job.build_id);
         let a = Artifact {
             image: job.image.clone(),
-            builder: "qemu".into(),
+            builder: KIND.into(),
             id: id.clone(),
             locations: BTreeMap::from([("local".to_string(), id.clone())]),
             fingerprint: job.fingerprint.clone(),
@@ -188,7 +193,7 @@ name = "e2e"
 manifest = "out-manifest.json"
 
 [defaults]
-builder = "qemu"
+builder = "dir"
 communicator = {{ username = "root", host = "127.0.0.1", port = {port}, private_key_file = "{key}", host_key = "known_hosts", known_hosts_file = "{known}" }}
 "#,
         port = sshd.port(),
@@ -236,7 +241,9 @@ shell = {{ inline = ["echo tools"] }}
 
 impl Bed {
     fn tree(&self) -> Tree {
-        Tree::load(&self.dir.path().join("tree.toml"), &LoadOptions::default()).expect("valid tree")
+        // The fake builder's tree-file part: any settings, and `source.disk`.
+        let opts = LoadOptions { schemas: Schemas::new().with(Open::new(KIND, &["disk"]).arc()), ..Default::default() };
+        Tree::load(&self.dir.path().join("tree.toml"), &opts).expect("valid tree")
     }
 
     async fn plan(&self, opts: &PlanOptions) -> imgbake_core::plan::Plan {
@@ -280,7 +287,7 @@ fn status_of(s: &imgbake_core::schedule::RunSummary, image: &str) -> Status {
 }
 
 fn reasons(p: &imgbake_core::plan::Plan, image: &str) -> String {
-    p.get(image, "qemu").unwrap().reasons.join("; ")
+    p.get(image, KIND).unwrap().reasons.join("; ")
 }
 
 #[tokio::test]
@@ -304,8 +311,8 @@ async fn builds_parents_first_then_reuses_everything() {
     // The manifest lists every image with its steps.
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(bed.dir.path().join("out-manifest.json")).unwrap()).unwrap();
-    assert_eq!(m["images"]["app"]["qemu"]["status"], "built");
-    assert_eq!(m["images"]["app"]["qemu"]["steps"][0]["outcome"], "ok", "{m:#}");
+    assert_eq!(m["images"]["app"][KIND]["status"], "built");
+    assert_eq!(m["images"]["app"][KIND]["steps"][0]["outcome"], "ok", "{m:#}");
     assert_eq!(m["build_id"], s.build_id.as_str());
 
     // Nothing changed: everything is reused, nothing is built.
@@ -326,9 +333,9 @@ async fn a_changed_script_rebuilds_that_image_and_its_descendants_only() {
     bed.built();
     write(bed.dir.path(), "scripts/runtime.sh", "echo runtime v2\n");
     let p = bed.plan(&PlanOptions::default()).await;
-    assert_eq!(p.get("base", "qemu").unwrap().action, Action::Reuse);
-    assert_eq!(p.get("tools", "qemu").unwrap().action, Action::Reuse, "the sibling branch is untouched");
-    assert_eq!(p.get("runtime", "qemu").unwrap().action, Action::Build);
+    assert_eq!(p.get("base", KIND).unwrap().action, Action::Reuse);
+    assert_eq!(p.get("tools", KIND).unwrap().action, Action::Reuse, "the sibling branch is untouched");
+    assert_eq!(p.get("runtime", KIND).unwrap().action, Action::Build);
     assert_eq!(reasons(&p, "runtime"), "file scripts/runtime.sh changed");
     assert_eq!(reasons(&p, "app"), "parent runtime is rebuilt");
     let s = bed.build(&PlanOptions::default()).await;
@@ -366,17 +373,17 @@ async fn max_age_force_only_and_downstream() {
 
     // --only: ancestors are reused (even if out of date), others skipped.
     let p = bed.plan(&PlanOptions { only: vec!["runtime".into()], ..Default::default() }).await;
-    assert_eq!(p.get("base", "qemu").unwrap().action, Action::Reuse);
-    assert_eq!(p.get("tools", "qemu").unwrap().action, Action::Skip);
-    assert_eq!(p.get("app", "qemu").unwrap().action, Action::Skip);
-    assert_eq!(p.get("runtime", "qemu").unwrap().action, Action::Reuse, "runtime itself is up to date");
+    assert_eq!(p.get("base", KIND).unwrap().action, Action::Reuse);
+    assert_eq!(p.get("tools", KIND).unwrap().action, Action::Skip);
+    assert_eq!(p.get("app", KIND).unwrap().action, Action::Skip);
+    assert_eq!(p.get("runtime", KIND).unwrap().action, Action::Reuse, "runtime itself is up to date");
     let p = bed
         .plan(&PlanOptions { only: vec!["runtime".into()], force: true, downstream: true, ..Default::default() })
         .await;
-    assert_eq!(p.get("runtime", "qemu").unwrap().action, Action::Build);
+    assert_eq!(p.get("runtime", KIND).unwrap().action, Action::Build);
     assert_eq!(reasons(&p, "runtime"), "forced (--force)");
-    assert_eq!(p.get("app", "qemu").unwrap().action, Action::Build);
-    assert_eq!(p.get("tools", "qemu").unwrap().action, Action::Skip);
+    assert_eq!(p.get("app", KIND).unwrap().action, Action::Build);
+    assert_eq!(p.get("tools", KIND).unwrap().action, Action::Skip);
 
     let e = plan(
         &bed.tree(),
@@ -400,7 +407,7 @@ async fn only_fails_clearly_when_an_ancestor_has_no_artifact() {
     )
     .await
     .unwrap_err();
-    assert!(e.to_string().contains("image `base` is needed by the selected images but has no `qemu` artifact"), "{e}");
+    assert!(e.to_string().contains("image `base` is needed by the selected images but has no `dir` artifact"), "{e}");
 }
 
 #[tokio::test]
@@ -419,8 +426,8 @@ async fn a_failure_skips_descendants_and_the_other_branch_finishes() {
     assert_eq!(bed.journals_left(), 0);
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(bed.dir.path().join("out-manifest.json")).unwrap()).unwrap();
-    assert_eq!(m["images"]["runtime"]["qemu"]["status"], "failed");
-    assert_eq!(m["images"]["app"]["qemu"]["reasons"][0], "parent runtime failed");
+    assert_eq!(m["images"]["runtime"][KIND]["status"], "failed");
+    assert_eq!(m["images"]["app"][KIND]["reasons"][0], "parent runtime failed");
 }
 
 #[tokio::test]

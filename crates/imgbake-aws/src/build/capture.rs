@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::settings::AwsSettings;
 use aws_sdk_ec2::types::Tag;
 use chrono::Utc;
-use imgbake_config::AwsSettings;
 use imgbake_core::artifact::{Artifact, tags as keys};
 use imgbake_core::cleanup::Resource;
 use imgbake_core::error::BuildError;

@@ -26,7 +26,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::Tag;
 use chrono::{DateTime, Utc};
-use imgbake_config::{AwsSettings, Image, Span};
+use imgbake_config::{Image, Span};
+
+use crate::settings::AwsSettings;
 use imgbake_core::artifact::{Artifact, tags as keys};
 use imgbake_core::builder::{Build, BuildJob, BuildSource};
 use imgbake_core::cleanup::Resource;

@@ -147,8 +147,8 @@ async fn a_windows_build_injects_openssh_setup_and_no_key_pair() {
         .unwrap()
         .replace("username = \"root\",", "username = \"root\", os = \"windows\",");
     std::fs::write(bed.dir.path().join("tree.toml"), text).unwrap();
-    let tree = imgbake_config::Tree::load(&bed.dir.path().join("tree.toml"), &Default::default())
-        .unwrap_or_else(|d| panic!("{d}"));
+    let tree =
+        imgbake_config::Tree::load(&bed.dir.path().join("tree.toml"), &aws_options()).unwrap_or_else(|d| panic!("{d}"));
     let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let keep = seen.clone();
     bed.proxy.on_call(move |c| {

@@ -16,7 +16,11 @@ fn edited(bed: &Bed, from: &str, to: &str) -> imgbake_config::Tree {
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains(from), "{text}");
     std::fs::write(&path, text.replace(from, to)).unwrap();
-    let opts = imgbake_config::LoadOptions { env: Default::default(), ..Default::default() };
+    let opts = imgbake_config::LoadOptions {
+        env: Default::default(),
+        schemas: imgbake_config::Schemas::new().with(imgbake_aws::AwsSchema::arc()),
+        ..Default::default()
+    };
     imgbake_config::Tree::load(&path, &opts).unwrap_or_else(|d| panic!("{d}"))
 }
 

@@ -20,7 +20,7 @@ async fn an_unknown_region() {
         .unwrap()
         .replace("region = \"eu-west-1\"", "region = \"eu-west-9\"");
     std::fs::write(bed.dir.path().join("tree.toml"), text).unwrap();
-    let tree2 = imgbake_config::Tree::load(&bed.dir.path().join("tree.toml"), &Default::default()).unwrap();
+    let tree2 = imgbake_config::Tree::load(&bed.dir.path().join("tree.toml"), &aws_options()).unwrap();
     drop(tree);
     let img = tree2.image("base").unwrap();
     let e = builder.resolve_source(&tree2, img).await.unwrap_err();
@@ -51,8 +51,7 @@ async fn filters_matching_nothing_or_too_much() {
             + &extra;
         std::fs::write(bed.dir.path().join("tree.toml"), text).unwrap();
         drop(t);
-        imgbake_config::Tree::load(&bed.dir.path().join("tree.toml"), &Default::default())
-            .unwrap_or_else(|d| panic!("{d}"))
+        imgbake_config::Tree::load(&bed.dir.path().join("tree.toml"), &aws_options()).unwrap_or_else(|d| panic!("{d}"))
     };
     let tree = write(filter("ubuntu-*", false));
     let e = builder.resolve_source(&tree, tree.image("base").unwrap()).await.unwrap_err();
@@ -164,7 +163,7 @@ async fn ssh_to_a_private_address_through_a_public_only_group_is_refused_before_
         .replace("ssh_cidrs = [\"127.0.0.1/32\"]\n", "");
     std::fs::write(&path, text).unwrap();
     bed.proxy.reset();
-    let tree = imgbake_config::Tree::load(&path, &Default::default()).unwrap();
+    let tree = imgbake_config::Tree::load(&path, &crate::support::aws_options()).unwrap();
     let job = bed.job_from(&tree, "base", Steps::new(&["true"]), &bed.source, EventSink::discard());
     let e = builder.build(job.clone()).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Config, "{}", e.chain());

@@ -72,7 +72,11 @@ async fn encrypted_sharing_without_a_customer_managed_key_is_refused_offline() {
         "encrypt = true\ncopy_regions = [\"us-east-1\"]\nshare = { accounts = [\"111122223333\"] }\nimage_timeout",
     );
     std::fs::write(&path, &text).unwrap();
-    let opts = imgbake_config::LoadOptions { env: Default::default(), ..Default::default() };
+    let opts = imgbake_config::LoadOptions {
+        env: Default::default(),
+        schemas: imgbake_config::Schemas::new().with(imgbake_aws::AwsSchema::arc()),
+        ..Default::default()
+    };
     let e = imgbake_config::Tree::load(&path, &opts).unwrap_err().to_string();
     assert!(e.contains("needs a customer-managed KMS key: set aws.kms_key_id (for eu-west-1) and aws.region_kms_key_ids.us-east-1 (a copy region)"), "{e}");
     assert!(e.contains("tree.toml:"), "{e}");

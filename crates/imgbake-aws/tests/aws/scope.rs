@@ -77,7 +77,11 @@ async fn a_tree_without_an_id_is_refused_before_any_call_with_a_new_id_to_paste(
     bed.tree("", "");
     let text = std::fs::read_to_string(&path).unwrap().replace(&format!("id = \"{TREE_ID}\"\n"), "");
     std::fs::write(&path, text).unwrap();
-    let opts = imgbake_config::LoadOptions { env: Default::default(), ..Default::default() };
+    let opts = imgbake_config::LoadOptions {
+        env: Default::default(),
+        schemas: imgbake_config::Schemas::new().with(imgbake_aws::AwsSchema::arc()),
+        ..Default::default()
+    };
     let e = imgbake_config::Tree::load(&path, &opts).unwrap_err().to_string();
     assert!(e.contains("has no `settings.id`"), "{e}");
     assert!(e.contains("tree.toml:"), "{e}");
@@ -94,7 +98,11 @@ async fn deprecate_after_beyond_what_ec2_accepts_is_refused_offline_with_its_loc
         .unwrap()
         .replace("image_timeout", "deprecate_after = \"300000y\"\nimage_timeout");
     std::fs::write(&path, text).unwrap();
-    let opts = imgbake_config::LoadOptions { env: Default::default(), ..Default::default() };
+    let opts = imgbake_config::LoadOptions {
+        env: Default::default(),
+        schemas: imgbake_config::Schemas::new().with(imgbake_aws::AwsSchema::arc()),
+        ..Default::default()
+    };
     let e = imgbake_config::Tree::load(&path, &opts).unwrap_err().to_string();
     assert!(e.contains("deprecate_after `300000years` is too far ahead"), "{e}");
     assert!(e.contains("tree.toml:"), "{e}");

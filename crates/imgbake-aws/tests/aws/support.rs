@@ -127,7 +127,11 @@ image_timeout = "60s"
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("tree.toml");
         std::fs::write(&path, text).unwrap();
-        let opts = LoadOptions { env: Default::default(), ..LoadOptions::default() };
+        let opts = LoadOptions {
+            env: Default::default(),
+            schemas: imgbake_config::Schemas::new().with(imgbake_aws::AwsSchema::arc()),
+            ..LoadOptions::default()
+        };
         match Tree::load(&path, &opts) {
             Ok(t) => t,
             Err(d) => panic!("{d}"),
@@ -321,4 +325,12 @@ pub fn image_tags(img: &aws_sdk_ec2::types::Image) -> std::collections::BTreeMap
         .iter()
         .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
         .collect()
+}
+
+/// Load options with the aws builder's schema (the process environment, as `LoadOptions::default()`).
+pub fn aws_options() -> LoadOptions {
+    LoadOptions {
+        schemas: imgbake_config::Schemas::new().with(imgbake_aws::AwsSchema::arc()),
+        ..LoadOptions::default()
+    }
 }

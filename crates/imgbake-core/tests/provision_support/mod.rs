@@ -68,7 +68,11 @@ username = "root"
 "#
     );
     std::fs::write(dir.path().join("tree.toml"), toml).unwrap();
-    let opts = LoadOptions { env: Default::default(), ..LoadOptions::default() };
+    // Two builders, by name only: these tests drive steps, not builders.
+    let schemas = imgbake_config::Schemas::new()
+        .with(imgbake_config::schema::Open::new("aws", &["ami"]).arc())
+        .with(imgbake_config::schema::Open::new("qemu", &["disk"]).arc());
+    let opts = LoadOptions { env: Default::default(), schemas, ..LoadOptions::default() };
     let tree = Tree::load(&dir.path().join("tree.toml"), &opts).unwrap_or_else(|e| panic!("tree does not load:\n{e}"));
     Fixture { dir, tree: Arc::new(tree) }
 }

@@ -53,6 +53,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 pub fn load(dir: &Path, vars: &[(&str, &str)]) -> Arc<Tree> {
     let opts = LoadOptions {
         vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        schemas: imgbake_config::Schemas::new().with(imgbake_qemu::QemuSchema::arc()),
         ..LoadOptions::default()
     };
     match Tree::load(&dir.join("tree.toml"), &opts) {

@@ -1,9 +1,11 @@
-//! Every kind of rejection `imgbake validate` promises, each with its exact location.
+//! Every kind of rejection `imgbake validate` promises, each with its exact location: the generic
+//! parts of imgbake-config and the builders' own checks (aws, qemu), as the CLI loads trees.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use imgbake_config::{LoadOptions, Tree};
+use imgbake::aws::settings::of as aws_of;
+use imgbake::config::{LoadOptions, Tree};
 
 /// A tree in a temp dir: `files` are (relative path, content).
 fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
@@ -17,7 +19,7 @@ fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
 }
 
 fn opts() -> LoadOptions {
-    LoadOptions { env: BTreeMap::new(), ..Default::default() }
+    LoadOptions { env: BTreeMap::new(), ..imgbake::load_options() }
 }
 
 /// Load and return the error text with the temp dir's path replaced by `T`.
@@ -268,19 +270,19 @@ fn variable_precedence_and_whole_value_substitution() {
     let mut o = opts();
     o.env.insert("IMGBAKE_VAR_region".into(), "eu-north-1".into());
     let t = Tree::load(&d.path().join("tree.toml"), &o).unwrap();
-    let aws = t.image("base").unwrap().aws.clone().unwrap();
+    let aws = aws_of(t.image("base").unwrap()).cloned().unwrap();
     assert_eq!(aws.region.unwrap().get_ref(), "eu-north-1", "env beats default");
     assert_eq!(aws.copy_regions.len(), 1);
     o.var_files = vec![d.path().join("prod.toml")];
     let t = Tree::load(&d.path().join("tree.toml"), &o).unwrap();
-    let aws = t.image("base").unwrap().aws.clone().unwrap();
+    let aws = aws_of(t.image("base").unwrap()).cloned().unwrap();
     assert_eq!(aws.region.unwrap().get_ref(), "us-east-2", "var file beats env");
     let copies: Vec<String> = aws.copy_regions.iter().map(|c| c.get_ref().clone()).collect();
     assert_eq!(copies, vec!["eu-central-1", "ap-south-1"], "a list variable stays a list");
     o.vars = vec![("region".into(), "sa-east-1".into())];
     let t = Tree::load(&d.path().join("tree.toml"), &o).unwrap();
     assert_eq!(
-        t.image("base").unwrap().aws.as_ref().unwrap().region.as_ref().unwrap().get_ref(),
+        aws_of(t.image("base").unwrap()).unwrap().region.as_ref().unwrap().get_ref(),
         "sa-east-1",
         "--var beats all"
     );
@@ -379,13 +381,13 @@ fn children_inherit_machine_settings_from_their_parent() {
     )]);
     let t = Tree::load(&d.path().join("tree.toml"), &opts()).unwrap();
     let iis = t.image("iis").unwrap();
-    assert_eq!(iis.communicator.os, Some(imgbake_config::Os::Windows), "communicator comes from the parent");
+    assert_eq!(iis.communicator.os, Some(imgbake::config::Os::Windows), "communicator comes from the parent");
     assert_eq!(iis.communicator.username.as_ref().unwrap().get_ref(), "Administrator");
-    let aws = iis.aws.as_ref().unwrap();
+    let aws = aws_of(iis).unwrap();
     assert_eq!(aws.region.as_ref().unwrap().get_ref(), "us-east-2", "region comes from the parent, not [defaults]");
     assert_eq!(aws.instance_type.as_ref().unwrap().get_ref(), "t3.xlarge", "its own value wins");
     let linux = t.image("linux").unwrap();
-    assert_eq!(linux.aws.as_ref().unwrap().region.as_ref().unwrap().get_ref(), "eu-west-1");
+    assert_eq!(aws_of(linux).unwrap().region.as_ref().unwrap().get_ref(), "eu-west-1");
     assert!(linux.communicator.os.is_none());
 }
 
@@ -654,7 +656,7 @@ fn ami_names_with_build_values_pass_both_validate_and_the_plan_render() {
     )]);
     let t = Tree::load(&d.path().join("tree.toml"), &opts()).unwrap_or_else(|e| panic!("{e}"));
     // `plan` renders with markers (`{isotime}`) for fingerprints: that render must not refuse the name.
-    t.rerender(&imgbake_config::Stamp::masked()).unwrap_or_else(|e| panic!("{e}"));
+    t.rerender(&imgbake::config::Stamp::masked()).unwrap_or_else(|e| panic!("{e}"));
     // A name the build would really produce wrong is still refused, by validate.
     let d = tree(&[(
         "tree.toml",
@@ -680,7 +682,7 @@ fn every_shipped_example_tree_validates_and_renders_for_plan() {
         let o = LoadOptions { vars: vec![("base_disk".into(), disk.path().display().to_string())], ..opts() };
         let o = if std::fs::read_to_string(&path).unwrap().contains("var.base_disk") { o } else { opts() };
         let t = Tree::load(&path, &o).unwrap_or_else(|d| panic!("{} does not validate:\n{d}", path.display()));
-        t.rerender(&imgbake_config::Stamp::masked())
+        t.rerender(&imgbake::config::Stamp::masked())
             .unwrap_or_else(|d| panic!("{} validates but plan's render refuses it:\n{d}", path.display()));
         checked += 1;
     }
