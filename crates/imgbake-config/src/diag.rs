@@ -50,7 +50,7 @@ pub struct Diagnostics {
 }
 
 /// What a sensitive value is printed as.
-pub const REDACTED: &str = "[sensitive]";
+pub const REDACTED: &str = "<sensitive>";
 
 /// Secrets at least this long are hidden wherever they appear; shorter ones where a value is quoted.
 const MIN_FREE_SECRET: usize = 4;
@@ -123,7 +123,7 @@ impl Diagnostics {
         Diagnostics { items: kept, sources, secrets: Vec::new() }
     }
 
-    /// Never print these values (sensitive variables): they become `[sensitive]`.
+    /// Never print these values (sensitive variables): they become `<sensitive>`.
     pub fn redacting(mut self, secrets: Vec<String>) -> Self {
         self.secrets = secrets.into_iter().filter(|s| !s.is_empty()).collect();
         // Longest first, so a secret containing another is replaced whole.

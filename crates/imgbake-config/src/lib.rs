@@ -72,7 +72,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 pub use toml::Spanned;
 
-pub use diag::{Diagnostic, Diagnostics};
+pub use diag::{Diagnostic, Diagnostics, REDACTED};
 pub use load::{ENV_PREFIX, LoadOptions, Project};
 pub use model::*;
 pub use os::Os;

@@ -253,7 +253,7 @@ mod tests {
     fn torn_last_line_is_ignored_and_finish_removes_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::create(dir.path(), "b-2", "base").unwrap();
-        let r = Resource::new("aws", "key_pair", "imgbake-b-2").region("us-east-1");
+        let r = Resource::new("cloud", "key_pair", "imgbake-b-2").region("region-1");
         j.push(r.clone()).unwrap();
         std::fs::OpenOptions::new().append(true).open(j.path()).unwrap().write_all(b"{\"op\":\"push\",\"reso").unwrap();
         let back = Journal::open(j.path()).unwrap();

@@ -303,7 +303,7 @@ impl Redactor {
         let mut out = text.to_string();
         for s in &self.secrets {
             if out.contains(s.as_str()) {
-                out = out.replace(s.as_str(), "<sensitive>");
+                out = out.replace(s.as_str(), imgbake_config::REDACTED);
             }
         }
         out

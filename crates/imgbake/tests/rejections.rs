@@ -635,7 +635,7 @@ tags = { "imgbake:{{ var.token }}" = "x" }
         assert!(!out.contains("hunter2-token-value"), "{out}");
         assert!(!out.contains("pin-in-the-file-4242"), "{out}");
         assert!(out.contains("T/tree.toml:8:".replace('T', &d.path().display().to_string()).as_str()), "{out}");
-        assert!(out.contains("`[sensitive]` is not an AWS region name"), "{out}");
+        assert!(out.contains("`<sensitive>` is not an AWS region name"), "{out}");
     }
     // A refused value of a sensitive variable is not echoed either.
     let o = LoadOptions { vars: vec![("count".into(), "hunter2-not-a-number".into())], ..opts() };
