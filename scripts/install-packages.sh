@@ -42,6 +42,10 @@ bed_needs=(
     pytest-3:python3-pytest
     -:python3-venv
     -:ca-certificates
+    curl:curl
+    openssl:openssl
+    go:golang-go
+    -:golang-github-vmware-govmomi-dev
 )
 
 case ${1:-} in

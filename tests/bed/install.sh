@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs imgbake's local test bed: Debian packages (OpenSSH, QEMU, guest parts, network tools),
-# moto server in a private venv, and the QEMU test guest. Idempotent: a second run only checks
+# Installs imgbake's local test bed: Debian packages (OpenSSH, QEMU, guest parts, network tools, Go
+# and govmomi), moto server in a private venv, vcsim (VMware's simulator, built here from
+# tests/bed/vcsim/main.go) and the QEMU test guest. Idempotent: a second run only checks
 # (a few seconds, no network). Prints one line per component.
 #
-#   IMGBAKE_CACHE   cache dir (default ~/.cache/imgbake): venv/, guest/
+#   IMGBAKE_CACHE   cache dir (default ~/.cache/imgbake): venv/, vcsim/, guest/
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -47,6 +48,33 @@ else
     rm -f "$log"
     moto_ok || die "moto $moto_version in $venv does not import after install"
     echo "moto: installed $moto_version in $venv"
+fi
+
+# --- vcsim: our main.go around govmomi's simulator, built offline (GOPATH mode, Debian's source) ---
+# Rebuilt only when main.go changes (its sha256 is stored beside the binary) or the binary is gone.
+vcsim_dir=$cache/vcsim
+vcsim_src=$here/vcsim
+vcsim_sum=$(sha256sum "$vcsim_src/main.go" | cut -d' ' -f1)
+if [ -x "$vcsim_dir/vcsim" ] && [ "$(cat "$vcsim_dir/main.go.sha256" 2>/dev/null)" = "$vcsim_sum" ]; then
+    echo "vcsim: ok ($vcsim_dir/vcsim)"
+else
+    mkdir -p "$vcsim_dir/gopath"
+    rm -f "$vcsim_dir/main.go.sha256"
+    log=$(mktemp)
+    started=$(date +%s)
+    # GOPATH mode: imports come from /usr/share/gocode (golang-github-vmware-govmomi-dev), nothing
+    # is downloaded. CGO off: no C compiler needed, a static binary.
+    if ! (cd "$vcsim_src" && env GO111MODULE=off GOPROXY=off GOFLAGS= CGO_ENABLED=0 \
+        GOPATH="$vcsim_dir/gopath:/usr/share/gocode" GOCACHE="$vcsim_dir/gocache" \
+        go build -o "$vcsim_dir/vcsim.new" .) >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        die "building vcsim from $vcsim_src failed"
+    fi
+    rm -f "$log"
+    mv -f "$vcsim_dir/vcsim.new" "$vcsim_dir/vcsim"
+    echo "$vcsim_sum" >"$vcsim_dir/main.go.sha256"
+    echo "vcsim: built ($vcsim_dir/vcsim in $(($(date +%s) - started)) s)"
 fi
 
 # --- QEMU guest ---

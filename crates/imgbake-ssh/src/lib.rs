@@ -21,6 +21,7 @@ mod tree;
 pub use communicator::SshCommunicator;
 pub use config::{Auth, DEFAULT_CIPHERS, HostKeyPolicy, SshConfig};
 pub use hostkey::{describe_key, parse_public_key};
+pub use russh::keys::ssh_key::LineEnding;
 pub use russh::keys::{PrivateKey, PublicKey};
 
 /// A fresh ed25519 key pair, for a build that injects its own key into the machine (cloud key pairs,

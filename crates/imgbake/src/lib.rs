@@ -40,17 +40,21 @@ pub use imgbake_core as core;
 pub use imgbake_null as null;
 #[cfg(feature = "qemu")]
 pub use imgbake_qemu as qemu;
+#[cfg(feature = "vsphere")]
+pub use imgbake_vsphere as vsphere;
 
-/// The tree-file schemas of the builders this build of imgbake includes (`aws`, `qemu`, `null`, per the
+/// The tree-file schemas of the builders this build of imgbake includes (`aws`, `qemu`, `vsphere`, `null`, per the
 /// crate's features), and the names of builders on the roadmap (named in errors). Pass them to
 /// [`config::LoadOptions`] to load trees that use them; [`load_options`] does.
 pub fn schemas() -> imgbake_config::Schemas {
     #[allow(unused_mut)]
-    let mut s = imgbake_config::Schemas::new().planned(&["vsphere", "virtualbox"]);
+    let mut s = imgbake_config::Schemas::new().planned(&["virtualbox"]);
     #[cfg(feature = "aws")]
     s.add(imgbake_aws::AwsSchema::arc());
     #[cfg(feature = "qemu")]
     s.add(imgbake_qemu::QemuSchema::arc());
+    #[cfg(feature = "vsphere")]
+    s.add(imgbake_vsphere::VsphereSchema::arc());
     #[cfg(feature = "null")]
     s.add(imgbake_null::NullSchema::arc());
     s
@@ -61,7 +65,7 @@ pub fn load_options() -> imgbake_config::LoadOptions {
     imgbake_config::LoadOptions { schemas: schemas(), ..Default::default() }
 }
 
-/// The builders this build of imgbake includes (`aws`, `qemu`, `null`, per the crate's features).
+/// The builders this build of imgbake includes (`aws`, `qemu`, `vsphere`, `null`, per the crate's features).
 pub fn registry() -> imgbake_core::registry::Registry {
     #[allow(unused_mut)]
     let mut r = imgbake_core::registry::Registry::new();
@@ -69,6 +73,8 @@ pub fn registry() -> imgbake_core::registry::Registry {
     r.register(std::sync::Arc::new(imgbake_aws::AwsBuilder::new(imgbake_aws::AwsOptions::default())));
     #[cfg(feature = "qemu")]
     r.register(std::sync::Arc::new(imgbake_qemu::QemuBuilder::new()));
+    #[cfg(feature = "vsphere")]
+    r.register(std::sync::Arc::new(imgbake_vsphere::VsphereBuilder::default()));
     #[cfg(feature = "null")]
     r.register(std::sync::Arc::new(imgbake_null::NullBuilder));
     r

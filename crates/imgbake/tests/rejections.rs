@@ -192,12 +192,12 @@ fn undefined_helper_and_unset_env() {
 fn unknown_and_planned_builders() {
     let d = tree(&[(
         "tree.toml",
-        "[defaults]\ncommunicator = { username = \"u\" }\n[images.a]\nbuilder = \"amazon\"\nsource = { ami = \"ami-0abc\" }\n[images.b]\nbuilder = \"vsphere\"\nsource = { ami = \"ami-0abc\" }\n",
+        "[defaults]\ncommunicator = { username = \"u\" }\n[images.a]\nbuilder = \"amazon\"\nsource = { ami = \"ami-0abc\" }\n[images.b]\nbuilder = \"virtualbox\"\nsource = { ami = \"ami-0abc\" }\n",
     )]);
     let e = errors(d.path());
     assert!(e.contains("T/tree.toml:4:11: image `a`: unknown builder `amazon`"), "{e}");
     assert!(
-        e.contains("T/tree.toml:7:11: image `b`: the `vsphere` builder is not available in this version of imgbake"),
+        e.contains("T/tree.toml:7:11: image `b`: the `virtualbox` builder is not available in this version of imgbake"),
         "{e}"
     );
 }

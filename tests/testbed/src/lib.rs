@@ -6,6 +6,8 @@
 //!   [`Sshd::stop`] / [`Sshd::start_again`] / [`Sshd::kill_sessions`] simulate outages.
 //! - [`QemuGuest`]: a tiny Linux guest under QEMU/TCG that really reboots (new boot id each
 //!   boot), runs reboot chains by itself, and can be frozen through QMP.
+//! - [`Vcsim`]: govmomi's vCenter simulator (vSphere SOAP API) over TLS with a certificate of
+//!   its own ([`Vcsim::ca_file`]), logging the SOAP method of every request ([`Vcsim::requests`]).
 //!
 //! Everything is installed by `tests/bed/install.sh` (see `tests/bed/README.md`); when
 //! something is missing, constructors fail with [`BedError::NotInstalled`] saying so.
@@ -45,6 +47,7 @@ mod qmp;
 mod ssh_target;
 mod sshd;
 mod state_disk;
+mod vcsim;
 
 #[cfg(feature = "aws")]
 pub use aws::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, http_client};
@@ -59,3 +62,4 @@ pub use qemu::{GuestOptions, Nic, QemuGuest};
 pub use ssh_target::{SshTarget, known_hosts_line, ssh_output};
 pub use sshd::{Sshd, SshdOptions};
 pub use state_disk::RebootChain;
+pub use vcsim::{Vcsim, VcsimOptions, vcsim_binary};
