@@ -1,6 +1,7 @@
 //! Every example tree shipped under images/ must pass `validate` and then `plan` against the bed:
 //! what `plan` refuses, `validate` must have refused first. AWS trees plan against moto (through the
-//! moto proxy); the QEMU tree plans against the bed's local base image. Plan starts no machine.
+//! moto proxy); the vSphere tree against vcsim; the QEMU tree against the bed's local base image.
+//! Plan starts no machine.
 
 #[allow(dead_code)]
 #[path = "../../../crates/imgbake-aws/tests/aws/support.rs"]
@@ -14,6 +15,8 @@ use imgbake_config::{LoadOptions, Tree};
 use imgbake_core::event::EventSink;
 use imgbake_core::plan::{PlanOptions, plan};
 use imgbake_core::registry::Registry;
+use imgbake_testbed::{Vcsim, VcsimOptions};
+use imgbake_vsphere::{Environment, VsphereBuilder, VsphereOptions};
 use support::{Bed, REGION};
 
 fn repo() -> PathBuf {
@@ -64,12 +67,21 @@ async fn every_example_tree_validates_and_plans_against_the_bed() {
     let root = bed.dir.path();
     copy_dir(&repo().join("images"), &root.join("images"));
     copy_dir(&repo().join("provisioners"), &root.join("provisioners"));
+    let vcsim = Vcsim::start_with(VcsimOptions { templates: vec!["DC0_H0_VM1".into()], ..Default::default() })
+        .await
+        .expect("vcsim (run tests/bed/install.sh)");
     let mut registry = imgbake::registry();
     registry.register(Arc::new(bed.builder()));
+    registry.register(Arc::new(VsphereBuilder::new(VsphereOptions {
+        environment: Environment::Fixed([("VSPHERE_PASSWORD".to_string(), vcsim.password().to_string())].into()),
+        ..VsphereOptions::default()
+    })));
     let registry: Registry = registry;
 
     let names = example_trees();
-    assert!(names.contains(&"aws".to_string()) && names.contains(&"local".to_string()), "{names:?}");
+    for expected in ["aws", "local", "vsphere"] {
+        assert!(names.contains(&expected.to_string()), "{names:?}");
+    }
     for name in &names {
         let path = root.join("images").join(name).join("tree.toml");
         let text = std::fs::read_to_string(&path).unwrap();
@@ -92,6 +104,21 @@ async fn every_example_tree_validates_and_plans_against_the_bed() {
                 .register_image(REGION, "Windows_Server-2022-English-Full-Base-2024.01.10", &[("os", "windows")])
                 .await
                 .unwrap();
+        }
+        if text.contains("builder = \"vsphere\"") {
+            // Point the tree at vcsim: its URL, user and CA; its template as the source.
+            assert!(
+                text.contains("[defaults.vsphere]\n"),
+                "{name}: the vsphere example keeps its [defaults.vsphere] table"
+            );
+            let bed_keys = format!(
+                "[defaults.vsphere]\nusername = \"{}\"\nca_file = \"{}\"\n",
+                vcsim.username(),
+                vcsim.ca_file().display()
+            );
+            std::fs::write(&path, text.replacen("[defaults.vsphere]\n", &bed_keys, 1)).unwrap();
+            vars.push(("vcenter".to_string(), vcsim.url()));
+            vars.push(("source_template".to_string(), "DC0_H0_VM1".to_string()));
         }
         if text.contains("var.base_disk") {
             vars.push(("base_disk".to_string(), base_image().display().to_string()));
