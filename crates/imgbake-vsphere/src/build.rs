@@ -66,8 +66,9 @@ pub fn config_key(tag: &str) -> String {
 
 /// The journal entry of a VM at `path`, with what `destroy` needs to reach it again (never a
 /// password: that stays in the environment).
-pub(crate) fn vm_resource(endpoint: &Endpoint, path: &str) -> Resource {
+pub(crate) fn vm_resource(endpoint: &Endpoint, path: &str, build_id: &str) -> Resource {
     let mut r = Resource::new(crate::NAME, "vm", path)
+        .with("build_id", build_id)
         .with("url", endpoint.url.clone())
         .with("username", endpoint.username.clone())
         .with("password_env", endpoint.password_env.clone());
@@ -128,22 +129,40 @@ impl VsphereBuild<'_> {
 impl Build for VsphereBuild<'_> {
     async fn launch(&mut self) -> Result<(), BuildError> {
         let path = format!("{}/{}", self.place.folder.1, self.name);
-        // Journaled before it exists: an interrupted clone still leaves an entry `clean` can act on.
-        let resource = vm_resource(&self.endpoint, &path);
+        // Never clone onto a taken name: cleanup could then take the other VM for this build's.
+        if let Some(other) = self.vim.find_by_path(&path).await.map_err(self.error("looking up the build VM's path"))? {
+            return Err(BuildError::new(
+                ErrorKind::Config,
+                format!(
+                    "image `{}`: {path} exists already ({other}); template_name must differ per build (include {{{{ build.id }}}} or a timestamp)",
+                    self.job.image
+                ),
+            ));
+        }
+        // Journaled before it exists: an interrupted clone still leaves an entry `clean` can act on,
+        // and the clone carries this build's keys from its first moment, so a sweep finds it too.
+        let resource = vm_resource(&self.endpoint, &path, &self.job.build_id);
         self.job.record(resource.clone())?;
         let linked = self.settings.linked_clone.unwrap_or(false);
         let snapshot = if linked { Some(self.snapshot().await?) } else { None };
         self.job.events.info(format!("cloning {} to {path}", self.source));
+        let tagged = self.tag_entries("build-vm");
         let vm =
-            vm::clone(&self.vim, &self.source, &self.place, &self.name, false, snapshot.as_ref(), self.limits.task)
+            vm::clone(&self.vim, &self.source, &self.place, &self.name, snapshot.as_ref(), &tagged, self.limits.task)
                 .await
                 .map_err(self.error("cloning the source"))?;
         self.vm = Some((vm.clone(), resource));
         let hostname = self.job.image.replace('_', "-");
+        // A clone may carry its source's extraConfig (vCenter copies it): the parent's artifact
+        // record must not make this build VM look like a finished template.
         let extra = format!(
-            "{}{}",
+            "{}{}{}",
             guestinfo::config_entries(&self.keys, &format!("imgbake-{}", self.job.build_id), &hostname),
-            self.tag_entries("build-vm")
+            tagged,
+            [config_key(tags::COMPLETE), config_key(tags::FINGERPRINT), crate::PATH_KEY.to_string()]
+                .iter()
+                .map(|k| option_value(k, ""))
+                .collect::<String>()
         );
         let devices = self.device_changes(&vm).await?;
         let spec =
@@ -202,21 +221,24 @@ impl Build for VsphereBuild<'_> {
 
     async fn capture(&mut self) -> Result<Artifact, BuildError> {
         let (vm, resource) = self.vm.clone().ok_or_else(|| BuildError::new(ErrorKind::Internal, "no build VM"))?;
+        let clone = self.settings.output.as_ref().is_some_and(|o| o.get_ref() == "clone");
         let mut extra = guestinfo::cleared_entries();
-        extra.push_str(&self.artifact_entries(&resource.id));
+        if !clone {
+            extra.push_str(&self.artifact_entries(&resource.id));
+        }
         let spec = vm::config_spec(None, None, None, "", &extra);
         vm::reconfigure(&self.vim, &vm, &spec, "recording the artifact", self.limits.task)
             .await
             .map_err(self.error("recording the fingerprint on the VM"))?;
-        let (template, path) = match self.settings.output.as_ref().map(|o| o.get_ref().as_str()) {
-            Some("clone") => self.clone_to_template(&vm).await?,
-            _ => {
-                self.vim.mark_as_template(&vm).await.map_err(self.error("marking the VM as template"))?;
-                (vm.clone(), resource.id.clone())
-            }
+        let (template, path) = if clone {
+            // The build VM stays journaled: core removes it once the build ends.
+            self.clone_to_template(&vm).await?
+        } else {
+            self.vim.mark_as_template(&vm).await.map_err(self.error("marking the VM as template"))?;
+            self.job.release(&resource)?;
+            self.vm = None;
+            (vm.clone(), resource.id.clone())
         };
-        self.job.release(&resource)?;
-        self.vm = None;
         self.job.events.info(format!("template {path} ({template})"));
         Ok(self.artifact(&template, &path))
     }
@@ -305,20 +327,22 @@ impl VsphereBuild<'_> {
 
     /// `output = "clone"`: a template cloned from the VM; the VM is deleted afterwards.
     async fn clone_to_template(&mut self, vm: &MoRef) -> Result<(MoRef, String), BuildError> {
-        let name = format!("{}-template", self.name);
+        let name = format!("{}-t", self.name);
         let path = format!("{}/{name}", self.place.folder.1);
-        let resource = vm_resource(&self.endpoint, &path);
+        let resource = vm_resource(&self.endpoint, &path, &self.job.build_id);
         self.job.record(resource.clone())?;
-        let template = vm::clone(&self.vim, vm, &self.place, &name, true, None, self.limits.task)
+        let tagged = self.tag_entries("build-vm");
+        let copy = vm::clone(&self.vim, vm, &self.place, &name, None, &tagged, self.limits.task)
             .await
-            .map_err(self.error("cloning the VM to a template"))?;
-        // A clone does not always carry extraConfig over: record the artifact on the template itself.
+            .map_err(self.error("cloning the VM"))?;
+        // Recorded while still a VM (vCenter does not reconfigure templates), then marked.
         let spec = vm::config_spec(self.settings.notes.as_deref(), None, None, "", &self.artifact_entries(&path));
-        vm::reconfigure(&self.vim, &template, &spec, "recording the artifact", self.limits.task)
+        vm::reconfigure(&self.vim, &copy, &spec, "recording the artifact", self.limits.task)
             .await
-            .map_err(self.error("recording the fingerprint on the template"))?;
+            .map_err(self.error("recording the fingerprint on the copy"))?;
+        self.vim.mark_as_template(&copy).await.map_err(self.error("marking the copy as template"))?;
         self.job.release(&resource)?;
-        Ok((template, path))
+        Ok((copy, path))
     }
 
     fn artifact(&self, template: &MoRef, path: &str) -> Artifact {

@@ -203,8 +203,18 @@ struct Found {
 }
 
 impl Found {
+    /// A key's value; blanked keys count as absent.
     fn tag(&self, key: &str) -> Option<&str> {
-        self.extra.get(&config_key(key)).map(String::as_str)
+        self.extra.get(&config_key(key)).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    /// Is this VM the one its record was written on? A user's copy of a template carries the same
+    /// keys under another name: it is not ours.
+    fn is_recorded_one(&self) -> bool {
+        match self.extra.get(PATH_KEY).filter(|p| !p.is_empty()) {
+            Some(p) => p.rsplit('/').next() == Some(self.name.as_str()),
+            None => true,
+        }
     }
 
     fn path(&self) -> String {
@@ -273,7 +283,7 @@ impl Builder for VsphereBuilder {
         for (endpoint, dc, names) in self.places(tree, images).await? {
             for f in self.tree_vms(tree, &endpoint, &dc).await? {
                 // Only finished templates count: a VM without `complete` is a failed build's leftover.
-                if !f.template || f.tag(tags::COMPLETE).is_none() {
+                if !f.template || f.tag(tags::COMPLETE).is_none() || !f.is_recorded_one() {
                     continue;
                 }
                 if let Some(a) = f.artifact(&endpoint).filter(|a| names.contains(&a.image)) {
@@ -298,6 +308,15 @@ impl Builder for VsphereBuilder {
             }
         };
         let Some(vm) = vm else { return Ok(()) };
+        // Found by path only: delete it only if this build made it (the path may be another VM's).
+        if !resource.extra.contains_key("moref")
+            && let Some(build_id) = resource.extra.get("build_id")
+        {
+            let p = vim.properties(&vm, &["config.extraConfig"]).await.map_err(|e| platform("reading the VM", e))?;
+            if extra_config(&p).get(&config_key(tags::BUILD_ID)) != Some(build_id) {
+                return Ok(());
+            }
+        }
         vm::destroy(&vim, &vm, DEFAULT_TASK)
             .await
             .map_err(|e| platform(&format!("deleting {}", resource.describe()), e))
@@ -309,7 +328,11 @@ impl Builder for VsphereBuilder {
         for (endpoint, dc, _) in self.places(tree, &images).await? {
             for f in self.tree_vms(tree, &endpoint, &dc).await? {
                 let build_id = f.tag(tags::BUILD_ID).unwrap_or_default();
-                if f.tag(tags::COMPLETE).is_some() || filter.skips_build(build_id) {
+                // Complete templates are artifacts; copies of them under other names are users'.
+                if (f.tag(tags::COMPLETE).is_some() && f.template)
+                    || !f.is_recorded_one()
+                    || filter.skips_build(build_id)
+                {
                     continue;
                 }
                 let created: Option<chrono::DateTime<chrono::Utc>> = f.tag(tags::CREATED).and_then(|c| c.parse().ok());
@@ -318,7 +341,7 @@ impl Builder for VsphereBuilder {
                 {
                     continue;
                 }
-                out.push(build::vm_resource(&endpoint, &f.path()).with("moref", f.vm.value.clone()));
+                out.push(build::vm_resource(&endpoint, &f.path(), build_id).with("moref", f.vm.value.clone()));
             }
         }
         Ok(out)

@@ -25,19 +25,21 @@ fn relocate(place: &Place, linked: bool) -> String {
     s
 }
 
-/// Clone `source` to a powered-off VM named `name` in the place's folder (a template when
-/// `template`); linked to `snapshot` when given. Returns the new VM.
+/// Clone `source` to a powered-off VM named `name` in the place's folder, carrying the extraConfig
+/// entries `extra` from its first moment; linked to `snapshot` when given. Returns the new VM.
 pub async fn clone(
     vim: &Vim,
     source: &MoRef,
     place: &Place,
     name: &str,
-    template: bool,
     snapshot: Option<&MoRef>,
+    extra: &str,
     timeout: Duration,
 ) -> Result<MoRef, SoapError> {
-    let mut spec =
-        format!("<location>{}</location><template>{template}</template>", relocate(place, snapshot.is_some()));
+    let mut spec = format!("<location>{}</location><template>false</template>", relocate(place, snapshot.is_some()));
+    if !extra.is_empty() {
+        spec.push_str(&format!("<config>{extra}</config>"));
+    }
     spec.push_str("<powerOn>false</powerOn>");
     if let Some(s) = snapshot {
         spec.push_str(&s.xml("snapshot"));
@@ -92,6 +94,10 @@ pub async fn wait_ip(vim: &Vim, vm: &MoRef, poll: &Wait) -> Result<String, wait:
                     fault: "InvalidPowerState".into(),
                     message: format!("{vm} powered off before it reported an address"),
                 }),
+                // Not an address to log in on: link-local (no DHCP lease yet) or IPv6 link-local.
+                (Some(ip), _) if ip.starts_with("169.254.") || ip.starts_with("fe80:") => {
+                    Poll::Pending(format!("only the link-local address {ip} so far"))
+                }
                 (Some(ip), _) if !ip.is_empty() => Poll::Ready(ip.to_string()),
                 _ => Poll::Pending("no address yet".into()),
             },

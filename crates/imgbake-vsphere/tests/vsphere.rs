@@ -33,6 +33,8 @@ impl Bed {
         let sshd = Sshd::start().await.expect("sshd (run tests/bed/install.sh)");
         let vcsim = Vcsim::start_with(VcsimOptions {
             templates: vec![SOURCE.into()],
+            // Distinctive, so finding it anywhere in the output means it leaked.
+            password: "vc-Secret-7f3a9".into(),
             cloud_init: Some((sshd.dir().join("ssh_host_ed25519_key"), sshd.dir().join("authorized_keys"))),
             ..VcsimOptions::default()
         })
@@ -290,5 +292,40 @@ async fn events_show_the_phases_and_no_password() {
         .collect();
     assert_eq!(phases, ["prepare", "launch", "connect", "provision", "sanitize", "shutdown", "capture", "distribute"]);
     let all = format!("{:?}", log.events());
-    assert!(!all.contains(bed.vcsim.password()) || bed.vcsim.password().len() < 4, "the password leaked");
+    assert!(!all.contains(bed.vcsim.password()), "the password leaked into events");
+    let manifest = std::fs::read_to_string(tree.manifest_path()).unwrap_or_default();
+    assert!(!manifest.is_empty() && !manifest.contains(bed.vcsim.password()), "the manifest: {manifest}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_clone_leaves_one_template_and_deletes_the_build_vm() {
+    let bed = Bed::start().await;
+    bed.write_tree("true", "output = \"clone\"");
+    let (s, _) = build(&bed).await;
+    assert!(s.ok(), "{s:#?}");
+    let vms = bed.imgbake_vms().await;
+    assert_eq!(vms.len(), 2, "one template per image, no build VM left: {vms:#?}");
+    for (name, template, extra) in &vms {
+        assert!(*template && name.ends_with("-t"), "{name}");
+        assert_eq!(extra["imgbake.complete"], "true");
+        assert!(extra["imgbake.path"].ends_with(&format!("/{name}")), "{extra:?}");
+    }
+    assert_eq!(bed.journals(), 0);
+    let (_, p) = build(&bed).await;
+    assert_eq!((action(&p, "base"), action(&p, "app")), (Action::Reuse, Action::Reuse));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_template_name_is_refused_on_the_rebuild_and_the_old_template_stays() {
+    let bed = Bed::start().await;
+    bed.write_tree("echo v1", "template_name = \"golden-{{ image.name }}\"");
+    let (s, _) = build(&bed).await;
+    assert!(s.ok(), "{s:#?}");
+    bed.write_tree("echo v2", "template_name = \"golden-{{ image.name }}\"");
+    let (s, _) = build(&bed).await;
+    assert!(!s.ok());
+    let err = format!("{s:?}");
+    assert!(err.contains("/DC0/vm/golden-app exists already"), "{err}");
+    let names: Vec<String> = bed.imgbake_vms().await.into_iter().map(|v| v.0).collect();
+    assert_eq!(names, ["golden-app", "golden-base"], "the existing templates were not touched");
 }
