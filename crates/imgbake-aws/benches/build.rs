@@ -2,7 +2,7 @@
 //! shutting-down 10 s), with an SSH step on the bed's sshd: how late imgbake notices each real state
 //! change, how many API calls it makes, its wall time and peak RSS — and the same build by Packer 1.6.6
 //! (`amazon-ebs`) against the same proxy and moto, when `packer` is installed
-//! (`crates/imgbake-aws/benches/run.sh` installs it).
+//! (`scripts/bench-with-packer.sh imgbake-aws` installs it).
 //!
 //! `cargo bench -p imgbake-aws --bench build` (release). The build runs in a child process (this
 //! binary again), so its peak RSS (VmHWM) is the builder's alone, not the proxy's or the bed's.
@@ -375,7 +375,7 @@ fn main() {
         match run_packer(&proxy, dir.path(), &source, &sshd).await {
             Some(f) => all.push(f),
             None => eprintln!(
-                "packer not installed or failed: no comparison (crates/imgbake-aws/benches/run.sh installs it)"
+                "packer not installed or failed: no comparison (scripts/bench-with-packer.sh imgbake-aws installs it)"
             ),
         }
         print(&all);

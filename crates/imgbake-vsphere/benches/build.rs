@@ -1,7 +1,7 @@
 //! One template built from vcsim's template with one shell step on the bed's sshd: wall time and
 //! SOAP requests (counted by the bed's vcsim request log) — imgbake's `vsphere` builder beside
 //! Packer 1.6.6 `vsphere-clone` on the same vcsim and sshd, when `packer` is installed
-//! (`crates/imgbake-vsphere/benches/run.sh` installs it).
+//! (`scripts/bench-with-packer.sh imgbake-vsphere` installs it).
 //!
 //! `cargo bench -p imgbake-vsphere --bench build`. Results: a table on stdout.
 //! `IMGBAKE_BENCH_RUNS` (default 3): builds per tool.
@@ -198,6 +198,6 @@ async fn main() {
         println!("\n(Packer 1.6.6 did not finish a build on vcsim: see its output above)");
     }
     if !have_packer {
-        println!("\n(packer is not installed: crates/imgbake-vsphere/benches/run.sh installs it)");
+        println!("\n(packer is not installed: scripts/bench-with-packer.sh imgbake-vsphere installs it)");
     }
 }
