@@ -84,6 +84,21 @@ pub struct ServiceContent {
 pub struct Vim {
     client: Client,
     sc: ServiceContent,
+    login: std::sync::Arc<std::sync::Mutex<Option<Credentials>>>,
+}
+
+/// What [`Vim::login`] used, to log in again when vCenter has expired an idle session (a long
+/// provisioning phase makes no API call for hours).
+#[derive(Clone)]
+struct Credentials {
+    user: String,
+    password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, <sensitive>)", self.user)
+    }
 }
 
 fn need(n: &Node, path: &[&str], method: &str) -> Result<MoRef, SoapError> {
@@ -107,7 +122,7 @@ impl Vim {
             view_manager: need(&r, &["returnval", "viewManager"], m)?,
             full_name: r.text_at(&["returnval", "about", "fullName"]).unwrap_or("vSphere").to_string(),
         };
-        Ok(Vim { client, sc })
+        Ok(Vim { client, sc, login: Default::default() })
     }
 
     /// The service's name and version.
@@ -128,7 +143,25 @@ impl Vim {
             esc(user),
             esc(password)
         );
-        self.client.call("Login", &args).await.map(|_| ())
+        self.client.call("Login", &args).await?;
+        if let Ok(mut l) = self.login.lock() {
+            *l = Some(Credentials { user: user.to_string(), password: password.to_string() });
+        }
+        Ok(())
+    }
+
+    /// Call `method`; when vCenter says the session is gone (`NotAuthenticated`: it expires idle
+    /// sessions), log in again once and retry.
+    async fn call(&self, method: &str, args: &str) -> Result<Node, SoapError> {
+        match self.client.call(method, args).await {
+            Err(e) if e.fault() == Some("NotAuthenticated") => {
+                let creds = self.login.lock().ok().and_then(|l| l.clone());
+                let Some(c) = creds else { return Err(e) };
+                self.login(&c.user, &c.password).await?;
+                self.client.call(method, args).await
+            }
+            r => r,
+        }
     }
 
     /// Log out (best effort: the session expires anyway).
@@ -139,7 +172,7 @@ impl Vim {
     /// The object at an inventory path (`/DC0/vm/base`), if any.
     pub async fn find_by_path(&self, path: &str) -> Result<Option<MoRef>, SoapError> {
         let args = format!("{}<inventoryPath>{}</inventoryPath>", self.sc.search_index.xml("_this"), esc(path));
-        let r = self.client.call("FindByInventoryPath", &args).await?;
+        let r = self.call("FindByInventoryPath", &args).await?;
         Ok(r.child("returnval").and_then(MoRef::of))
     }
 
@@ -163,20 +196,20 @@ impl Vim {
             container.xml("container"),
             esc(kind)
         );
-        let r = self.client.call("CreateContainerView", &args).await?;
+        let r = self.call("CreateContainerView", &args).await?;
         let view = need(&r, &["returnval"], "CreateContainerView")?;
         let objects = format!(
             "{}<skip>true</skip><selectSet xsi:type=\"TraversalSpec\"><name>view</name><type>ContainerView</type><path>view</path><skip>false</skip></selectSet>",
             view.xml("obj")
         );
         let found = self.retrieve(&filter_spec(kind, props, &objects)).await;
-        let _ = self.client.call("DestroyView", &view.xml("_this")).await;
+        let _ = self.call("DestroyView", &view.xml("_this")).await;
         found
     }
 
     async fn retrieve(&self, spec: &str) -> Result<Vec<(MoRef, Props)>, SoapError> {
         let pc = self.sc.property_collector.xml("_this");
-        let mut r = self.client.call("RetrievePropertiesEx", &format!("{pc}{spec}<options></options>")).await?;
+        let mut r = self.call("RetrievePropertiesEx", &format!("{pc}{spec}<options></options>")).await?;
         let mut out = Vec::new();
         loop {
             let Some(ret) = r.child("returnval") else { return Ok(out) };
@@ -190,7 +223,7 @@ impl Vim {
             }
             let Some(token) = ret.text_at(&["token"]) else { return Ok(out) };
             let args = format!("{pc}<token>{}</token>", esc(token));
-            r = self.client.call("ContinueRetrievePropertiesEx", &args).await?;
+            r = self.call("ContinueRetrievePropertiesEx", &args).await?;
         }
     }
 
@@ -224,12 +257,12 @@ impl Vim {
 
     /// Ask the guest (through VMware Tools) to shut down; returns at once.
     pub async fn shutdown_guest(&self, vm: &MoRef) -> Result<(), SoapError> {
-        self.client.call("ShutdownGuest", &vm.xml("_this")).await.map(|_| ())
+        self.call("ShutdownGuest", &vm.xml("_this")).await.map(|_| ())
     }
 
     /// Mark a powered-off VM as a template.
     pub async fn mark_as_template(&self, vm: &MoRef) -> Result<(), SoapError> {
-        self.client.call("MarkAsTemplate", &vm.xml("_this")).await.map(|_| ())
+        self.call("MarkAsTemplate", &vm.xml("_this")).await.map(|_| ())
     }
 
     /// Start deleting `vm` with its disks; returns the task.
@@ -238,7 +271,7 @@ impl Vim {
     }
 
     async fn task_call(&self, method: &str, args: &str) -> Result<MoRef, SoapError> {
-        let r = self.client.call(method, args).await?;
+        let r = self.call(method, args).await?;
         need(&r, &["returnval"], method)
     }
 

@@ -329,3 +329,16 @@ async fn a_fixed_template_name_is_refused_on_the_rebuild_and_the_old_template_st
     let names: Vec<String> = bed.imgbake_vms().await.into_iter().map(|v| v.0).collect();
     assert_eq!(names, ["golden-app", "golden-base"], "the existing templates were not touched");
 }
+
+#[tokio::test]
+async fn an_expired_session_is_renewed_once() {
+    let bed = Bed::start().await;
+    let vim = bed.vim().await;
+    assert!(vim.find_by_path("/DC0/vm").await.unwrap().is_some());
+    // What vCenter does to an idle session: it ends. The next call logs in again by itself.
+    vim.logout().await;
+    let before = bed.vcsim.requests().iter().filter(|r| *r == "Login").count();
+    assert!(vim.find_by_path("/DC0/vm").await.unwrap().is_some(), "the call after the session ended");
+    let after = bed.vcsim.requests().iter().filter(|r| *r == "Login").count();
+    assert_eq!(after, before + 1, "exactly one new login");
+}
