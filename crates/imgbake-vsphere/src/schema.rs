@@ -327,6 +327,14 @@ fn check_hardware(cx: &mut Check<'_>, s: &VsphereSettings) {
                 .help("a disk is at least 1MiB; disk_size grows the first disk (e.g. 20GiB), or leave it out to keep the source's"),
         );
     }
+    if let Some(d) = &s.disk_size
+        && s.linked_clone == Some(true)
+    {
+        cx.push(
+            Diagnostic::at(span(d), "vsphere.disk_size cannot grow a linked clone's disk")
+                .help("a linked clone's disk is a delta on the source's snapshot, which vSphere does not extend: grow the source template, or use a full clone (linked_clone = false)"),
+        );
+    }
     for (i, disk) in s.disks.iter().enumerate() {
         if disk.size.get_ref().bytes() < MIN_DISK {
             cx.push(

@@ -83,6 +83,14 @@ fn a_snapshot_needs_linked_clone() {
 }
 
 #[test]
+fn a_linked_clone_cannot_grow_its_disk() {
+    only(
+        &errors("linked_clone = true\ndisk_size = \"40GiB\"\n"),
+        "T/tree.toml:12:13: vsphere.disk_size cannot grow a linked clone's disk (a linked clone's disk is a delta on the source's snapshot, which vSphere does not extend: grow the source template, or use a full clone (linked_clone = false))",
+    );
+}
+
+#[test]
 fn a_template_path_has_no_empty_element() {
     let e = errors_in(&[("tree.toml", &HEAD.replace("/DC0/vm/templates", "/DC0/vm//templates"))]);
     only(
@@ -341,7 +349,6 @@ source = { template = "/DC0/vm/templates/debian-12", snapshot = "clean" }
 [images.base.vsphere]
 cpus = 2
 memory = "4GiB"
-disk_size = "20GiB"
 notes = "base image"
 template_name = "base-{{ build.id }}"
 [[images.base.vsphere.disks]]
@@ -375,7 +382,7 @@ fn a_good_tree_loads_and_reads_back() {
     assert_eq!(s.linked_clone, Some(true));
     assert_eq!(s.cpus, Some(2));
     assert_eq!(s.memory.as_ref().unwrap().get_ref().bytes(), 4 << 30);
-    assert_eq!(s.disk_size.as_ref().unwrap().get_ref().bytes(), 20 << 30);
+    assert!(s.disk_size.is_none(), "a linked clone keeps its source's disk size");
     assert_eq!(s.disks.len(), 1);
     let ExtraDisk { size, thin } = &s.disks[0];
     assert_eq!((size.get_ref().bytes(), *thin), (10 << 30, Some(true)));
