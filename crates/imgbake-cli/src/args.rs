@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "imgbake",
     version,
-    about = "Bake machine images: a tree of AMIs or QEMU disks, built incrementally, tested on the box, nothing leaked",
+    about = "Bake machine images: a tree of AMIs, VMware templates or QEMU disks, built incrementally, tested on the box, nothing leaked",
     after_help = "Start with `imgbake validate TREE`, then `imgbake plan TREE`; docs: docs/ in the repository.",
     propagate_version = true
 )]
