@@ -18,12 +18,21 @@ pub struct Diagnostic {
     pub help: Option<String>,
     /// Other places that matter (e.g. the first definition of a duplicate).
     pub related: Vec<(Span, String)>,
+    /// The value may be a secret someone typed where it does not belong (a password in a URL):
+    /// rendered without its source snippet.
+    pub conceal: bool,
 }
 
 impl Diagnostic {
     /// A problem at a place.
     pub fn at(span: impl Into<Option<Span>>, message: impl Into<String>) -> Self {
-        Diagnostic { message: message.into(), span: span.into(), help: None, related: Vec::new() }
+        Diagnostic { message: message.into(), span: span.into(), help: None, related: Vec::new(), conceal: false }
+    }
+
+    /// Render it without the source line: the value there may be a secret.
+    pub fn concealed(mut self) -> Self {
+        self.conceal = true;
+        self
     }
 
     /// Add a hint on how to fix it.
@@ -207,7 +216,7 @@ impl Diagnostics {
         let config = term::Config::default();
         for d in self.sorted() {
             let spans = d.span.iter().chain(d.related.iter().map(|(s, _)| s));
-            if spans.into_iter().any(|s| self.snippet_unsafe(*s)) {
+            if d.conceal || spans.into_iter().any(|s| self.snippet_unsafe(*s)) {
                 let line = format!("error: {}\n", self.line(d));
                 let _ = std::io::Write::write_all(&mut buf, line.as_bytes());
                 continue;

@@ -136,6 +136,7 @@ impl BuilderSchema for VsphereSchema {
 /// Better words for the parse errors this builder's users are likely to meet.
 fn explain_parse_error(mut d: Diagnostic) -> Diagnostic {
     if d.message.starts_with("unknown key `password` in ") {
+        d.conceal = true;
         d.message = d.message.replacen("unknown key `password`", "no `password` key", 1)
             + ": a password never goes in the tree file";
         d.help = Some(
@@ -155,7 +156,8 @@ fn check_connection(cx: &mut Check<'_>, s: &VsphereSettings) {
     if let Some(u) = &s.url
         && let Err((message, help)) = check_url(u.get_ref())
     {
-        cx.push(Diagnostic::at(span(u), message).help(help));
+        // The line may hold `user:password@`: no snippet of it.
+        cx.push(Diagnostic::at(span(u), message).help(help).concealed());
     }
     if let Some(u) = &s.username
         && u.get_ref().trim().is_empty()
@@ -172,7 +174,7 @@ fn check_connection(cx: &mut Check<'_>, s: &VsphereSettings) {
         cx.push(Diagnostic::at(span(p), "vsphere.password_env is not an environment variable name").help(
             "password_env names the variable that holds the password (e.g. VSPHERE_PASSWORD), not the password: \
                  letters, digits and `_`, not starting with a digit",
-        ));
+        ).concealed());
     }
     if let Some(f) = &s.ca_file {
         if s.insecure == Some(true) {

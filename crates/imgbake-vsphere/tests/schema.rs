@@ -497,3 +497,19 @@ fn absent_keys_are_not_serialized() {
     let s = VsphereSettings { cpus: Some(2), ..VsphereSettings::default() };
     assert_eq!(serde_json::to_value(&s).unwrap(), serde_json::json!({ "cpus": 2 }));
 }
+
+/// A password typed into the tree is never shown back, not even in the rendered source snippet.
+#[test]
+fn a_password_typed_into_the_tree_is_not_rendered_back() {
+    for rest in [
+        "password = \"hunter2-secret\"\n",
+        "url = \"https://admin:hunter2-secret@vc.example.com/sdk\"\n",
+        "password_env = \"hunter2-secret!\"\n",
+    ] {
+        let d = tree(&[("tree.toml", &format!("{HEAD}{rest}"))]);
+        let e = Tree::load(&d.path().join("tree.toml"), &opts()).expect_err("rejected");
+        let shown = format!("{}\n{}", e.render(false), e);
+        assert!(!shown.contains("hunter2"), "{rest}: {shown}");
+        assert!(shown.contains("tree.toml:11:"), "{rest}: still located: {shown}");
+    }
+}
