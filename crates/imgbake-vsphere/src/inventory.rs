@@ -97,7 +97,12 @@ impl Endpoint {
             ))
         })?;
         let tls = Tls { insecure: self.insecure, ca_file: self.ca_file.clone() };
-        let client = Client::new(&self.url, &tls, timeout).map_err(|e| self.error("connecting to", e))?;
+        // Reads the system's and the CA file's certificates: file I/O, kept off the async workers.
+        let url = self.url.clone();
+        let client = tokio::task::spawn_blocking(move || Client::new(&url, &tls, timeout))
+            .await
+            .map_err(|e| BuildError::new(ErrorKind::Internal, format!("setting up TLS for {}: {e}", self.url)))?
+            .map_err(|e| self.error("connecting to", e))?;
         let vim = Vim::connect(client).await.map_err(|e| self.error("connecting to", e))?;
         vim.login(&self.username, &password).await.map_err(|e| match e.fault() {
             Some("InvalidLogin") => config(format!(
