@@ -3,14 +3,16 @@
 //! build was doing — launching, provisioning, waiting for its AMI — nothing is left in the account,
 //! and the exit code is the signal's (130, 143).
 
+#[path = "support/events.rs"]
+mod events;
 #[allow(dead_code)]
 #[path = "../../imgbake-aws/tests/aws/support.rs"]
 mod support;
 #[path = "support/watchdog.rs"]
 mod watchdog;
+use events::spawn_until;
 use watchdog::watched_async;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use imgbake_moto_proxy::Delays;
@@ -18,7 +20,6 @@ use imgbake_testbed::SshTarget;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::{Bed, REGION};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// Where the build is when the signal arrives.
@@ -87,32 +88,7 @@ fn imgbake(bed: &Bed, args: &[&str]) -> Command {
 
 /// Start `imgbake build --json` and read its events until `at`; returns the child and the build id.
 async fn build_until(bed: &Bed, at: At) -> (Child, String) {
-    let mut child = imgbake(bed, &["build", "tree.toml", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut build_id = String::new();
-    let reading = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let e: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if e["event"] == "build_started" {
-                build_id = e["build_id"].as_str().unwrap_or_default().to_string();
-            }
-            if at.reached(&e) {
-                return true;
-            }
-        }
-        false
-    };
-    let reached =
-        tokio::time::timeout(Duration::from_secs(120), reading).await.expect("the build reached no event in 2 min");
-    assert!(reached, "the build ended before {at:?}");
-    // Keep draining stdout so the process never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, build_id)
+    spawn_until(&mut imgbake(bed, &["build", "tree.toml", "--json"]), &format!("{at:?}"), |e| at.reached(e)).await
 }
 
 async fn wait_exit(child: &mut Child, within: Duration) -> i32 {

@@ -2,11 +2,13 @@
 //! sshd for the machine): an interrupted build leaves no VM; after kill -9, `imgbake clean` removes
 //! the build VM, from the journal or, with the journal lost, by its extraConfig keys.
 
+#[path = "support/events.rs"]
+mod events;
 #[path = "support/watchdog.rs"]
 mod watchdog;
+use events::spawn_until;
 use watchdog::watched_async;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use imgbake_testbed::{SshTarget, Sshd, Vcsim, VcsimOptions};
@@ -14,7 +16,6 @@ use imgbake_vsphere::soap::{Client, Tls};
 use imgbake_vsphere::vim::{Vim, extra_config, text};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const TREE_ID: &str = "cli-vsphere-0001";
@@ -89,31 +90,8 @@ impl Bed {
 
     /// `imgbake build --json` until its step runs; returns the child and the build id.
     async fn build_until_provisioning(&self) -> (Child, String) {
-        let mut child = self
-            .imgbake(&["build", "tree.toml", "--json"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut build_id = String::new();
-        let reading = async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                let e: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                if e["event"] == "build_started" {
-                    build_id = e["build_id"].as_str().unwrap_or_default().to_string();
-                }
-                if e["event"] == "step_started" {
-                    return true;
-                }
-            }
-            false
-        };
-        let reached = tokio::time::timeout(Duration::from_secs(120), reading).await.expect("no step started in 2 min");
-        assert!(reached, "the build ended before its step started\nvcsim: {}", self.vcsim.log());
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        (child, build_id)
+        let mut build = self.imgbake(&["build", "tree.toml", "--json"]);
+        spawn_until(&mut build, "its step started", |e| e["event"] == "step_started").await
     }
 }
 
