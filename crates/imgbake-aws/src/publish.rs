@@ -11,7 +11,7 @@ use crate::error::SdkResultExt;
 
 /// Write the image's `publish.ssm_parameter` for `artifact`; returns what was written, for people.
 pub async fn publish(clients: &ClientCache, image: &Image, artifact: &Artifact) -> Result<Vec<String>, BuildError> {
-    let Some(p) = image.publish.as_ref().and_then(|p| p.ssm_parameter.as_ref()) else { return Ok(Vec::new()) };
+    let Some(p) = crate::validate::ssm_parameter(image) else { return Ok(Vec::new()) };
     let Some(a) = crate::settings::of(image) else { return Ok(Vec::new()) };
     let name = p.get_ref();
     let mut written = Vec::new();
@@ -37,7 +37,7 @@ pub async fn publish(clients: &ClientCache, image: &Image, artifact: &Artifact) 
 /// The AMI ids the image's `publish.ssm_parameter` holds now, in every region the image is built or
 /// copied to (a parameter that does not exist yet holds nothing).
 pub async fn published(clients: &ClientCache, image: &Image) -> Result<Vec<String>, BuildError> {
-    let Some(p) = image.publish.as_ref().and_then(|p| p.ssm_parameter.as_ref()) else { return Ok(Vec::new()) };
+    let Some(p) = crate::validate::ssm_parameter(image) else { return Ok(Vec::new()) };
     let Some(a) = crate::settings::of(image) else { return Ok(Vec::new()) };
     let name = p.get_ref();
     let mut ids = Vec::new();

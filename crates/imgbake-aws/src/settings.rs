@@ -8,6 +8,14 @@ use imgbake_config::{Image, Spanned};
 use serde::{Deserialize, Serialize};
 
 /// The `source` keys of the `aws` builder: exactly one of them.
+/// The `publish` keys this builder acts on.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsPublish {
+    /// SSM parameter holding the AMI id, e.g. `/images/web/latest`, in every region the AMI is in.
+    pub ssm_parameter: Option<Spanned<String>>,
+}
+
 // Absent keys serialize as null: fingerprints made before builders declared their own keys hashed
 // them that way, and they must not change.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

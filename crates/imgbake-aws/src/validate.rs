@@ -3,7 +3,7 @@
 
 use imgbake_config::{BuilderSchema, Check, Diagnostic, Image, Parsed, Raw, Source, Span, Spanned};
 
-use crate::settings::{AwsSettings, AwsSource};
+use crate::settings::{AwsPublish, AwsSettings, AwsSource};
 
 /// The builder's name in the tree file.
 pub const NAME: &str = "aws";
@@ -58,6 +58,14 @@ impl BuilderSchema for AwsSchema {
 
     fn parse_source(&self, raw: Raw<'_>) -> Result<Parsed, Diagnostic> {
         raw.parse::<AwsSource>()
+    }
+
+    fn publish_keys(&self) -> &[&str] {
+        &["ssm_parameter"]
+    }
+
+    fn parse_publish(&self, raw: Raw<'_>) -> Result<Parsed, Diagnostic> {
+        raw.parse::<AwsPublish>()
     }
 
     fn check_source(&self, cx: &mut Check<'_>, image: &Image, source: &Spanned<Source>) {
@@ -179,21 +187,21 @@ fn check_source(cx: &mut Check<'_>, image: &Image, at: Span, src: &AwsSource) {
     }
 }
 
-/// `publish.ssm_parameter` is written by this builder, so only images built with it may have one.
+/// `publish.ssm_parameter` must be a valid SSM name (config refuses it on images not built with aws).
 fn check_publish(cx: &mut Check<'_>, image: &Image) {
-    let Some(p) = image.publish.as_ref().and_then(|p| p.ssm_parameter.as_ref()) else { return };
+    let Some(p) = ssm_parameter(image) else { return };
     let v = p.get_ref();
-    if !image.has_builder(NAME) {
-        cx.push(Diagnostic::at(
-            span(p),
-            format!("publish.ssm_parameter needs the aws builder; image `{}` does not build with it", image.name),
-        ));
-    } else if !valid_ssm_name(v) {
+    if !valid_ssm_name(v) {
         cx.push(
             Diagnostic::at(span(p), format!("invalid SSM parameter name `{v}`"))
                 .help("use a path like /images/web/latest (letters, digits, / _ . -)"),
         );
     }
+}
+
+/// The image's `publish.ssm_parameter`.
+pub fn ssm_parameter(image: &Image) -> Option<&Spanned<String>> {
+    image.publish.as_ref()?.get::<AwsPublish>(NAME)?.ssm_parameter.as_ref()
 }
 
 fn check_settings(cx: &mut Check<'_>, img: &Image) {

@@ -76,7 +76,7 @@ pub use diag::{Diagnostic, Diagnostics, REDACTED};
 pub use load::{ENV_PREFIX, LoadOptions, Project};
 pub use model::*;
 pub use os::Os;
-pub use schema::{BuilderSchema, Check, Parsed, Raw, Schemas, Source};
+pub use schema::{BuilderSchema, Check, Parsed, Publish, Raw, Schemas, Source};
 pub use source::{Location, SourceFile, SourceMap, Span};
 pub use suggest::did_you_mean;
 pub use template::Stamp;
@@ -114,6 +114,16 @@ impl Tree {
     /// Tree-wide settings.
     pub fn settings(&self) -> &Settings {
         &self.model.settings
+    }
+
+    /// The artifact stores (`[stores.NAME]`), in file order.
+    pub fn stores(&self) -> &IndexMap<String, Store> {
+        &self.model.stores
+    }
+
+    /// One store.
+    pub fn store(&self, name: &str) -> Option<&Store> {
+        self.model.stores.get(name)
     }
 
     /// The images, in file order.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::os::Os;
-use crate::schema::{Parsed, Source};
+use crate::schema::{Parsed, Publish, Source};
 use crate::units::Duration;
 
 /// Tree-wide settings (`[settings]`).
@@ -145,12 +145,42 @@ pub struct Bastion {
     pub known_hosts_file: Option<Spanned<String>>,
 }
 
-/// Where to announce an image's newest artifact after its tests pass.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+/// An artifact store (`[stores.NAME]`): where images publish their files and where a child built
+/// elsewhere finds its parent's. See docs/stores.md.
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Publish {
-    /// SSM parameter holding the AMI id, e.g. `/images/web/latest`, in every region the AMI is in.
-    pub ssm_parameter: Option<Spanned<String>>,
+pub struct Store {
+    /// Its name (the key under `[stores]`).
+    #[serde(skip)]
+    pub name: String,
+    /// `http` (Artifactory-style PUT/GET/HEAD) or `s3`.
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    /// `http`: the base URL, e.g. `https://artifactory.example.com/artifactory/images`.
+    pub url: Option<Spanned<String>>,
+    /// `s3`: the bucket.
+    pub bucket: Option<Spanned<String>>,
+    /// A key prefix under `url` or in the bucket (e.g. `images/`).
+    pub prefix: Option<String>,
+    /// `s3`: the bucket's region (default: the AWS environment's).
+    pub region: Option<String>,
+    /// `s3`: another endpoint (MinIO, a test server); path-style addressing then.
+    pub endpoint_url: Option<String>,
+    /// `http` basic auth: the environment variable holding the user name.
+    pub username_env: Option<Spanned<String>>,
+    /// `http` basic auth: the environment variable holding the password.
+    pub password_env: Option<Spanned<String>>,
+    /// `http` bearer auth: the environment variable holding the token.
+    pub token_env: Option<Spanned<String>>,
+    /// `http` basic auth user name, given directly.
+    pub username: Option<String>,
+    /// `http` basic auth password, given directly (from a `sensitive` variable).
+    pub password: Option<String>,
+    /// `http` bearer token, given directly (from a `sensitive` variable).
+    pub token: Option<String>,
+    /// Where `[stores.NAME]` is.
+    #[serde(skip)]
+    pub span: crate::Span,
 }
 
 /// One step, with the settings every kind shares.
@@ -441,6 +471,8 @@ pub struct VariableDecl {
 pub struct TreeModel {
     /// Tree-wide settings.
     pub settings: Settings,
+    /// Artifact stores (`[stores.NAME]`), in file order.
+    pub stores: IndexMap<String, Store>,
     /// Images in file order.
     pub images: IndexMap<String, Image>,
 }

@@ -15,13 +15,13 @@ use crate::Tree;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::load::{FileRole, Project, parse_shifted, respan, span_of};
 use crate::model::*;
-use crate::schema::{Raw, Schemas, Source};
+use crate::schema::{Publish, Raw, Schemas, Source};
 use crate::source::{SourceMap, Span};
 use crate::suggest::did_you_mean;
 use crate::template::{Engine, Stamp, TemplateFailure};
 use crate::units::Duration;
 
-const ROOT_KEYS: &[&str] = &["include", "settings", "variables", "defaults", "images"];
+const ROOT_KEYS: &[&str] = &["include", "settings", "variables", "stores", "defaults", "images"];
 const INCLUDED_KEYS: &[&str] = &["include", "images"];
 /// The keys of `[images.NAME]` besides the builders' own tables.
 const IMAGE_KEYS: &[&str] = &[
@@ -79,7 +79,7 @@ struct ImageRaw {
     tags: BTreeMap<String, String>,
     max_age: Option<Spanned<Duration>>,
     keep: Option<Spanned<u32>>,
-    publish: Option<Publish>,
+    publish: Option<IgnoredAny>,
     sanitize: Option<bool>,
     steps: Option<IgnoredAny>,
 }
@@ -353,6 +353,13 @@ impl Project {
             }
             None => Settings::default(),
         };
+        let stores = match root_table.remove("stores") {
+            Some(mut st) => {
+                r.render(&mut st, None, &base_ctx, &mut diags);
+                stores_from(st, &mut diags)
+            }
+            None => IndexMap::new(),
+        };
         let defaults = match root_table.remove("defaults") {
             Some(d) if d.get_ref().is_table() => {
                 if let Some(DeValue::Table(t)) = Some(d.get_ref())
@@ -420,7 +427,7 @@ impl Project {
                 images.insert(name, img);
             }
         }
-        let model = TreeModel { settings, images };
+        let model = TreeModel { settings, stores, images };
         let mut tree = Tree::new(self.clone(), model);
         tree.masked = stamp.masked;
         crate::validate::check(&mut tree, &mut diags);
@@ -525,6 +532,7 @@ fn image_from<'a>(
     let before = diags.len();
     let steps_v = t.remove_entry("steps");
     let source_v = t.remove("source");
+    let publish_v = t.remove("publish");
     let settings_v: Vec<_> = schemas.iter().filter_map(|s| t.remove(s.name()).map(|v| (s.clone(), v))).collect();
     for planned in schemas.planned_names() {
         if let Some((k, _)) = t.remove_entry(planned) {
@@ -552,6 +560,7 @@ fn image_from<'a>(
     }
     let raw: Option<ImageRaw> = typed(Spanned::new(span.clone(), DeValue::Table(t)), &section, diags);
     let source = source_v.and_then(|v| source_from(name, v, schemas, diags));
+    let publish = publish_v.and_then(|v| publish_from(name, v, schemas, diags));
 
     let mut steps = Vec::new();
     if let Some((sk, sv)) = steps_v {
@@ -601,7 +610,7 @@ fn image_from<'a>(
         tags: raw.tags,
         max_age: raw.max_age,
         keep: raw.keep,
-        publish: raw.publish,
+        publish,
         builder_settings,
         sanitize: raw.sanitize,
         span: kspan,
@@ -662,6 +671,99 @@ fn source_from(
         }
     }
     ok.then(|| Spanned::new(span, src))
+}
+
+/// `[stores.NAME]`, each a [`Store`] (its keys are checked in validate).
+fn stores_from(v: Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> IndexMap<String, Store> {
+    let mut out = IndexMap::new();
+    let DeValue::Table(t) = v.get_ref() else {
+        diags.push(Diagnostic::at(
+            span_of(&v),
+            format!("`stores` must be a table of stores ([stores.NAME]), found {}", v.get_ref().type_str()),
+        ));
+        return out;
+    };
+    for (k, sv) in t {
+        let name = k.get_ref().to_string();
+        if !valid_image_name(&name) {
+            diags.push(Diagnostic::at(
+                span_of(k),
+                format!("store name `{name}` must be lowercase letters, digits, `-` and `_`, starting with a letter"),
+            ));
+        }
+        if let Some(mut store) = typed::<Store>(sv.clone(), &format!("stores.{name}"), diags) {
+            store.name = name.clone();
+            store.span = span_of(k);
+            out.insert(name, store);
+        }
+    }
+    out
+}
+
+/// `publish`: `store` is the tree's; every other key must be one a registered builder claims, and
+/// each claiming builder parses its own keys.
+fn publish_from(
+    name: &str,
+    v: Spanned<DeValue<'_>>,
+    schemas: &Schemas,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Publish> {
+    let span = v.span();
+    let section = format!("images.{name}.publish");
+    let DeValue::Table(t) = v.into_inner() else {
+        diags.push(Diagnostic::at(Span::new(span), format!("wrong type in images.{name}: `publish` must be a table")));
+        return None;
+    };
+    let mut declared: Vec<&str> = vec!["store"];
+    declared.extend(schemas.iter().flat_map(|s| s.publish_keys().iter().copied()).filter(|k| *k != "store"));
+    let mut out = Publish { span: Span::new(span.clone()), ..Default::default() };
+    let mut ok = true;
+    for (k, val) in &t {
+        let key: &str = k.get_ref().as_ref();
+        out.keys.push((key.to_string(), span_of(k)));
+        if key == "store" {
+            match val.get_ref().as_str() {
+                Some(st) => out.store = Some(Spanned::new(val.span(), st.to_string())),
+                None => {
+                    ok = false;
+                    diags.push(Diagnostic::at(
+                        span_of(val),
+                        format!("{section}.store must be a store's name (a string)"),
+                    ));
+                }
+            }
+        } else if !declared.contains(&key) {
+            ok = false;
+            let d = Diagnostic::at(span_of(k), format!("unknown key `{key}` in {section}"));
+            diags.push(match did_you_mean(key, declared.iter().copied()) {
+                Some(s) => d.help(format!("did you mean `{s}`?")),
+                None => d.help(format!("expected one of: {}", declared.join(", "))),
+            });
+        }
+    }
+    for schema in schemas.iter() {
+        let mut own = DeTable::default();
+        for (k, v) in t.iter().filter(|(k, _)| {
+            let key: &str = k.get_ref().as_ref();
+            key != "store" && schema.publish_keys().contains(&key)
+        }) {
+            own.insert(k.clone(), v.clone());
+        }
+        if own.is_empty() {
+            continue;
+        }
+        let raw = Raw { value: Spanned::new(span.clone(), DeValue::Table(own)), section: section.clone() };
+        match schema.parse_publish(raw) {
+            Ok(p) => {
+                out.parsed.insert(schema.name().to_string(), p);
+            }
+            Err(d) => {
+                ok = false;
+                diags.push(d);
+            }
+        }
+    }
+    ok.then_some(out)
 }
 
 fn step_from(raw: StepRaw, span: Span, section: &str, diags: &mut Vec<Diagnostic>) -> Option<Step> {

@@ -47,6 +47,20 @@ pub trait BuilderSchema: Send + Sync + 'static {
     /// can act on).
     fn check_all(&self, _cx: &mut Check<'_>, _image: &Image) {}
 
+    /// The keys of `publish` it acts on (`ssm_parameter`...). `store` is the tree's own key (it names a
+    /// `[stores.NAME]`), but a builder that uploads its artifacts to stores claims it too, so an
+    /// image whose builders claim none of its `publish` keys is refused instead of silently not
+    /// publishing.
+    fn publish_keys(&self) -> &[&str] {
+        &[]
+    }
+
+    /// Parse its keys of `publish` (a table with only those keys, `store` left out), for an image
+    /// that gives at least one of them.
+    fn parse_publish(&self, raw: Raw<'_>) -> Result<Parsed, Diagnostic> {
+        raw.parse::<serde_json::Map<String, serde_json::Value>>()
+    }
+
     /// Settings that change how a build runs, not what it makes: left out of fingerprints.
     fn operational_keys(&self) -> &[&str] {
         &[]
@@ -248,6 +262,59 @@ impl Serialize for Source {
     }
 }
 
+/// Where an image's newest artifact is announced (`publish`): a table whose keys the builders claim
+/// ([`BuilderSchema::publish_keys`]), parsed by each claiming builder into its own type, and the
+/// tree's `store` key.
+#[derive(Clone, Debug, Default)]
+pub struct Publish {
+    pub(crate) keys: Vec<(String, Span)>,
+    pub(crate) store: Option<Spanned<String>>,
+    pub(crate) parsed: BTreeMap<String, Parsed>,
+    pub(crate) span: Span,
+}
+
+impl Publish {
+    /// The keys given, in file order, with where each is.
+    pub fn keys(&self) -> &[(String, Span)] {
+        &self.keys
+    }
+
+    /// Is `key` given?
+    pub fn has(&self, key: &str) -> bool {
+        self.keys.iter().any(|(k, _)| k == key)
+    }
+
+    /// The store (`[stores.NAME]`) the artifact's files go to.
+    pub fn store(&self) -> Option<&Spanned<String>> {
+        self.store.as_ref()
+    }
+
+    /// `builder`'s keys of it, if it gave any and they are a `T`.
+    pub fn get<T: 'static>(&self, builder: &str) -> Option<&T> {
+        self.parsed.get(builder).and_then(Parsed::get)
+    }
+
+    /// Where `publish` is.
+    pub fn span(&self) -> Span {
+        self.span
+    }
+}
+
+impl Serialize for Publish {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut all = serde_json::Map::new();
+        if let Some(st) = &self.store {
+            all.insert("store".into(), serde_json::Value::String(st.get_ref().clone()));
+        }
+        for p in self.parsed.values() {
+            if let serde_json::Value::Object(m) = p.json() {
+                all.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        all.serialize(s)
+    }
+}
+
 /// What a builder's checks see and report to.
 pub struct Check<'a> {
     pub(crate) tree: &'a Tree,
@@ -269,6 +336,11 @@ impl Check<'_> {
     /// Report a problem.
     pub fn push(&mut self, d: Diagnostic) {
         self.diags.push(d);
+    }
+
+    /// `name` must be a store of the tree (`[stores.NAME]`); `what` says where it is used.
+    pub fn store(&mut self, name: &Spanned<String>, what: &str) {
+        crate::validate::store_ref(self.tree, name, what, self.diags)
     }
 
     /// A local file the image uses must exist and be a regular file.

@@ -102,6 +102,156 @@ pub(crate) fn check(tree: &mut Tree, diags: &mut Vec<Diagnostic>) {
         check_image(tree, img, diags);
     }
     check_tree_id(tree, diags);
+    check_stores(tree, diags);
+}
+
+/// Each `[stores.NAME]` has what its type needs, and its credentials are given one way.
+fn check_stores(tree: &Tree, diags: &mut Vec<Diagnostic>) {
+    for st in tree.model.stores.values() {
+        let what = format!("store `{}`", st.name);
+        let kind = st.kind.get_ref().as_str();
+        let (needs, wrong): (&[(&str, bool)], &[(&str, bool)]) = match kind {
+            "http" => (
+                &[("url", st.url.is_some())],
+                &[
+                    ("bucket", st.bucket.is_some()),
+                    ("region", st.region.is_some()),
+                    ("endpoint_url", st.endpoint_url.is_some()),
+                ],
+            ),
+            "s3" => (
+                &[("bucket", st.bucket.is_some())],
+                &[
+                    ("url", st.url.is_some()),
+                    ("username_env", st.username_env.is_some()),
+                    ("password_env", st.password_env.is_some()),
+                    ("token_env", st.token_env.is_some()),
+                    ("username", st.username.is_some()),
+                    ("password", st.password.is_some()),
+                    ("token", st.token.is_some()),
+                ],
+            ),
+            other => {
+                let d = Diagnostic::at(span_of(&st.kind), format!("unknown type `{other}` of {what}"));
+                diags.push(match did_you_mean(other, ["http", "s3"]) {
+                    Some(s) => d.help(format!("did you mean `{s}`?")),
+                    None => d.help("a store is `http` (Artifactory, a WebDAV server) or `s3`"),
+                });
+                continue;
+            }
+        };
+        for (key, _) in needs.iter().filter(|(_, given)| !given) {
+            diags.push(
+                Diagnostic::at(st.span, format!("{what} (type `{kind}`) needs `{key}`"))
+                    .help("see docs/stores.md for each type's keys"),
+            );
+        }
+        for (key, _) in wrong.iter().filter(|(_, given)| *given) {
+            diags.push(Diagnostic::at(st.span, format!("{what} is of type `{kind}`, which has no `{key}`")).help(
+                if kind == "s3" {
+                    "s3 stores take credentials from the AWS environment (variables, profile, instance role)"
+                } else {
+                    "see docs/stores.md for each type's keys"
+                },
+            ));
+        }
+        if let Some(u) = &st.url
+            && !(u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://"))
+        {
+            diags.push(Diagnostic::at(span_of(u), format!("the url of {what} must start with http:// or https://")));
+        }
+        let basic =
+            st.username_env.is_some() || st.password_env.is_some() || st.username.is_some() || st.password.is_some();
+        let bearer = st.token_env.is_some() || st.token.is_some();
+        if basic && bearer {
+            diags.push(Diagnostic::at(
+                st.span,
+                format!("{what} has both basic (username/password) and bearer (token) credentials; give one"),
+            ));
+        }
+        for (a, b, pair) in [
+            (st.username_env.is_some(), st.username.is_some(), "username_env and username"),
+            (st.password_env.is_some(), st.password.is_some(), "password_env and password"),
+            (st.token_env.is_some(), st.token.is_some(), "token_env and token"),
+        ] {
+            if a && b {
+                diags.push(Diagnostic::at(st.span, format!("{what} has both {pair}; give one")));
+            }
+        }
+        let user = st.username_env.is_some() || st.username.is_some();
+        let pass = st.password_env.is_some() || st.password.is_some();
+        if user != pass {
+            diags.push(Diagnostic::at(
+                st.span,
+                format!("{what}: basic auth needs a user name and a password (username[_env] and password[_env])"),
+            ));
+        }
+        for v in [&st.username_env, &st.password_env, &st.token_env].into_iter().flatten() {
+            let n = v.get_ref();
+            if n.is_empty()
+                || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                || n.starts_with(|c: char| c.is_ascii_digit())
+            {
+                diags.push(
+                    Diagnostic::at(span_of(v), format!("`{n}` is not an environment variable name"))
+                        .help("use letters, digits and `_`, e.g. ARTIFACTORY_TOKEN"),
+                );
+            }
+        }
+    }
+}
+
+/// `name` must be one of the tree's stores.
+pub(crate) fn store_ref(tree: &Tree, name: &Spanned<String>, what: &str, diags: &mut Vec<Diagnostic>) {
+    let n = name.get_ref();
+    if tree.model.stores.contains_key(n) {
+        return;
+    }
+    let d = Diagnostic::at(span_of(name), format!("{what} names unknown store `{n}`"));
+    diags.push(match did_you_mean(n, tree.model.stores.keys().map(String::as_str)) {
+        Some(s) => d.help(format!("did you mean `{s}`?")),
+        None if tree.model.stores.is_empty() => {
+            d.help("the tree has no stores: add one as [stores.NAME] (docs/stores.md)")
+        }
+        None => {
+            d.help(format!("stores of this tree: {}", tree.model.stores.keys().cloned().collect::<Vec<_>>().join(", ")))
+        }
+    });
+}
+
+/// Every `publish` key must be acted on by a builder the image builds with (else it would silently
+/// not publish), and `publish.store` must name a store.
+fn check_publish(tree: &Tree, img: &Image, diags: &mut Vec<Diagnostic>) {
+    let Some(p) = &img.publish else { return };
+    let schemas = tree.schemas();
+    for (key, span) in p.keys() {
+        let own = img
+            .builders
+            .iter()
+            .any(|b| schemas.get(b.get_ref()).is_some_and(|s| s.publish_keys().contains(&key.as_str())));
+        if own {
+            continue;
+        }
+        let others: Vec<&str> =
+            schemas.iter().filter(|s| s.publish_keys().contains(&key.as_str())).map(|s| s.name()).collect();
+        let builders: Vec<&str> = img.builders.iter().map(|b| b.get_ref().as_str()).collect();
+        let d = Diagnostic::at(
+            *span,
+            format!(
+                "publish.{key} has no effect on image `{}`: it builds with {}, which does not publish that way",
+                img.name,
+                if builders.is_empty() { "no builder".to_string() } else { builders.join(" and ") }
+            ),
+        );
+        diags.push(if others.is_empty() {
+            d
+        } else {
+            d.help(format!("publish.{key} is for images built with {}", others.join(" or ")))
+        });
+    }
+    if let Some(st) = p.store() {
+        store_ref(tree, st, &format!("publish.store of image `{}`", img.name), diags);
+    }
 }
 
 /// Cloud builders find their resources again by the tree id: without one, two trees of the same
@@ -329,6 +479,7 @@ fn check_image(tree: &Tree, img: &Image, diags: &mut Vec<Diagnostic>) {
     {
         diags.push(Diagnostic::at(span_of(k), "keep must be at least 1 (the newest artifact is always kept)"));
     }
+    check_publish(tree, img, diags);
     for schema in schemas.iter() {
         schema.check_all(&mut Check { tree, diags }, img);
     }

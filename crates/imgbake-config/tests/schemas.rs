@@ -25,6 +25,12 @@ struct KilnSource {
     clay: Option<Spanned<String>>,
 }
 
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct KilnPublish {
+    showroom: Option<Spanned<String>>,
+}
+
 struct Kiln;
 
 impl BuilderSchema for Kiln {
@@ -61,6 +67,12 @@ impl BuilderSchema for Kiln {
     }
     fn operational_keys(&self) -> &[&str] {
         &["glaze"]
+    }
+    fn publish_keys(&self) -> &[&str] {
+        &["store", "showroom"]
+    }
+    fn parse_publish(&self, raw: Raw<'_>) -> Result<Parsed, Diagnostic> {
+        raw.parse::<KilnPublish>()
     }
     fn local_files<'a>(&self, image: &'a Image) -> Vec<&'a Spanned<String>> {
         image.settings::<KilnSettings>("kiln").and_then(|k| k.recipe.as_ref()).into_iter().collect()
@@ -185,4 +197,76 @@ fn without_schemas_no_builder_is_known() {
     .unwrap();
     let e = Tree::load(&tree, &LoadOptions::default()).unwrap_err().to_string();
     assert!(e.contains("tree.toml:4:12: unknown key `clay` in images.a.source (no builder reads source keys; builders: none in this build of imgbake)"), "{e}");
+}
+
+#[test]
+fn publish_keys_belong_to_the_builders_that_claim_them() {
+    let stores = "[stores.shelf]\ntype = \"http\"\nurl = \"http://127.0.0.1:1/pots\"\n";
+    let (_d, t) = load(&format!(
+        "{HEAD}{stores}[images.bowl]\nsource = {{ clay = \"red\" }}\npublish = {{ store = \"shelf\", showroom = \"front\" }}\n"
+    ));
+    let t = t.unwrap();
+    let p = t.image("bowl").unwrap().publish.as_ref().unwrap();
+    assert_eq!(p.store().unwrap().get_ref(), "shelf");
+    assert_eq!(p.get::<KilnPublish>("kiln").unwrap().showroom.as_ref().unwrap().get_ref(), "front");
+    assert_eq!(t.store("shelf").unwrap().url.as_ref().unwrap().get_ref(), "http://127.0.0.1:1/pots");
+
+    // oven claims no publish key: an oven image that asks to publish would silently not.
+    let (_d, e) = load(&format!(
+        "{HEAD}{stores}[images.tray]\nbuilder = \"oven\"\nsource = {{ tray = \"t\" }}\npublish = {{ store = \"shelf\" }}\n"
+    ));
+    let e = e.unwrap_err();
+    assert!(e.contains("publish.store has no effect on image `tray`: it builds with oven"), "{e}");
+    assert!(e.contains("publish.store is for images built with kiln"), "{e}");
+
+    let (_d, e) = load(&format!(
+        "{HEAD}{stores}[images.bowl]\nsource = {{ clay = \"red\" }}\npublish = {{ store = \"shelve\", shworoom = \"x\" }}\n"
+    ));
+    let e = e.unwrap_err();
+    assert!(e.contains("unknown key `shworoom` in images.bowl.publish (did you mean `showroom`?)"), "{e}");
+    let (_d, e) = load(&format!(
+        "{HEAD}{stores}[images.bowl]\nsource = {{ clay = \"red\" }}\npublish = {{ store = \"shelve\" }}\n"
+    ));
+    let e = e.unwrap_err();
+    assert!(
+        e.contains(
+            "tree.toml:11:21: publish.store of image `bowl` names unknown store `shelve` (did you mean `shelf`?)"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn stores_are_checked_offline_with_their_type_s_keys() {
+    let cases = [
+        ("type = \"ftp\"\n", "unknown type `ftp` of store `a`"),
+        ("type = \"htp\"\nurl = \"http://x\"\n", "did you mean `http`?"),
+        ("type = \"http\"\n", "store `a` (type `http`) needs `url`"),
+        ("type = \"s3\"\n", "store `a` (type `s3`) needs `bucket`"),
+        ("type = \"s3\"\nbucket = \"b\"\ntoken_env = \"T\"\n", "store `a` is of type `s3`, which has no `token_env`"),
+        ("type = \"http\"\nurl = \"ftp://x\"\n", "the url of store `a` must start with http:// or https://"),
+        (
+            "type = \"http\"\nurl = \"http://x\"\ntoken_env = \"T\"\nusername_env = \"U\"\npassword_env = \"P\"\n",
+            "both basic (username/password) and bearer (token)",
+        ),
+        ("type = \"http\"\nurl = \"http://x\"\nusername_env = \"U\"\n", "basic auth needs a user name and a password"),
+        (
+            "type = \"http\"\nurl = \"http://x\"\ntoken_env = \"MY-TOKEN\"\n",
+            "`MY-TOKEN` is not an environment variable name",
+        ),
+        (
+            "type = \"http\"\nurl = \"http://x\"\nbukket = \"b\"\n",
+            "unknown key `bukket` in stores.a (did you mean `bucket`?)",
+        ),
+    ];
+    for (body, want) in cases {
+        let (_d, e) = load(&format!("{HEAD}[stores.a]\n{body}[images.bowl]\nsource = {{ clay = \"red\" }}\n"));
+        let e = e.expect_err(body);
+        assert!(e.contains(want), "{body}: {e}");
+    }
+    let (_d, t) = load(&format!(
+        "{HEAD}[stores.a]\ntype = \"s3\"\nbucket = \"b\"\nprefix = \"images\"\n[stores.b]\ntype = \"http\"\nurl = \"https://x/y\"\ntoken_env = \"TOKEN\"\n[images.bowl]\nsource = {{ clay = \"red\" }}\n"
+    ));
+    let t = t.unwrap();
+    assert_eq!(t.stores().keys().collect::<Vec<_>>(), ["a", "b"]);
 }
