@@ -31,7 +31,8 @@ impl QemuBuilder {
         QemuBuilder::default()
     }
 
-    pub(crate) async fn accelerator(&self, s: &Settings, tree: &Tree, image: &Image) -> Result<Choice, BuildError> {
+    /// The accelerator for `image` (`auto` is probed once per builder and remembered).
+    pub async fn accelerator(&self, s: &Settings, tree: &Tree, image: &Image) -> Result<Choice, BuildError> {
         match s.accelerator {
             Accelerator::Tcg => Ok(Choice { accel: "tcg", reason: "qemu.accelerator = \"tcg\"".into() }),
             Accelerator::Kvm if accel::kvm_device_usable() => {
@@ -106,15 +107,7 @@ impl Builder for QemuBuilder {
     }
 
     async fn destroy(&self, _tree: &Tree, resource: &Resource, _events: &EventSink) -> Result<(), BuildError> {
-        match resource.kind.as_str() {
-            "process" => crate::machine::stop_process(resource).await,
-            "file" => process::remove_file(Path::new(&resource.id)).map_err(Into::into),
-            "dir" => process::remove_dir(Path::new(&resource.id)).map_err(Into::into),
-            other => Err(BuildError::new(
-                ErrorKind::Local,
-                format!("the qemu builder does not know how to remove a `{other}` ({})", resource.describe()),
-            )),
-        }
+        crate::session::destroy(resource).await
     }
 
     async fn sweep(&self, tree: &Tree, filter: &SweepFilter) -> Result<Vec<Resource>, BuildError> {

@@ -30,10 +30,11 @@ pub mod process;
 pub mod qmp;
 pub mod schema;
 mod seed;
+pub mod session;
 pub mod settings;
 pub mod sidecar;
 pub mod source;
-mod sweep;
+pub mod sweep;
 
 pub use builder::QemuBuilder;
 pub use error::QemuError;

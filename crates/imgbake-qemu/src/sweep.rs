@@ -16,7 +16,8 @@ use crate::KIND;
 use crate::process;
 use crate::settings::Settings;
 
-fn keep(filter: &SweepFilter, build_id: &str, age: Option<Duration>) -> bool {
+/// Is a leftover of `build_id`, `age` old, one `filter` asks for?
+pub fn keep(filter: &SweepFilter, build_id: &str, age: Option<Duration>) -> bool {
     if filter.skips_build(build_id) {
         return false;
     }
@@ -27,7 +28,8 @@ fn keep(filter: &SweepFilter, build_id: &str, age: Option<Duration>) -> bool {
     }
 }
 
-fn age_of(path: &Path) -> Option<Duration> {
+/// How long ago `path` was modified.
+pub fn age_of(path: &Path) -> Option<Duration> {
     SystemTime::now().duration_since(std::fs::metadata(path).ok()?.modified().ok()?).ok()
 }
 
@@ -44,8 +46,24 @@ fn process_age(started: u64) -> Option<Duration> {
 
 /// Everything left behind, for `tree`'s images.
 pub fn sweep(tree: &Tree, filter: &SweepFilter) -> Result<Vec<Resource>, BuildError> {
-    let mut out = Vec::new();
+    let mut out = sessions(tree, filter, KIND);
     let images: Vec<_> = tree.images().values().filter(|i| i.has_builder(KIND)).collect();
+    let names: BTreeSet<&str> = images.iter().map(|i| i.name.as_str()).collect();
+    let mut dirs = BTreeSet::new();
+    for image in &images {
+        dirs.insert(Settings::resolve(tree, image)?.output_dir);
+    }
+    for dir in dirs {
+        out.extend(leftover_files(&dir, &names, filter));
+    }
+    Ok(out)
+}
+
+/// What killed [`Session`](crate::session::Session)s of builder `kind` left for `tree`'s images:
+/// QEMU processes and work directories (journaled under `kind`). Output files are the builder's.
+pub fn sessions(tree: &Tree, filter: &SweepFilter, kind: &str) -> Vec<Resource> {
+    let mut out = Vec::new();
+    let images: Vec<_> = tree.images().values().filter(|i| i.has_builder(kind)).collect();
     let names: BTreeSet<&str> = images.iter().map(|i| i.name.as_str()).collect();
     let tree_name = tree.name();
 
@@ -58,7 +76,7 @@ pub fn sweep(tree: &Tree, filter: &SweepFilter) -> Result<Vec<Resource>, BuildEr
         let Some(started) = process::start_time(pid) else { continue };
         if tree_of == tree_name && names.contains(image) && keep(filter, build_id, process_age(started)) {
             out.push(
-                Resource::new(KIND, "process", pid.to_string())
+                Resource::new(kind, "process", pid.to_string())
                     .with("started", started.to_string())
                     .with("build_id", build_id),
             );
@@ -74,27 +92,22 @@ pub fn sweep(tree: &Tree, filter: &SweepFilter) -> Result<Vec<Resource>, BuildEr
             let Ok(text) = std::fs::read(path.join("build.json")) else { continue };
             let Ok(marker) = serde_json::from_slice::<serde_json::Value>(&text) else { continue };
             let (Some(b), Some(i)) = (marker["build_id"].as_str(), marker["image"].as_str()) else { continue };
+            // Markers from before the `builder` field are the qemu builder's.
             if marker["tree"].as_str() == Some(tree_name.as_str())
+                && marker["builder"].as_str().unwrap_or(KIND) == kind
                 && names.contains(i)
                 && keep(filter, b, age_of(&path))
             {
-                out.push(Resource::new(KIND, "dir", path.display().to_string()).with("build_id", b));
+                out.push(Resource::new(kind, "dir", path.display().to_string()).with("build_id", b));
             }
         }
     }
-
-    let mut dirs = BTreeSet::new();
-    for image in &images {
-        dirs.insert(Settings::resolve(tree, image)?.output_dir);
-    }
-    for dir in dirs {
-        out.extend(leftover_files(&dir, &names, filter));
-    }
-    Ok(out)
+    out
 }
 
 /// `b20261124-101500-3fa2`, the shape of the scheduler's build ids.
-fn looks_like_build_id(s: &str) -> bool {
+/// Is `s` shaped like the scheduler's build ids?
+pub fn looks_like_build_id(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 21
         && b[0] == b'b'
