@@ -46,6 +46,8 @@ bed_needs=(
     openssl:openssl
     go:golang-go
     -:golang-github-vmware-govmomi-dev
+    nginx:nginx
+    vagrant:vagrant
 )
 
 case ${1:-} in

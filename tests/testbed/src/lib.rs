@@ -8,6 +8,10 @@
 //!   boot), runs reboot chains by itself, and can be frozen through QMP.
 //! - [`Vcsim`]: govmomi's vCenter simulator (vSphere SOAP API) over TLS with a certificate of
 //!   its own ([`Vcsim::ca_file`]), logging the SOAP method of every request ([`Vcsim::requests`]).
+//! - [`Nginx`]: Debian's nginx with WebDAV `PUT`/`DELETE` on a temp root ([`Nginx::root`]),
+//!   optional basic auth, and an access log ([`Nginx::access_log`]): the bed's artifact store.
+//! - [`Vagrant`]: Debian's real Vagrant with its own `VAGRANT_HOME`, no Vagrantfile, no TTY and a
+//!   hard timeout per run, for `vagrant box add/outdated/update` against a served catalog.
 //!
 //! Everything is installed by `tests/bed/install.sh` (see `tests/bed/README.md`); when
 //! something is missing, constructors fail with [`BedError::NotInstalled`] saying so.
@@ -35,6 +39,7 @@ mod error;
 mod http;
 mod keys;
 mod moto;
+mod nginx;
 mod paths;
 mod poll;
 mod port;
@@ -47,6 +52,7 @@ mod qmp;
 mod ssh_target;
 mod sshd;
 mod state_disk;
+mod vagrant;
 mod vcsim;
 
 #[cfg(feature = "aws")]
@@ -54,6 +60,7 @@ pub use aws::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, http_client};
 pub use error::{BedError, Result};
 pub use keys::{KeyKind, KeyPair, generate_key, public_key_without_comment};
 pub use moto::{Moto, MotoOptions};
+pub use nginx::{Nginx, NginxOptions};
 pub use paths::{bed_dir, cache_dir, guest_dir, repo_root, venv_dir};
 pub use poll::{Backoff, read_ssh_banner, wait_for_port, wait_ssh_banner};
 pub use port::free_port;
@@ -62,4 +69,5 @@ pub use qemu::{GuestOptions, Nic, QemuGuest};
 pub use ssh_target::{SshTarget, known_hosts_line, ssh_output};
 pub use sshd::{Sshd, SshdOptions};
 pub use state_disk::RebootChain;
+pub use vagrant::{Vagrant, VagrantOutput, vagrant_binary};
 pub use vcsim::{Vcsim, VcsimOptions, vcsim_binary};
