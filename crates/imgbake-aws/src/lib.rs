@@ -228,7 +228,13 @@ impl Builder for AwsBuilder {
         artifacts::delete(self, tree, artifact, events).await
     }
 
-    async fn publish(&self, _tree: &Tree, image: &Image, artifact: &Artifact) -> Result<Vec<String>, BuildError> {
+    async fn publish(
+        &self,
+        _tree: &Tree,
+        image: &Image,
+        artifact: &Artifact,
+        _events: &EventSink,
+    ) -> Result<Vec<String>, BuildError> {
         publish::publish(&self.clients, image, artifact).await
     }
 

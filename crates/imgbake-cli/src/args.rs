@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "imgbake",
     version,
-    about = "Bake machine images: a tree of AMIs, VMware templates or QEMU disks, built incrementally, tested on the box, nothing leaked",
+    about = "Bake machine images: a tree of AMIs, VMware templates, Vagrant boxes or QEMU disks, built incrementally, tested on the box, nothing leaked",
     after_help = "Start with `imgbake validate TREE`, then `imgbake plan TREE`; docs: docs/ in the repository.",
     propagate_version = true
 )]
@@ -84,7 +84,7 @@ pub enum Command {
         /// After building, prune old artifacts (each image's `keep`).
         #[arg(long)]
         prune: bool,
-        /// Do not publish (SSM parameters) what was built.
+        /// Do not publish what was built (SSM parameters, store uploads, Vagrant catalogs).
         #[arg(long)]
         no_publish: bool,
         /// Write the manifest here instead of settings.manifest.

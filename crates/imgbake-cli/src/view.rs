@@ -50,6 +50,10 @@ fn describe(e: &Event) -> Option<String> {
             let mark = if *stream == Stream::Stderr { "!" } else { "|" };
             if step.is_empty() { format!("{mark} {line}") } else { format!("{step} {mark} {line}") }
         }
+        // Progress lines only in the live view; a log gets the end of each transfer.
+        EventKind::Transfer { path, done, total: Some(total) } if done == total => {
+            format!("transferred {path} ({:.1} MB)", *done as f64 / 1e6)
+        }
         EventKind::Transfer { .. } => return None,
         EventKind::State { what, state } => format!("{what}: {state}"),
         EventKind::ResourceCreated { kind, id, region } => {
@@ -147,7 +151,16 @@ async fn live(mut rx: EventStream) {
                 }
                 steps.insert(image, s);
             }
-            EventKind::Planned { .. } | EventKind::Transfer { .. } => {}
+            EventKind::Transfer { path, done, total } => {
+                if let Some(bar) = bars.get(&image) {
+                    let of = match total {
+                        Some(t) if *t > 0 => format!("{}% of {:.1} MB", done * 100 / t, *t as f64 / 1e6),
+                        _ => format!("{:.1} MB", *done as f64 / 1e6),
+                    };
+                    bar.set_message(format!("{} {of}", path.rsplit('/').next().unwrap_or(path)));
+                }
+            }
+            EventKind::Planned { .. } => {}
             EventKind::Warning { message } => {
                 let _ = mp.println(format!("! {image:width$} {message}"));
             }

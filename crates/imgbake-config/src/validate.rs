@@ -105,12 +105,15 @@ pub(crate) fn check(tree: &mut Tree, diags: &mut Vec<Diagnostic>) {
     check_stores(tree, diags);
 }
 
+/// A key's name and whether it is given.
+type KeyGiven<'a> = (&'a str, bool);
+
 /// Each `[stores.NAME]` has what its type needs, and its credentials are given one way.
 fn check_stores(tree: &Tree, diags: &mut Vec<Diagnostic>) {
     for st in tree.model.stores.values() {
         let what = format!("store `{}`", st.name);
         let kind = st.kind.get_ref().as_str();
-        let (needs, wrong): (&[(&str, bool)], &[(&str, bool)]) = match kind {
+        let (needs, wrong): (&[KeyGiven], &[KeyGiven]) = match kind {
             "http" => (
                 &[("url", st.url.is_some())],
                 &[
@@ -159,6 +162,18 @@ fn check_stores(tree: &Tree, diags: &mut Vec<Diagnostic>) {
             && !(u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://"))
         {
             diags.push(Diagnostic::at(span_of(u), format!("the url of {what} must start with http:// or https://")));
+        }
+        if let Some(u) = &st.url
+            && u.get_ref()
+                .split_once("://")
+                .is_some_and(|(_, rest)| rest.split('/').next().is_some_and(|host| host.contains('@')))
+        {
+            // The URL is copied into records, catalogs and logs: credentials go in *_env keys.
+            diags.push(
+                Diagnostic::at(span_of(u), format!("the url of {what} holds credentials (user@host)")).concealed().help(
+                    "give them as username_env/password_env (or token_env): the URL is written into catalogs and logs",
+                ),
+            );
         }
         let basic =
             st.username_env.is_some() || st.password_env.is_some() || st.username.is_some() || st.password.is_some();

@@ -245,6 +245,7 @@ fn stores_are_checked_offline_with_their_type_s_keys() {
         ("type = \"s3\"\n", "store `a` (type `s3`) needs `bucket`"),
         ("type = \"s3\"\nbucket = \"b\"\ntoken_env = \"T\"\n", "store `a` is of type `s3`, which has no `token_env`"),
         ("type = \"http\"\nurl = \"ftp://x\"\n", "the url of store `a` must start with http:// or https://"),
+        ("type = \"http\"\nurl = \"https://me:pw@x/y\"\n", "the url of store `a` holds credentials (user@host)"),
         (
             "type = \"http\"\nurl = \"http://x\"\ntoken_env = \"T\"\nusername_env = \"U\"\npassword_env = \"P\"\n",
             "both basic (username/password) and bearer (token)",

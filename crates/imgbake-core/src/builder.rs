@@ -347,7 +347,13 @@ pub trait Builder: Send + Sync {
     }
 
     /// Announce an image's newest artifact (e.g. SSM parameters). Returns what was written, for people.
-    async fn publish(&self, _tree: &Tree, _image: &Image, _artifact: &Artifact) -> Result<Vec<String>, BuildError> {
+    async fn publish(
+        &self,
+        _tree: &Tree,
+        _image: &Image,
+        _artifact: &Artifact,
+        _events: &EventSink,
+    ) -> Result<Vec<String>, BuildError> {
         Ok(Vec::new())
     }
 }

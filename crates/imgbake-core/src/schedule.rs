@@ -572,7 +572,7 @@ async fn build_inner(
         && let Some(img) = ctx.tree.image(&d.image)
         && img.publish.is_some()
     {
-        let published = std::panic::AssertUnwindSafe(builder.publish(&ctx.tree, img, &artifact))
+        let published = std::panic::AssertUnwindSafe(builder.publish(&ctx.tree, img, &artifact, events))
             .catch_unwind()
             .await
             .unwrap_or_else(|p| Err(panicked("publishing", &*p)));

@@ -84,13 +84,13 @@ fn work_dir(job: &BuildJob, kind: &str, tree: &Tree, image: &Image) -> Result<(P
 }
 
 /// The disk size to grow the overlay to, if any (disks only grow).
-fn grown_size(s: &Settings, image: &Image, start: &StartDisk) -> Result<Option<u64>, BuildError> {
+fn grown_size(kind: &str, s: &Settings, image: &Image, start: &StartDisk) -> Result<Option<u64>, BuildError> {
     match s.disk_size {
         Some((bytes, _)) if bytes > start.virtual_size => Ok(Some(bytes)),
         Some((bytes, span)) if bytes < start.virtual_size => Err(BuildError::new(
             ErrorKind::Config,
             format!(
-                "image `{}`: qemu.disk_size ({} MiB) is smaller than the source disk ({} MiB); disks can only grow",
+                "image `{}`: {kind}.disk_size ({} MiB) is smaller than the source disk ({} MiB); disks can only grow",
                 image.name,
                 bytes >> 20,
                 start.virtual_size >> 20
@@ -138,7 +138,7 @@ impl<'a> Session<'a> {
         let partial_res =
             Resource::new(kind, "file", partial.display().to_string()).with("build_id", job.build_id.clone());
         job.record(partial_res.clone())?;
-        let size = grown_size(&s, image, &start)?;
+        let size = grown_size(kind, &s, image, &start)?;
         let backing = disk::backing_reference(&partial, &start.disk);
         disk::create_overlay(&partial, &backing, &start.format, size).await?;
         let seed = Seed::write(&work, &job.build_id)?;
@@ -228,7 +228,7 @@ impl<'a> Session<'a> {
 
     /// Log in, racing QEMU exiting; the errors say what the console showed.
     async fn login(&mut self, comm: &SshCommunicator, port: u16) -> Result<(), BuildError> {
-        let (image, s) = (self.image, &self.s);
+        let (image, s, kind) = (self.image, &self.s, self.kind);
         let wait = Wait::new(s.boot_timeout).interval(Duration::from_millis(250), Duration::from_secs(2));
         let machine =
             self.machine.as_mut().ok_or_else(|| BuildError::new(ErrorKind::Internal, "QEMU is not running"))?;
@@ -250,8 +250,9 @@ impl<'a> Session<'a> {
             CommError::ConnectTimeout { waited, last_error, .. } => BuildError::new(
                 ErrorKind::Timeout,
                 format!(
-                    "image `{}`: the machine did not accept SSH on 127.0.0.1:{port} within {waited:?} (qemu.boot_timeout {:?}); last error: {last_error}. Does the source disk boot and start an SSH server that reads the imgbake seed (docs/builders/qemu.md)? Last console output:\n{}",
+                    "image `{}`: the machine did not accept SSH on 127.0.0.1:{port} within {waited:?} ({}.boot_timeout {:?}); last error: {last_error}. Does the source disk boot and start an SSH server that reads the imgbake seed (docs/builders/qemu.md)? Last console output:\n{}",
                     image.name,
+                    kind,
                     s.boot_timeout,
                     if console.is_empty() { "(none)" } else { &console }
                 ),

@@ -126,7 +126,7 @@ fn stamp(path: &Path) -> Result<(u64, i128), QemuError> {
 }
 
 /// The sha256 of a file, from the cache when its size and mtime are unchanged.
-async fn hash_cached(path: &Path, cache: &Path) -> Result<String, BuildError> {
+pub async fn hash_cached(path: &Path, cache: &Path) -> Result<String, BuildError> {
     let path = path.to_path_buf();
     let cache = cache.to_path_buf();
     tokio::task::spawn_blocking(move || -> Result<String, QemuError> {

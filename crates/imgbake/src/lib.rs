@@ -40,21 +40,25 @@ pub use imgbake_core as core;
 pub use imgbake_null as null;
 #[cfg(feature = "qemu")]
 pub use imgbake_qemu as qemu;
+#[cfg(feature = "virtualbox")]
+pub use imgbake_virtualbox as virtualbox;
 #[cfg(feature = "vsphere")]
 pub use imgbake_vsphere as vsphere;
 
-/// The tree-file schemas of the builders this build of imgbake includes (`aws`, `qemu`, `vsphere`, `null`, per the
-/// crate's features), and the names of builders on the roadmap (named in errors). Pass them to
+/// The tree-file schemas of the builders this build of imgbake includes (`aws`, `qemu`, `vsphere`, `virtualbox`, `null`, per the
+/// crate's features). Pass them to
 /// [`config::LoadOptions`] to load trees that use them; [`load_options`] does.
 pub fn schemas() -> imgbake_config::Schemas {
     #[allow(unused_mut)]
-    let mut s = imgbake_config::Schemas::new().planned(&["virtualbox"]);
+    let mut s = imgbake_config::Schemas::new();
     #[cfg(feature = "aws")]
     s.add(imgbake_aws::AwsSchema::arc());
     #[cfg(feature = "qemu")]
     s.add(imgbake_qemu::QemuSchema::arc());
     #[cfg(feature = "vsphere")]
     s.add(imgbake_vsphere::VsphereSchema::arc());
+    #[cfg(feature = "virtualbox")]
+    s.add(imgbake_virtualbox::VirtualboxSchema::arc());
     #[cfg(feature = "null")]
     s.add(imgbake_null::NullSchema::arc());
     s
@@ -65,7 +69,7 @@ pub fn load_options() -> imgbake_config::LoadOptions {
     imgbake_config::LoadOptions { schemas: schemas(), ..Default::default() }
 }
 
-/// The builders this build of imgbake includes (`aws`, `qemu`, `vsphere`, `null`, per the crate's features).
+/// The builders this build of imgbake includes (`aws`, `qemu`, `vsphere`, `virtualbox`, `null`, per the crate's features).
 pub fn registry() -> imgbake_core::registry::Registry {
     #[allow(unused_mut)]
     let mut r = imgbake_core::registry::Registry::new();
@@ -75,6 +79,8 @@ pub fn registry() -> imgbake_core::registry::Registry {
     r.register(std::sync::Arc::new(imgbake_qemu::QemuBuilder::new()));
     #[cfg(feature = "vsphere")]
     r.register(std::sync::Arc::new(imgbake_vsphere::VsphereBuilder::default()));
+    #[cfg(feature = "virtualbox")]
+    r.register(std::sync::Arc::new(imgbake_virtualbox::VirtualboxBuilder::default()));
     #[cfg(feature = "null")]
     r.register(std::sync::Arc::new(imgbake_null::NullBuilder));
     r

@@ -124,7 +124,7 @@ share = { accounts = ["111122223333"] }"#,
     assert_eq!(bed.proxy.count("DescribeImages"), 2, "{:?}", bed.proxy.calls());
 
     // Publishing writes the SSM parameter in both regions.
-    let written = builder.publish(&tree, img, &artifact).await.unwrap();
+    let written = builder.publish(&tree, img, &artifact, &imgbake_core::event::EventSink::discard()).await.unwrap();
     assert_eq!(written.len(), 2, "{written:?}");
     for (region, ami) in &artifact.locations {
         let ssm = aws_sdk_ssm::Client::new(&bed.moto.sdk_config(region).await);
