@@ -1,6 +1,7 @@
 //! Every example tree shipped under images/ must pass `validate` and then `plan` against the bed:
 //! what `plan` refuses, `validate` must have refused first. AWS trees plan against moto (through the
-//! moto proxy); the vSphere tree against vcsim; the QEMU tree against the bed's local base image.
+//! moto proxy); the vSphere tree against vcsim; the QEMU and VirtualBox trees against the bed's local
+//! base image.
 //! Plan starts no machine.
 
 #[allow(dead_code)]
@@ -79,7 +80,7 @@ async fn every_example_tree_validates_and_plans_against_the_bed() {
     let registry: Registry = registry;
 
     let names = example_trees();
-    for expected in ["aws", "local", "vsphere"] {
+    for expected in ["aws", "boxes", "local", "vsphere"] {
         assert!(names.contains(&expected.to_string()), "{names:?}");
     }
     for name in &names {
