@@ -202,17 +202,44 @@ fn unknown_builders() {
 fn virtualbox_sources_formats_drivers_and_publishing_are_checked_offline() {
     let head = "[settings]\nname = \"boxes\"\n[stores.boxes]\ntype = \"http\"\nurl = \"http://127.0.0.1:1/b\"\n[defaults]\nbuilder = \"virtualbox\"\ncommunicator = { username = \"u\" }\n";
     let cases = [
-        ("[images.a]\nsource = { box = \"https://example.com/base.box\" }\n", "source.box is a URL: give its sha256 too"),
+        (
+            "[images.a]\nsource = { box = \"https://example.com/base.box\" }\n",
+            "source.box is a URL: give its sha256 too",
+        ),
         ("[images.a]\nsource = { box = \"missing.box\" }\n", "source.box `missing.box` does not exist"),
-        ("[images.a]\nsource = { ovf = \"https://example.com/x.ovf\", sha256 = \"00\" }\n", "source.ovf must be a local path"),
+        (
+            "[images.a]\nsource = { ovf = \"https://example.com/x.ovf\", sha256 = \"00\" }\n",
+            "source.ovf must be a local path",
+        ),
         ("[images.a]\nsource = { store = \"boxes\" }\n", "source.store needs `image`"),
-        ("[images.a]\nsource = { store = \"boxs\", image = \"base\" }\n", "names unknown store `boxs` (did you mean `boxes`?)"),
-        ("[images.a]\nsource = { store = \"boxes\", image = \"b\" }\nvirtualbox = { formats = [\"ovaa\"] }\n", "unknown format `ovaa` in virtualbox.formats (did you mean `ova`?)"),
-        ("[images.a]\nsource = { store = \"boxes\", image = \"b\" }\nvirtualbox = { driver = \"vboxmanage\" }\n", "virtualbox.driver = \"vboxmanage\" is not available yet"),
-        ("[images.a]\nsource = { store = \"boxes\", image = \"b\" }\nvirtualbox = { formats = [\"ova\"] }\npublish = { vagrant = { catalog = \"c.json\", name = \"team/a\" } }\n", "publish.vagrant of image `a`: it writes no Vagrant box"),
-        ("[images.a]\nsource = { store = \"boxes\", image = \"b\" }\nvirtualbox = { formats = [\"libvirt\"] }\n[images.b]\nparent = \"a\"\n", "image `b` starts from `a`, which writes no OVA or VirtualBox box"),
-        ("[images.a]\nsource = { store = \"boxes\", image = \"b\" }\npublish = { ssm_parameter = \"/x\" }\n", "publish.ssm_parameter has no effect on image `a`: it builds with virtualbox"),
-        ("[images.a]\nbuilder = \"aws\"\nsource = { ami = \"ami-0abc\" }\naws = { region = \"eu-west-1\" }\npublish = { store = \"boxes\" }\n", "publish.store has no effect on image `a`: it builds with aws"),
+        (
+            "[images.a]\nsource = { store = \"boxs\", image = \"base\" }\n",
+            "names unknown store `boxs` (did you mean `boxes`?)",
+        ),
+        (
+            "[images.a]\nsource = { store = \"boxes\", image = \"b\" }\nvirtualbox = { formats = [\"ovaa\"] }\n",
+            "unknown format `ovaa` in virtualbox.formats (did you mean `ova`?)",
+        ),
+        (
+            "[images.a]\nsource = { store = \"boxes\", image = \"b\" }\nvirtualbox = { driver = \"vboxmanage\" }\n",
+            "virtualbox.driver = \"vboxmanage\" is not available yet",
+        ),
+        (
+            "[images.a]\nsource = { store = \"boxes\", image = \"b\" }\nvirtualbox = { formats = [\"ova\"] }\npublish = { vagrant = { catalog = \"c.json\", name = \"team/a\" } }\n",
+            "publish.vagrant of image `a`: it writes no Vagrant box",
+        ),
+        (
+            "[images.a]\nsource = { store = \"boxes\", image = \"b\" }\nvirtualbox = { formats = [\"libvirt\"] }\n[images.b]\nparent = \"a\"\n",
+            "image `b` starts from `a`, which writes no OVA or VirtualBox box",
+        ),
+        (
+            "[images.a]\nsource = { store = \"boxes\", image = \"b\" }\npublish = { ssm_parameter = \"/x\" }\n",
+            "publish.ssm_parameter has no effect on image `a`: it builds with virtualbox",
+        ),
+        (
+            "[images.a]\nbuilder = \"aws\"\nsource = { ami = \"ami-0abc\" }\naws = { region = \"eu-west-1\" }\npublish = { store = \"boxes\" }\n",
+            "publish.store has no effect on image `a`: it builds with aws",
+        ),
     ];
     for (body, want) in cases {
         let d = tree(&[("tree.toml", &format!("{head}{body}"))]);
