@@ -146,8 +146,9 @@ pub struct Bastion {
 }
 
 /// An artifact store (`[stores.NAME]`): where images publish their files and where a child built
-/// elsewhere finds its parent's. See docs/stores.md.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+/// elsewhere finds its parent's. See docs/stores.md. Its `Debug` hides the credentials given
+/// directly.
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Store {
     /// Its name (the key under `[stores]`).
@@ -181,6 +182,27 @@ pub struct Store {
     /// Where `[stores.NAME]` is.
     #[serde(skip)]
     pub span: crate::Span,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| crate::REDACTED);
+        f.debug_struct("Store")
+            .field("name", &self.name)
+            .field("kind", self.kind.get_ref())
+            .field("url", &self.url.as_ref().map(|u| u.get_ref()))
+            .field("bucket", &self.bucket.as_ref().map(|b| b.get_ref()))
+            .field("prefix", &self.prefix)
+            .field("region", &self.region)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("username_env", &self.username_env.as_ref().map(|v| v.get_ref()))
+            .field("password_env", &self.password_env.as_ref().map(|v| v.get_ref()))
+            .field("token_env", &self.token_env.as_ref().map(|v| v.get_ref()))
+            .field("username", &self.username)
+            .field("password", &hidden(&self.password))
+            .field("token", &hidden(&self.token))
+            .finish()
+    }
 }
 
 /// One step, with the settings every kind shares.

@@ -270,4 +270,11 @@ fn stores_are_checked_offline_with_their_type_s_keys() {
     ));
     let t = t.unwrap();
     assert_eq!(t.stores().keys().collect::<Vec<_>>(), ["a", "b"]);
+
+    // Credentials given directly never show in a Debug print of the store (or of the tree).
+    let (_d, t) = load(&format!(
+        "{HEAD}[stores.a]\ntype = \"http\"\nurl = \"https://x/y\"\ntoken = \"tok-12345\"\n[images.bowl]\nsource = {{ clay = \"red\" }}\n"
+    ));
+    let shown = format!("{:?}", t.unwrap().store("a").unwrap());
+    assert!(!shown.contains("tok-12345") && shown.contains("<sensitive>"), "{shown}");
 }
