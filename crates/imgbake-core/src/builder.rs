@@ -346,6 +346,12 @@ pub trait Builder: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// Before the run builds `image`: can its `publish` work (credentials given, the target
+    /// reachable)? Called only when the run publishes. Default: nothing to check.
+    async fn check_publish(&self, _tree: &Tree, _image: &Image) -> Result<(), BuildError> {
+        Ok(())
+    }
+
     /// Announce an image's newest artifact (e.g. SSM parameters). Returns what was written, for people.
     async fn publish(
         &self,

@@ -264,6 +264,9 @@ pub async fn run(
         .rerender(&Stamp::new(build_id.clone(), started))
         .map_err(|e| BuildError::new(ErrorKind::Config, e.to_string()))?;
     let events = events.with_secrets(tree.secrets());
+    if opts.publish {
+        check_publishing(&stamped, plan, registry).await?;
+    }
     let manifest_path =
         if opts.write_manifest { Some(opts.manifest.clone().unwrap_or_else(|| tree.manifest_path())) } else { None };
     let mut manifest = manifest_path.as_deref().and_then(Manifest::read).unwrap_or_default();
@@ -349,6 +352,19 @@ pub async fn run(
 }
 
 /// A panic's payload as an error (the message is a `&str` or a `String` for `panic!` and overflows).
+/// Before any build: every image to build that publishes can (credentials, a reachable store), so
+/// a long build does not end in "built but publishing failed".
+async fn check_publishing(tree: &Tree, plan: &Plan, registry: &Registry) -> Result<(), BuildError> {
+    for d in plan.decisions.iter().filter(|d| d.action == Action::Build) {
+        if let (Some(img), Some(builder)) = (tree.image(&d.image), registry.get(&d.builder))
+            && img.publish.is_some()
+        {
+            builder.check_publish(tree, img).await?;
+        }
+    }
+    Ok(())
+}
+
 fn panicked(what: &str, payload: &(dyn std::any::Any + Send)) -> BuildError {
     let msg = payload
         .downcast_ref::<&str>()

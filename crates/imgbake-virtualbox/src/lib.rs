@@ -123,6 +123,10 @@ impl Builder for VirtualboxBuilder {
         Ok(())
     }
 
+    async fn check_publish(&self, tree: &Tree, image: &Image) -> Result<(), BuildError> {
+        publish::check(tree, image).await
+    }
+
     async fn publish(
         &self,
         tree: &Tree,

@@ -26,6 +26,22 @@ pub async fn client(store: &Store, image: &Image) -> Result<Client, BuildError> 
     })
 }
 
+/// Before the build: the store's credentials are there and it answers for this image's record (a
+/// HEAD: refused credentials and an unreachable server show now, not after the build).
+pub async fn check(tree: &Tree, image: &Image) -> Result<(), BuildError> {
+    let Some(name) = image.publish.as_ref().and_then(|p| p.store()) else { return Ok(()) };
+    let Some(st) = tree.store(name.get_ref()) else { return Ok(()) };
+    let client = client(st, image).await?;
+    client.head(&Published::key(&tree.name(), &image.name)).await.map(|_| ()).map_err(|e| {
+        BuildError::new(
+            ErrorKind::Config,
+            format!("image `{}` publishes to store `{}`, which cannot be used", image.name, st.name),
+        )
+        .at(Span::new(name.span()))
+        .caused_by(e)
+    })
+}
+
 /// The Vagrant provider of a format.
 fn provider_of(format: &str) -> Option<&'static str> {
     match format {
