@@ -397,7 +397,8 @@ impl HttpStore {
         self.check_stored(key, size, &digests, tuning).await?;
         let file_name = key.rsplit('/').next().unwrap_or(key);
         let sidecar = format!("{}  {file_name}\n", digests.sha256_hex());
-        self.put(&Self::sidecar(key), Bytes::from(sidecar), "text/plain", &digest_bytes(b""), tuning, false).await?;
+        let sums = digest_bytes(sidecar.as_bytes());
+        self.put(&Self::sidecar(key), Bytes::from(sidecar), "text/plain", &sums, tuning, false).await?;
         Ok(Object { key: key.to_owned(), size, sha256: digests.sha256_hex(), sha1: digests.sha1_hex(), url })
     }
 
@@ -444,17 +445,16 @@ impl HttpStore {
         check: bool,
     ) -> Result<(), StoreError> {
         let url = self.url_of(key);
-        let with_sums = check;
         retry(tuning, || async {
-            let mut builder = self
+            let request = self
                 .http
                 .request(Method::PUT, &url)
                 .header(CONTENT_LENGTH, data.len())
-                .header(CONTENT_TYPE, content_type);
-            if with_sums {
-                builder = builder.header(SHA256_HEADER, digests.sha256_hex()).header(SHA1_HEADER, digests.sha1_hex());
-            }
-            let request = builder.body(full(data.clone())).map_err(|e| self.http.bad_request(&Method::PUT, key, e))?;
+                .header(CONTENT_TYPE, content_type)
+                .header(SHA256_HEADER, digests.sha256_hex())
+                .header(SHA1_HEADER, digests.sha1_hex())
+                .body(full(data.clone()))
+                .map_err(|e| self.http.bad_request(&Method::PUT, key, e))?;
             let response =
                 tokio::time::timeout(tuning.stall_timeout, self.http.send(request, key)).await.map_err(|_| {
                     Failure::Transient(StoreError::Transfer {
