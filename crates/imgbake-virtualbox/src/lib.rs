@@ -149,19 +149,21 @@ fn leftovers(dir: &Path, names: &BTreeSet<&str>, filter: &SweepFilter) -> Vec<Re
     for e in entries.flatten() {
         let path = e.path();
         let file = e.file_name().to_string_lossy().into_owned();
-        let (stem, kind, partial) = if let Some(s) = file.strip_prefix('.').and_then(|f| f.strip_suffix(".source")) {
-            (s.to_string(), "dir", true)
-        } else if let Some(s) = file.strip_suffix(".partial.qcow2") {
-            (s.to_string(), "file", true)
-        } else if let Some(s) =
-            [".ova.partial", ".libvirt.box.partial", ".box.partial"].iter().find_map(|x| file.strip_suffix(x))
-        {
-            (s.to_string(), "file", true)
-        } else if let Some(s) = [".libvirt.box", ".ova", ".box"].iter().find_map(|x| file.strip_suffix(x)) {
-            (s.to_string(), "file", false)
-        } else {
-            continue;
-        };
+        let (stem, kind, partial) =
+            if let Some(s) = file.strip_prefix('.').and_then(|f| f.strip_suffix(".virtualbox.source")) {
+                (s.to_string(), "dir", true)
+            } else if let Some(s) = file.strip_suffix(".virtualbox.partial.qcow2") {
+                (s.to_string(), "file", true)
+            } else if let Some(s) = [".ova.partial", ".libvirt.box.partial", ".box.partial", ".virtualbox.json.partial"]
+                .iter()
+                .find_map(|x| file.strip_suffix(x))
+            {
+                (s.to_string(), "file", true)
+            } else if let Some(s) = [".libvirt.box", ".ova", ".box"].iter().find_map(|x| file.strip_suffix(x)) {
+                (s.to_string(), "file", false)
+            } else {
+                continue;
+            };
         if !partial && sidecar::path_for(dir, &stem).exists() {
             continue;
         }
