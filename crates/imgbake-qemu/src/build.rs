@@ -4,23 +4,19 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use imgbake_config::{Image, Tree};
 use imgbake_core::artifact::Artifact;
-use imgbake_core::builder::{Build, BuildJob, BuildSource};
+use imgbake_core::builder::{BuildJob, BuildSource};
 use imgbake_core::cleanup::Resource;
-use imgbake_core::communicator::Communicator;
 use imgbake_core::error::{BuildError, ErrorKind};
-use imgbake_core::reboot::PlatformReboot;
-use imgbake_core::sanitize::SanitizeItems;
 
 use crate::builder::QemuBuilder;
 use crate::disk;
 use crate::error::QemuError;
-use crate::session::{Session, StartDisk};
+use crate::session::{Capture, Session, StartDisk};
 use crate::settings::{OutputFormat, Settings};
 use crate::sidecar::{self, Sidecar};
 use crate::source::{self, RootSource};
@@ -132,29 +128,13 @@ impl QemuBuild<'_> {
 }
 
 #[async_trait]
-impl Build for QemuBuild<'_> {
-    async fn launch(&mut self) -> Result<(), BuildError> {
-        self.session.launch().await
+impl<'a> Capture<'a> for QemuBuild<'a> {
+    fn session(&self) -> &Session<'a> {
+        &self.session
     }
 
-    async fn connect(&mut self) -> Result<Box<dyn Communicator>, BuildError> {
-        self.session.connect().await
-    }
-
-    fn platform_reboot(&self) -> Option<Arc<dyn PlatformReboot>> {
-        self.session.platform_reboot()
-    }
-
-    async fn lost(&mut self) -> BuildError {
-        self.session.lost().await
-    }
-
-    fn sanitize_items(&self) -> SanitizeItems {
-        self.session.sanitize_items()
-    }
-
-    async fn shutdown(&mut self, comm: &dyn Communicator) -> Result<(), BuildError> {
-        self.session.shutdown(comm).await
+    fn session_mut(&mut self) -> &mut Session<'a> {
+        &mut self.session
     }
 
     /// The overlay becomes the artifact as it is, or converted; then the sidecar.
@@ -180,9 +160,5 @@ impl Build for QemuBuild<'_> {
         self.session.finish()?;
         job.events.info(format!("artifact {}", disk_path.display()));
         Ok(artifact)
-    }
-
-    async fn failed(&mut self, error: &BuildError) {
-        self.session.failed(error).await
     }
 }

@@ -103,7 +103,7 @@ impl Builder for QemuBuilder {
     }
 
     async fn prepare<'a>(&'a self, job: &'a BuildJob) -> Result<Box<dyn Build + 'a>, BuildError> {
-        Ok(Box::new(crate::build::prepare(self, job).await?))
+        Ok(Box::new(crate::session::SessionBuild(crate::build::prepare(self, job).await?)))
     }
 
     async fn destroy(&self, _tree: &Tree, resource: &Resource, _events: &EventSink) -> Result<(), BuildError> {

@@ -4,8 +4,9 @@
 //! with the overlay, SSH through the forwarded port, the platform reboot over QMP, and the ACPI
 //! shutdown. What the overlay becomes (the capture) is the caller's.
 //!
-//! Everything it creates is journaled under the caller's builder `kind`, so that builder's
-//! `destroy` removes it with [`destroy`].
+//! A builder implements [`Capture`] (what the overlay becomes) and hands [`SessionBuild`] to core
+//! as its `Build`. Everything a session creates is journaled under the caller's builder `kind`, so
+//! that builder's `destroy` removes it with [`destroy`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -101,7 +102,7 @@ fn grown_size(kind: &str, s: &Settings, image: &Image, start: &StartDisk) -> Res
     }
 }
 
-/// One QEMU machine in progress: created by [`Session::prepare`], driven by the caller's `Build`.
+/// One QEMU machine in progress: created by [`Session::prepare`], driven through [`SessionBuild`].
 pub struct Session<'a> {
     job: &'a BuildJob,
     tree: &'a Tree,
@@ -379,5 +380,57 @@ impl<'a> Session<'a> {
         } else {
             machine.kill().await;
         }
+    }
+}
+
+/// A builder's build whose machine is a [`Session`]: it says only what the overlay becomes.
+#[async_trait::async_trait]
+pub trait Capture<'a>: Send {
+    /// The session it runs.
+    fn session(&self) -> &Session<'a>;
+
+    /// The session it runs, to drive.
+    fn session_mut(&mut self) -> &mut Session<'a>;
+
+    /// The `capture` phase (the machine is down): the overlay becomes the artifact.
+    async fn capture(&mut self) -> Result<imgbake_core::artifact::Artifact, BuildError>;
+}
+
+/// A [`Capture`] as a [`Build`](imgbake_core::builder::Build): every phase but the capture is the
+/// session's.
+pub struct SessionBuild<C>(pub C);
+
+#[async_trait::async_trait]
+impl<'a, C: Capture<'a>> imgbake_core::builder::Build for SessionBuild<C> {
+    async fn launch(&mut self) -> Result<(), BuildError> {
+        self.0.session_mut().launch().await
+    }
+
+    async fn connect(&mut self) -> Result<Box<dyn Communicator>, BuildError> {
+        self.0.session_mut().connect().await
+    }
+
+    fn platform_reboot(&self) -> Option<Arc<dyn PlatformReboot>> {
+        self.0.session().platform_reboot()
+    }
+
+    async fn lost(&mut self) -> BuildError {
+        self.0.session_mut().lost().await
+    }
+
+    fn sanitize_items(&self) -> SanitizeItems {
+        self.0.session().sanitize_items()
+    }
+
+    async fn shutdown(&mut self, comm: &dyn Communicator) -> Result<(), BuildError> {
+        self.0.session_mut().shutdown(comm).await
+    }
+
+    async fn capture(&mut self) -> Result<imgbake_core::artifact::Artifact, BuildError> {
+        self.0.capture().await
+    }
+
+    async fn failed(&mut self, error: &BuildError) {
+        self.0.session_mut().failed(error).await
     }
 }

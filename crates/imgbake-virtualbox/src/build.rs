@@ -4,18 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use imgbake_core::artifact::Artifact;
-use imgbake_core::builder::{Build, BuildJob, BuildSource};
+use imgbake_core::builder::{BuildJob, BuildSource};
 use imgbake_core::cleanup::Resource;
-use imgbake_core::communicator::Communicator;
 use imgbake_core::error::{BuildError, ErrorKind};
-use imgbake_core::reboot::PlatformReboot;
-use imgbake_core::sanitize::SanitizeItems;
-use imgbake_qemu::session::{Session, StartDisk};
+use imgbake_qemu::session::{Capture, Session, StartDisk};
 
 use crate::format::{self, FormatError, StreamDisk, VagrantSsh};
 use crate::settings::Settings;
@@ -201,29 +197,13 @@ impl VirtualboxBuild<'_> {
 }
 
 #[async_trait]
-impl Build for VirtualboxBuild<'_> {
-    async fn launch(&mut self) -> Result<(), BuildError> {
-        self.session.launch().await
+impl<'a> Capture<'a> for VirtualboxBuild<'a> {
+    fn session(&self) -> &Session<'a> {
+        &self.session
     }
 
-    async fn connect(&mut self) -> Result<Box<dyn Communicator>, BuildError> {
-        self.session.connect().await
-    }
-
-    fn platform_reboot(&self) -> Option<Arc<dyn PlatformReboot>> {
-        self.session.platform_reboot()
-    }
-
-    async fn lost(&mut self) -> BuildError {
-        self.session.lost().await
-    }
-
-    fn sanitize_items(&self) -> SanitizeItems {
-        self.session.sanitize_items()
-    }
-
-    async fn shutdown(&mut self, comm: &dyn Communicator) -> Result<(), BuildError> {
-        self.session.shutdown(comm).await
+    fn session_mut(&mut self) -> &mut Session<'a> {
+        &mut self.session
     }
 
     /// The overlay becomes a streamOptimized VMDK once, then each format; each is verified.
@@ -259,9 +239,5 @@ impl Build for VirtualboxBuild<'_> {
             job.release(r)?;
         }
         Ok(artifact)
-    }
-
-    async fn failed(&mut self, error: &BuildError) {
-        self.session.failed(error).await
     }
 }

@@ -85,7 +85,7 @@ impl Builder for VirtualboxBuilder {
     }
 
     async fn prepare<'a>(&'a self, job: &'a BuildJob) -> Result<Box<dyn Build + 'a>, BuildError> {
-        Ok(Box::new(build::prepare(self, job).await?))
+        Ok(Box::new(imgbake_qemu::session::SessionBuild(build::prepare(self, job).await?)))
     }
 
     async fn destroy(&self, _tree: &Tree, resource: &Resource, _events: &EventSink) -> Result<(), BuildError> {

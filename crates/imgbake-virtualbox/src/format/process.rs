@@ -1,7 +1,6 @@
 //! Running `qemu-img`: killed when dropped, in its own process group, dying with imgbake, with the
 //! tail of its stderr in the error.
 
-use std::ffi::OsStr;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -13,26 +12,9 @@ use super::error::FormatError;
 const STDERR_TAIL_LINES: usize = 20;
 const STDERR_TAIL_BYTES: usize = 4000;
 
-/// A command that dies with this process (`PR_SET_PDEATHSIG`), in its own process group (a Ctrl-C
-/// at the terminal reaches imgbake only), killed when its future is dropped.
-pub(crate) fn guarded(program: impl AsRef<OsStr>) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.kill_on_drop(true).process_group(0).stdin(Stdio::null());
-    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
-    unsafe {
-        let parent = libc::getpid();
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-    cmd
-}
+/// A command that dies with this process, in its own process group, killed when its future is
+/// dropped: the qemu crate's.
+pub(crate) use imgbake_qemu::process::guarded;
 
 /// Run `cmd` to completion (within `timeout`, when given; the child is killed after it) and return
 /// its stdout. A failure carries the last lines of its stderr.
