@@ -105,6 +105,9 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Turn other tools' templates into a tree file (`imgbake import packer PATH...`).
+    #[command(subcommand)]
+    Import(ImportFrom),
     /// Delete old artifacts: keep the newest N per image (never the newest, never a kept child's parent).
     Prune {
         #[command(flatten)]
@@ -119,6 +122,50 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImportFrom {
+    /// Packer templates (JSON, HCL2 files or directories) to one tree file, with a report of every key.
+    ///
+    /// Exit code 0: written (or, with --check, everything carries over); 1: something has no
+    /// equivalent yet (listed with file:line; nothing is written without --allow-unmapped); 2: usage error.
+    Packer(PackerImport),
+}
+
+#[derive(Args, Debug)]
+pub struct PackerImport {
+    /// Templates: `*.json`, `*.pkr.hcl`, or directories of `*.pkr.hcl` (one template each). Several make one tree.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// A Packer var-file (`*.pkrvars.hcl` or JSON): its values become the variables' defaults (repeatable).
+    #[arg(long = "var-file", value_name = "FILE")]
+    pub var_files: Vec<PathBuf>,
+    /// PARENT=CHILD: the child template is built from the parent's output, when nothing in the files says so (repeatable).
+    #[arg(long, value_name = "PARENT=CHILD", value_parser = parse_chain)]
+    pub chain: Vec<(PathBuf, PathBuf)>,
+    /// Where to write the tree file; paths in it are relative to its directory.
+    #[arg(long, short = 'o', default_value = "tree.toml", value_name = "FILE")]
+    pub output: PathBuf,
+    /// The tree's name (default: the output directory's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Only print the report; write nothing.
+    #[arg(long)]
+    pub check: bool,
+    /// Write the tree even when some keys have no equivalent (they become TODO comments).
+    #[arg(long)]
+    pub allow_unmapped: bool,
+    /// Overwrite an existing output file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn parse_chain(s: &str) -> Result<(PathBuf, PathBuf), String> {
+    match s.split_once('=') {
+        Some((p, c)) if !p.is_empty() && !c.is_empty() => Ok((PathBuf::from(p), PathBuf::from(c))),
+        _ => Err(format!("`{s}` is not PARENT=CHILD (e.g. base.json=app.json)")),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

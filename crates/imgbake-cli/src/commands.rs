@@ -9,7 +9,7 @@ use imgbake::core::event::EventSink;
 use imgbake::core::plan::{Action, Plan, PlanOptions};
 use imgbake::core::schedule::{RunOptions, RunSummary, Status};
 
-use crate::args::{Cli, Command, GraphFormat, OnError, Selection, TreeArgs};
+use crate::args::{Cli, Command, GraphFormat, ImportFrom, OnError, PackerImport, Selection, TreeArgs};
 use crate::output::color_stderr;
 use crate::view;
 
@@ -20,6 +20,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate(t) => Ok(validate(&t, color)),
         Command::Graph { tree, format } => graph(&tree, format, color),
+        Command::Import(ImportFrom::Packer(p)) => import_packer(&p, color),
         other => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let code = rt.block_on(run_async(other, color));
@@ -57,7 +58,7 @@ async fn run_async(cmd: Command, color: bool) -> Result<ExitCode> {
             clean_cmd(&tree, build_id, older_than, dry_run, color).await
         }
         Command::Prune { tree, keep, only, dry_run } => prune_cmd(&tree, keep, only, dry_run, color).await,
-        Command::Validate(_) | Command::Graph { .. } => unreachable!("handled without a runtime"),
+        Command::Validate(_) | Command::Graph { .. } | Command::Import(_) => unreachable!("handled without a runtime"),
     }
 }
 
@@ -110,6 +111,54 @@ fn validate(t: &TreeArgs, color: bool) -> ExitCode {
         tree.sources().files().len()
     );
     ExitCode::SUCCESS
+}
+
+fn import_packer(p: &PackerImport, color: bool) -> Result<ExitCode> {
+    use imgbake::import::{ImportParams, import};
+    let params = ImportParams {
+        inputs: p.paths.clone(),
+        var_files: p.var_files.clone(),
+        chains: p.chain.clone(),
+        output: p.output.clone(),
+        name: p.name.clone(),
+    };
+    let imported = match import(&params) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(if matches!(e, imgbake::import::Error::Usage(_)) { 2 } else { 1 }));
+        }
+    };
+    let unmapped = imported.report.unmapped().count();
+    if p.check {
+        print!("{}", imported.report);
+        return Ok(ExitCode::from(if unmapped > 0 && !p.allow_unmapped { 1 } else { 0 }));
+    }
+    eprint!("{}", imported.report);
+    if unmapped > 0 && !p.allow_unmapped {
+        eprintln!(
+            "{unmapped} key{} ha{} no imgbake equivalent yet (UNMAPPED above): nothing written. Change the templates, or pass --allow-unmapped to write the tree with TODO comments",
+            if unmapped == 1 { "" } else { "s" },
+            if unmapped == 1 { "s" } else { "ve" }
+        );
+        return Ok(ExitCode::from(1));
+    }
+    if p.output.exists() && !p.force {
+        eprintln!("error: {} exists; pass --force to overwrite it", p.output.display());
+        return Ok(ExitCode::from(2));
+    }
+    std::fs::write(&p.output, &imported.tree).map_err(|e| format!("writing {}: {e}", p.output.display()))?;
+    eprintln!("wrote {}", p.output.display());
+    // Say at once whether the tree validates (a required variable may still need --var).
+    let args = TreeArgs { tree: p.output.clone(), vars: Vec::new(), var_files: Vec::new() };
+    match load(&args) {
+        Ok(_) => eprintln!("{}: valid", p.output.display()),
+        Err(d) => {
+            eprintln!("{} does not validate yet (variables without defaults need --var):", p.output.display());
+            report(&d, color);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn graph(t: &TreeArgs, format: GraphFormat, color: bool) -> Result<ExitCode> {

@@ -176,3 +176,50 @@ fn validate_makes_no_network_call() {
     let p = std::fs::read_to_string(&probe).unwrap_or_default();
     assert!(p.contains("AF_INET"), "strace did not see a connect; the test would prove nothing: {p}");
 }
+
+#[test]
+fn import_packer_writes_a_tree_that_validates_and_says_what_it_could_not_map() {
+    let d = tempfile::tempdir().unwrap();
+    let team = repo().join("crates/imgbake-import/tests/corpus/01-team-windows-json/win2012r2-template.json");
+    let out = d.path().join("tree.toml");
+    // Everything in the team's template carries over: written, exit 0.
+    let o = imgbake().args(["import", "packer"]).arg(&team).arg("-o").arg(&out).watched();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("0 unmapped"), "{err}");
+    let o = imgbake().arg("validate").arg(&out).args(["--var", "vm_name=test-ami"]).watched();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    // An existing file is not overwritten without --force.
+    let o = imgbake().args(["import", "packer"]).arg(&team).arg("-o").arg(&out).watched();
+    assert_eq!(o.status.code(), Some(2));
+
+    // Spot instances have no equivalent: --check names them and exits 1; nothing is written.
+    let spot = d.path().join("spot.json");
+    std::fs::write(
+        &spot,
+        r#"{"builders": [{"type": "amazon-ebs", "region": "eu-west-1", "source_ami": "ami-0123456789abcdef0",
+            "ssh_username": "admin", "ami_name": "spot-{{timestamp}}",
+            "spot_price": "auto"}]}"#,
+    )
+    .unwrap();
+    let o = imgbake().args(["import", "packer", "--check"]).arg(&spot).watched();
+    assert_eq!(o.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert!(report.contains("spot.json:3:27  UNMAPPED  amazon-ebs.spot_price"), "{report}");
+    let other = d.path().join("other.toml");
+    let o = imgbake().args(["import", "packer"]).arg(&spot).arg("-o").arg(&other).watched();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!other.exists());
+    let o = imgbake().args(["import", "packer", "--allow-unmapped"]).arg(&spot).arg("-o").arg(&other).watched();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read_to_string(&other).unwrap().contains("[images.spot]"));
+    // A template that is not JSON is a usage problem with its place.
+    std::fs::write(d.path().join("bad.json"), "{\n  \"builders\": [\n").unwrap();
+    let o = imgbake().args(["import", "packer", "--check"]).arg(d.path().join("bad.json")).watched();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("bad.json:2:15: Unterminated array"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

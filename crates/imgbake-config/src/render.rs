@@ -40,6 +40,9 @@ const IMAGE_KEYS: &[&str] = &[
 /// Keys whose strings are templates rendered later, per command (not at load).
 const DEFERRED_KEYS: &[&str] = &["execute_command"];
 
+/// The key a value of an `env` table is rendered under (no environment variable is named so).
+const ENV_VALUE: &str = "env value";
+
 /// `builder = "aws"` or `builder = ["aws", "qemu"]`.
 #[derive(Debug, Clone)]
 struct OneOrMany(Vec<String>);
@@ -205,7 +208,9 @@ impl<'p> Renderer<'p> {
                 if key.is_some_and(|k| DEFERRED_KEYS.contains(&k)) || !s.contains("{{") {
                     return;
                 }
-                if let Some(name) = whole_var(s)
+                // An environment value is a string whatever the variable's type: `{{ var.n }}` of
+                // a number gives its digits there.
+                if let Some(name) = whole_var(s).filter(|_| key != Some(ENV_VALUE))
                     && let Some(var) = self.project.vars.get(name)
                     && !var.value.is_str()
                     && let Ok(mut nv) = DeValue::parse(&var.toml_text)
@@ -221,8 +226,9 @@ impl<'p> Renderer<'p> {
             }
             DeValue::Array(a) => a.iter_mut().for_each(|e| self.render(e, key, ctx, diags)),
             DeValue::Table(t) => {
+                let env = key == Some("env");
                 for (k, val) in t.iter_mut() {
-                    self.render(val, Some(k.get_ref().as_ref()), ctx, diags);
+                    self.render(val, Some(if env { ENV_VALUE } else { k.get_ref().as_ref() }), ctx, diags);
                 }
             }
             _ => {}

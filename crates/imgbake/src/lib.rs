@@ -36,6 +36,8 @@
 pub use imgbake_aws as aws;
 pub use imgbake_config as config;
 pub use imgbake_core as core;
+#[cfg(feature = "import")]
+pub use imgbake_import as import;
 #[cfg(feature = "null")]
 pub use imgbake_null as null;
 #[cfg(feature = "qemu")]

@@ -1,0 +1,8 @@
+name             'acme_base'
+maintainer       'Platform Infra'
+maintainer_email 'platform-infra@acme.example'
+license          'Apache-2.0'
+description      'Baseline configuration for Acme Linux hosts'
+version          '1.6.0'
+chef_version     '>= 17.0'
+supports         'amazon'

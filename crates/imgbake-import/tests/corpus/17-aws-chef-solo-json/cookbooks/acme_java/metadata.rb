@@ -1,0 +1,7 @@
+name         'acme_java'
+maintainer   'Platform Infra'
+license      'Apache-2.0'
+description  'Installs Amazon Corretto for Acme app servers'
+version      '0.9.2'
+chef_version '>= 17.0'
+depends      'acme_base'

@@ -1,0 +1,6 @@
+#!/bin/sh
+set -eu
+
+snap install amazon-ssm-agent --classic || snap refresh amazon-ssm-agent
+apt-get -y -q install ec2-instance-connect
+cloud-init clean --logs

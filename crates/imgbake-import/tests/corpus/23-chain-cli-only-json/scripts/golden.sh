@@ -1,0 +1,8 @@
+#!/bin/sh
+set -eu
+export DEBIAN_FRONTEND=noninteractive
+
+apt-get update -q
+apt-get -y -q upgrade
+apt-get -y -q install docker.io awscli
+systemctl enable docker
