@@ -52,7 +52,11 @@ fn parse(file: &Path) -> Result<Parsed, Error> {
 
 /// Reads a template (file or directory).
 pub fn read(path: &Path) -> Result<Template, Error> {
-    let dir = if path.is_dir() { path.to_path_buf() } else { path.parent().unwrap_or(Path::new(".")).to_path_buf() };
+    let dir = if path.is_dir() {
+        std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+    } else {
+        crate::json::template_dir(path)
+    };
     let parsed: Vec<Parsed> = files(path)?.iter().map(|f| parse(f)).collect::<Result<_, _>>()?;
     // Locals first: any file's expressions may use any file's locals.
     let mut locals: HashMap<String, (Expression, usize)> = HashMap::new();

@@ -17,7 +17,7 @@ pub fn read(path: &Path, text: &str) -> Result<Template, Error> {
     let Some(ast::Value::Object(root)) = parsed.value else {
         return Err(Error::parse(lines.loc(0), "a JSON template is an object with `builders`".into()));
     };
-    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let dir = template_dir(path);
     let cx = Cx { template_dir: dir.display().to_string() };
     let r = Reader { lines: &lines, cx };
     let mut t = Template {
@@ -60,6 +60,12 @@ pub fn read(path: &Path, text: &str) -> Result<Template, Error> {
     }
     t.builds.push(build);
     Ok(t)
+}
+
+/// The directory of a template file, absolute (`{{template_dir}}`, relative paths).
+pub fn template_dir(path: &Path) -> std::path::PathBuf {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf())
 }
 
 /// Variable values from a JSON var-file (`{"name": "value"}`).

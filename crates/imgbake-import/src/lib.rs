@@ -204,6 +204,18 @@ fn variables_of(t: &Template, given: &[(String, Node, PathBuf)], out: &mut Index
         let from_file = given.iter().find(|(k, _, _)| *k == v.name);
         let default_node = from_file.map(|(_, n, _)| n).or(v.default.as_ref());
         let default = match default_node.map(translate::value) {
+            // A sensitive value never goes into the tree (nor into the report): it is passed when
+            // imgbake runs.
+            Some(_) if v.sensitive => {
+                report.push(
+                    Outcome::Changed,
+                    &v.loc,
+                    format!("variable {}", v.name),
+                    Some(format!("variables.{}", v.name)),
+                    "sensitive: its value stays out of the tree; pass it with --var or IMGBAKE_VAR_NAME",
+                );
+                None
+            }
             Some(Ok(d)) => Some(d),
             Some(Err(why)) => {
                 report.push(

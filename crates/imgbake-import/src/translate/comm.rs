@@ -87,6 +87,13 @@ pub(crate) fn communicator(body: &mut Body, os: &Os, builder: &str, img: &mut Im
                     &key(k),
                     "on AWS imgbake logs in with a key it makes for each build (Windows too): no password",
                 );
+            } else if !n.str().is_some_and(|p| p.starts_with("{{ var.") || p.starts_with("{{ env ")) {
+                // A password written into the template stays out of the tree.
+                tx.unmapped(
+                    &n.loc,
+                    &key(k),
+                    "a password written in the template: declare a sensitive variable and set `communicator.password = \"{{ var.NAME }}\"` (passed with --var or IMGBAKE_VAR_NAME)",
+                );
             } else {
                 tx.put(&mut img.communicator, &n, &key(k), "password", &to("password"));
             }

@@ -326,7 +326,10 @@ fn shell(p: &Plugin, body: &mut Body, kind: &str, img: &Image, tx: &mut Tx) -> S
     if let Some(n) = take(body, "elevated_password") {
         tx.dropped(&n.loc, &key("elevated_password"), "elevated steps run as SYSTEM: no password");
     }
-    for k in ["remote_folder", "remote_path", "remote_file", "remote_env_var_path"] {
+    if let Some(n) = take(body, "remote_folder") {
+        tx.put(&mut b, &n, &key("remote_folder"), "remote_dir", &to("remote_dir"));
+    }
+    for k in ["remote_path", "remote_file", "remote_env_var_path"] {
         if let Some(n) = take(body, k) {
             tx.dropped(&n.loc, &key(k), "imgbake uploads scripts under unique names in `remote_dir` (default /tmp, C:/Windows/Temp) and removes them");
         }
@@ -375,7 +378,12 @@ pub(crate) fn execute_command(s: &str) -> Result<String, String> {
     if out.contains("{{.") || out.contains("{{ .") {
         return Err("it uses a Packer value other than `{{ .Vars }}` and `{{ .Path }}`".into());
     }
-    if out.contains("{{ var.") && out.contains("sudo -S") {
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let sudo_reads_password = words.iter().enumerate().any(|(i, w)| {
+        *w == "sudo"
+            && words[i + 1..].iter().take_while(|f| f.starts_with('-')).any(|f| !f.starts_with("--") && f.contains('S'))
+    });
+    if sudo_reads_password || out.contains("| sudo") {
         return Err(
             "a password piped to `sudo -S` sits on a command line, visible in the machine's process list: give the build user passwordless sudo and use `sudo -n sh -c {{quote command}}`"
                 .into(),
@@ -653,13 +661,12 @@ mod tests {
 
     #[test]
     fn execute_commands_keep_their_wrapper() {
-        assert_eq!(
-            ec("echo 'packer' | sudo -S sh -c '{{vars}} {{path}}'").unwrap(),
-            "echo 'packer' | sudo -S sh -c {{quote command}}"
-        );
+        // A password for sudo would sit on a command line: refused, literal or a variable.
+        assert!(ec("echo 'packer' | sudo -S sh -c '{{vars}} {{path}}'").unwrap_err().contains("passwordless sudo"));
+        assert!(ec("echo '{{ var.pw }}' | sudo -E -S sh -c '{{vars}} {{path}}'").is_err());
         assert_eq!(ec("{{vars}} sudo -E sh '{{path}}'").unwrap(), "sudo -E sh -c {{quote command}}");
         assert_eq!(ec("chmod +x {{path}}; {{vars}} {{path}}").unwrap(), "{{command}}");
-        assert_eq!(ec("sudo -E -S bash -eux '{{path}}'").unwrap(), "sudo -E -S bash -eux -c {{quote command}}");
+        assert_eq!(ec("sudo -E bash -eux '{{path}}'").unwrap(), "sudo -E bash -eux -c {{quote command}}");
         assert!(ec("{{vars}} run").is_err());
     }
 }
