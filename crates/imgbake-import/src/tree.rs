@@ -261,6 +261,8 @@ fn entries(s: &mut String, t: &Table) {
 }
 
 fn comment(s: &mut String, text: &str) {
+    // TOML comments may not hold control characters (other than tab).
+    let text: String = text.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { ' ' } else { c }).collect();
     for line in text.lines() {
         let line = line.trim_end();
         if line.is_empty() {

@@ -50,7 +50,7 @@ pub(crate) fn os_of(b: &Build) -> Os {
 }
 
 /// Moves the communicator keys of a source into `img.communicator`, reporting each.
-pub(crate) fn communicator(body: &mut Body, os: &Os, builder: &str, img: &mut Image, kind: &str, tx: &mut Tx) {
+pub(crate) fn communicator(body: &mut Body, builder: &str, img: &mut Image, kind: &str, tx: &mut Tx) {
     let to = |k: &str| format!("images.{}.communicator.{k}", img.name);
     let key = |k: &str| format!("{kind}.{k}");
     if let Some(n) = take(body, "communicator") {
@@ -174,7 +174,6 @@ pub(crate) fn communicator(body: &mut Body, os: &Os, builder: &str, img: &mut Im
             tx.dropped(&n.loc, &key("ssh_agent_auth"), "false is imgbake's behaviour");
         }
     }
-    let _ = os;
 }
 
 fn bastion(body: &mut Body, img: &mut Image, kind: &str, tx: &mut Tx) {

@@ -2,7 +2,7 @@
 
 use toml::Value as T;
 
-use super::{Os, Tx, duration, mib, rest, take, value};
+use super::{Tx, duration, mib, rest, take};
 use crate::model::{Body, Node, Source};
 use crate::report::Outcome;
 use crate::tree::{Image, Table};
@@ -52,7 +52,7 @@ const NOT_NEEDED: &[(&str, &str)] = &[
     ("floppy_files", "upload files with `file` steps"),
 ];
 
-pub(crate) fn source(s: &Source, mut body: Body, builder: &str, os: &Os, img: &mut Image, tx: &mut Tx) {
+pub(crate) fn source(s: &Source, mut body: Body, builder: &str, img: &mut Image, tx: &mut Tx) {
     let mut t = Table::new();
     match builder {
         "qemu" => qemu(s, &mut body, &mut t, img, tx),
@@ -80,7 +80,6 @@ pub(crate) fn source(s: &Source, mut body: Body, builder: &str, os: &Os, img: &m
             }
         }
     }
-    let _ = os;
     rest(body, &s.kind, tx);
     if builder != "null" {
         img.settings.insert(builder.to_string(), t);
@@ -149,7 +148,11 @@ fn common(s: &Source, body: &mut Body, builder: &str, t: &mut Table, img: &Image
 
 fn qemu(s: &Source, body: &mut Body, t: &mut Table, img: &mut Image, tx: &mut Tx) {
     let key = |k: &str| format!("{}.{k}", s.kind);
-    let disk_image = take(body, "disk_image").and_then(|n| n.bool()).unwrap_or(false);
+    let disk_image_key = take(body, "disk_image");
+    let disk_image = disk_image_key.as_ref().and_then(|n| n.bool()).unwrap_or(false);
+    if let Some(n) = &disk_image_key {
+        tx.dropped(&n.loc, &key("disk_image"), "imgbake's qemu source is always an installed disk (`source.disk`)");
+    }
     let use_backing = take(body, "use_backing_file");
     for k in ["iso_url", "iso_urls"] {
         let Some(n) = take(body, k) else { continue };
@@ -323,7 +326,11 @@ fn virtualbox(s: &Source, body: &mut Body, t: &mut Table, img: &mut Image, tx: &
             None => tx.unmapped(&n.loc, &key("source_path"), "an `.ova`, `.ovf` or `.box`"),
         }
     }
-    let checksum_type = take(body, "checksum_type").and_then(|n| n.scalar());
+    let checksum_type_key = take(body, "checksum_type");
+    let checksum_type = checksum_type_key.as_ref().and_then(|n| n.scalar());
+    if let Some(n) = &checksum_type_key {
+        tx.dropped(&n.loc, &key("checksum_type"), "imgbake checks SHA-256 (`source.sha256`)");
+    }
     if let Some(n) = take(body, "checksum") {
         let c = n.scalar().unwrap_or_default();
         let sha = c
@@ -417,5 +424,4 @@ fn null(s: &Source, body: &mut Body, img: &mut Image, tx: &mut Tx) {
             "Packer accepts any host key; imgbake checks it against known_hosts (or set `source.host_key` to the machine's public host key)",
         );
     }
-    let _ = value;
 }

@@ -216,7 +216,14 @@ pub(crate) fn template(t: &Template, tx: &mut Tx) -> Vec<Image> {
             (Some(n), true) => crate::model::image_name(&format!("{}-{n}", t.stem())),
             _ => t.stem(),
         };
-        images.extend(self::build(t, build, &base, tx));
+        let built = self::build(t, build, &base, tx);
+        if built.is_empty() {
+            // No image to hold them: say so for every provisioner and post-processor.
+            for p in build.provisioners.iter().chain(build.post.iter().flatten()) {
+                tx.dropped(&p.loc, &p.kind, "the build has no source imgbake can build, so nothing runs it (see the unmapped keys of its sources)");
+            }
+        }
+        images.extend(built);
     }
     images
 }
@@ -258,10 +265,10 @@ fn build(t: &Template, b: &Build, base: &str, tx: &mut Tx) -> Vec<Image> {
         let mut kept = Vec::new();
         for (s, builder) in &group {
             let mut body = s.body.clone();
-            comm::communicator(&mut body, &os, builder, &mut img, &s.kind, tx);
+            comm::communicator(&mut body, builder, &mut img, &s.kind, tx);
             match *builder {
                 "aws" => aws::source(s, body, &os, &mut img, tx),
-                _ => local::source(s, body, builder, &os, &mut img, tx),
+                _ => local::source(s, body, builder, &mut img, tx),
             }
             // Without a source the builder cannot build: leave it out (the unmapped key that
             // cost it its source is in the report).

@@ -249,9 +249,17 @@ fn scripts(p: &Plugin, body: &mut Body, b: &mut Table, img: &Image, tx: &mut Tx)
         }
     }
     if let Some(n) = take(body, "scripts") {
-        let paths: Vec<T> = n.strings().unwrap_or_default().iter().map(|s| T::String(tx.path(s))).collect();
-        b.insert("scripts".into(), T::Array(paths));
-        tx.mapped(&n.loc, &key("scripts"), &to("scripts"));
+        match n.strings() {
+            Some(list) => {
+                b.insert("scripts".into(), T::Array(list.iter().map(|s| T::String(tx.path(s))).collect()));
+                tx.mapped(&n.loc, &key("scripts"), &to("scripts"));
+            }
+            None => tx.unmapped(
+                &n.loc,
+                &key("scripts"),
+                n.unmapped().map(|(t, w)| format!("`{t}`: {w}")).unwrap_or_else(|| "a list of paths".into()),
+            ),
+        }
     }
 }
 
@@ -489,7 +497,11 @@ fn cmd(p: &Plugin, body: &mut Body, img: &Image, tx: &mut Tx) -> Vec<Step> {
 fn file(body: &mut Body, img: &Image, tx: &mut Tx) -> Vec<Step> {
     let key = |k: &str| format!("provisioner file.{k}");
     let to = |k: &str| format!("images.{}.steps.file.{k}", img.name);
-    let direction = take(body, "direction").and_then(|n| n.scalar()).unwrap_or_else(|| "upload".into());
+    let direction_key = take(body, "direction");
+    let direction = direction_key.as_ref().and_then(|n| n.scalar()).unwrap_or_else(|| "upload".into());
+    if let Some(n) = &direction_key {
+        tx.mapped(&n.loc, &key("direction"), &to("direction"));
+    }
     let destination = take(body, "destination");
     let mut base = Table::new();
     if direction == "download" {
