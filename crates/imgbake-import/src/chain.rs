@@ -90,6 +90,15 @@ pub(crate) fn link_all(
                 col: 1,
             });
             child.builders.retain(|b| builders.contains(b));
+            if child.builders.is_empty() {
+                return Err(Error::Usage(format!(
+                    "--chain: {} builds with other builders than {} (a child uses its parent's builders)",
+                    child_t.display(),
+                    parent_t.display()
+                )));
+            }
+            let kept = child.builders.clone();
+            child.settings.retain(|b, _| kept.contains(b));
             link(
                 child,
                 &parent,

@@ -156,6 +156,15 @@ pub fn read(path: &Path) -> Result<Template, Error> {
         let cv = Cv { files: &parsed, file: i, locals: &locals, cx: &cx, depth: 0 };
         t.builds.push(cv.build(block, &sources)?);
     }
+    for (reference, src) in &sources {
+        if !t.builds.iter().flat_map(|b| &b.sources).any(|b| b.loc == src.loc) {
+            t.dropped.push((
+                src.loc.clone(),
+                reference.clone(),
+                "no build uses it (Packer does not build it either)".into(),
+            ));
+        }
+    }
     Ok(t)
 }
 

@@ -101,6 +101,7 @@ pub fn import(params: &ImportParams) -> Result<Imported, Error> {
     let mut report = Report::default();
     let mut variables: IndexMap<String, Var> = IndexMap::new();
     let mut images = Vec::new();
+    let mut taken = Vec::new();
     for t in &templates {
         // Later var-files win, as in Packer: auto-loaded ones first, then those given.
         let mut values: Vec<(String, Node, PathBuf)> = t.auto_vars.clone();
@@ -119,12 +120,7 @@ pub fn import(params: &ImportParams) -> Result<Imported, Error> {
             vars: defaults,
             path_vars: Default::default(),
         };
-        for mut img in translate::template(t, &mut tx) {
-            while images.iter().any(|i: &tree::Image| i.name == img.name) {
-                img.name = format!("{}-{}", img.name, images.len() + 1);
-            }
-            images.push(img);
-        }
+        images.extend(translate::template(t, &mut taken, &mut tx));
         // A variable that is a whole path: Packer resolved its default from the template's
         // directory; the tree resolves it from its own.
         for name in tx.path_vars.take() {
@@ -171,6 +167,10 @@ pub fn import(params: &ImportParams) -> Result<Imported, Error> {
     tree.factor_defaults();
     drop_unused_variables(&mut tree, &templates, &mut report);
     dedupe(&mut report);
+    // What is missing heads the file, so nobody builds the tree without reading it.
+    for e in report.unmapped() {
+        tree.header.push(format!("TODO(import): {}: {}: {}", e.loc, e.key, e.note));
+    }
     Ok(Imported { tree: tree.render(), report })
 }
 
@@ -203,6 +203,19 @@ fn variables_of(t: &Template, given: &[(String, Node, PathBuf)], out: &mut Index
     for v in &t.variables {
         let from_file = given.iter().find(|(k, _, _)| *k == v.name);
         let default_node = from_file.map(|(_, n, _)| n).or(v.default.as_ref());
+        // Mapped first; a later entry for the same key (sensitive, unmapped default, dropped as
+        // unused) is its final outcome.
+        let to = Some(format!("variables.{}", v.name));
+        match from_file {
+            Some((_, _, f)) => report.push(
+                Outcome::Mapped,
+                &v.loc,
+                format!("variable {}", v.name),
+                to,
+                format!("default from {}", f.display()),
+            ),
+            None => report.push(Outcome::Mapped, &v.loc, format!("variable {}", v.name), to, ""),
+        }
         let default = match default_node.map(translate::value) {
             // A sensitive value never goes into the tree (nor into the report): it is passed when
             // imgbake runs.
@@ -229,17 +242,6 @@ fn variables_of(t: &Template, given: &[(String, Node, PathBuf)], out: &mut Index
             }
             None => None,
         };
-        let to = Some(format!("variables.{}", v.name));
-        match from_file {
-            Some((_, _, f)) => report.push(
-                Outcome::Mapped,
-                &v.loc,
-                format!("variable {}", v.name),
-                to,
-                format!("default from {}", f.display()),
-            ),
-            None => report.push(Outcome::Mapped, &v.loc, format!("variable {}", v.name), to, ""),
-        }
         let var = Var { default, description: v.description.clone(), sensitive: v.sensitive };
         match out.get(&v.name) {
             Some(prev) if prev.default != var.default => report.push(
@@ -320,18 +322,14 @@ fn drop_unused_variables(tree: &mut Tree, templates: &[Template], report: &mut R
     }
 }
 
-/// The same key reported twice (a provisioner shared by images split per source) is shown once.
+/// One line per key: a key reported again (a provisioner shared by images split per source, a
+/// variable first mapped then dropped as unused) keeps its last, final outcome.
 fn dedupe(report: &mut Report) {
-    let mut seen = Vec::new();
-    report.entries.retain(|e| {
-        let k = (e.loc.clone(), e.key.clone(), e.outcome);
-        if seen.contains(&k) {
-            false
-        } else {
-            seen.push(k);
-            true
-        }
-    });
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<Entry> =
+        report.entries.drain(..).rev().filter(|e| seen.insert((e.loc.clone(), e.key.clone()))).collect();
+    kept.reverse();
+    report.entries = kept;
 }
 
 /// A fresh tree id: `imported-` and 16 hex digits from the clock and the process.

@@ -41,8 +41,6 @@ pub struct Image {
     pub settings: IndexMap<String, Table>,
     pub publish: Table,
     pub steps: Vec<Step>,
-    /// What could not be carried over, written as comments above the image.
-    pub todo: Vec<String>,
     /// The Packer template it came from (for `--chain`).
     pub template: std::path::PathBuf,
     /// Where the Packer source is (for the chain's report line).
@@ -177,9 +175,6 @@ impl Tree {
         s.push('\n');
         if let Some(c) = &i.comment {
             comment(s, c);
-        }
-        for t in &i.todo {
-            comment(s, &format!("TODO(import): {t}"));
         }
         let _ = writeln!(s, "[images.{}]", key(&i.name));
         if let Some(d) = &i.description {

@@ -138,3 +138,51 @@ fn every_template_of_the_corpus_imports_to_a_tree_that_validates_or_names_what_i
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Every key of every JSON template (builders, provisioners, post-processors, variables) has a
+/// line in the report: read independently of the importer, with serde_json.
+#[test]
+fn every_key_of_the_json_templates_is_in_the_report() {
+    let mut missing = Vec::new();
+    for dir in std::fs::read_dir(corpus()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("case.toml").exists())
+    {
+        let out = tempfile::tempdir().unwrap();
+        let (case, imported) = run(&dir, &out.path().join("tree.toml"));
+        let keys: std::collections::HashSet<&str> = imported.report.entries.iter().map(|e| e.key.as_str()).collect();
+        for input in case.inputs.iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join(input)).unwrap()).unwrap();
+            let mut expect = |prefix: String, obj: &serde_json::Value| {
+                for k in obj.as_object().into_iter().flat_map(|o| o.keys()) {
+                    if !["type", "name", "_comment", "only", "except"].contains(&k.as_str())
+                        && !keys.contains(format!("{prefix}.{k}").as_str())
+                    {
+                        missing.push(format!("{}: {prefix}.{k}", dir.join(input).display()));
+                    }
+                }
+            };
+            for b in v["builders"].as_array().into_iter().flatten() {
+                expect(b["type"].as_str().unwrap().to_string(), b);
+            }
+            for p in v["provisioners"].as_array().into_iter().flatten() {
+                expect(format!("provisioner {}", p["type"].as_str().unwrap()), p);
+            }
+            for p in v["post-processors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|p| p.as_array().cloned().unwrap_or_else(|| vec![p.clone()]))
+            {
+                if let Some(t) = p["type"].as_str() {
+                    expect(format!("post-processor {t}"), &p);
+                }
+            }
+            for name in v["variables"].as_object().into_iter().flat_map(|o| o.keys()) {
+                if !keys.contains(format!("variable {}", name.replace('-', "_")).as_str()) {
+                    missing.push(format!("{}: variable {name}", dir.join(input).display()));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "keys without a report line:\n{}", missing.join("\n"));
+}

@@ -128,6 +128,7 @@ pub(crate) fn source(s: &Source, mut body: Body, os: &Os, img: &mut Image, tx: &
             }
         }
     }
+    subnet_filter(s, &mut body, &mut a, &name, tx);
     source_ami(s, &mut body, img, tx);
     share(s, &mut body, &mut a, img, tx);
     block_devices(s, &mut body, &mut a, img, tx);
@@ -234,6 +235,46 @@ fn source_ami(s: &Source, body: &mut Body, img: &mut Image, tx: &mut Tx) {
         return;
     }
     tx.put(&mut img.source, &n, &key("source_ami"), "ami", &format!("{to}.ami"));
+}
+
+/// `subnet_filter { filters = { "tag:K" = "V" } }` → `aws.subnet_filter = { K = "V" }` (tags only).
+fn subnet_filter(s: &Source, body: &mut Body, a: &mut Table, image: &str, tx: &mut Tx) {
+    let key = |k: &str| format!("{}.{k}", s.kind);
+    if let Some(n) = take(body, "vpc_filter") {
+        tx.unmapped(
+            &n.loc,
+            &key("vpc_filter"),
+            "imgbake takes the VPC from the subnet: use `aws.subnet_id` or `aws.subnet_filter` (tags)",
+        );
+    }
+    let Some(n) = take(body, "subnet_filter") else { return };
+    let mut tags = toml::Table::new();
+    let mut other = Vec::new();
+    for (k, v) in n.map().unwrap_or_default() {
+        match k.as_str() {
+            "filters" | "filter" => {
+                for (fk, fv) in v.map().unwrap_or_default() {
+                    match (fk.strip_prefix("tag:"), value(fv)) {
+                        (Some(tag), Ok(T::String(v))) => {
+                            tags.insert(tag.to_string(), T::String(v));
+                        }
+                        _ => other.push(format!("`{fk}`")),
+                    }
+                }
+            }
+            "most_free" | "random" => {}
+            _ => other.push(format!("`{k}`")),
+        }
+    }
+    if !other.is_empty() || tags.is_empty() {
+        let why = format!(
+            "imgbake finds subnets by tags only (`aws.subnet_filter = {{ purpose = \"builds\" }}`); not carried over: {}",
+            other.join(", ")
+        );
+        return tx.unmapped(&n.loc, &key("subnet_filter"), why);
+    }
+    a.insert("subnet_filter".into(), T::Table(tags));
+    tx.mapped(&n.loc, &key("subnet_filter"), &format!("images.{image}.aws.subnet_filter"));
 }
 
 /// Packer's `{ filters, owners, most_recent }` as imgbake's `ami_filter`.

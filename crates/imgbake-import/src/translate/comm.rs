@@ -87,13 +87,9 @@ pub(crate) fn communicator(body: &mut Body, builder: &str, img: &mut Image, kind
                     &key(k),
                     "on AWS imgbake logs in with a key it makes for each build (Windows too): no password",
                 );
-            } else if !n.str().is_some_and(|p| p.starts_with("{{ var.") || p.starts_with("{{ env ")) {
+            } else if !n.str().is_some_and(is_reference) {
                 // A password written into the template stays out of the tree.
-                tx.unmapped(
-                    &n.loc,
-                    &key(k),
-                    "a password written in the template: declare a sensitive variable and set `communicator.password = \"{{ var.NAME }}\"` (passed with --var or IMGBAKE_VAR_NAME)",
-                );
+                tx.unmapped(&n.loc, &key(k), LITERAL_PASSWORD);
             } else {
                 tx.put(&mut img.communicator, &n, &key(k), "password", &to("password"));
             }
@@ -176,6 +172,13 @@ pub(crate) fn communicator(body: &mut Body, builder: &str, img: &mut Image, kind
     }
 }
 
+const LITERAL_PASSWORD: &str = "a password written in the template: declare a sensitive variable and set the password to `{{ var.NAME }}` (passed with --var or IMGBAKE_VAR_NAME)";
+
+/// A value taken from a variable or the environment, not written in the template.
+fn is_reference(v: &str) -> bool {
+    v.starts_with("{{ var.") || v.starts_with("{{ env ")
+}
+
 fn bastion(body: &mut Body, img: &mut Image, kind: &str, tx: &mut Tx) {
     let mut b = crate::tree::Table::new();
     for (k, to_key) in [
@@ -191,6 +194,9 @@ fn bastion(body: &mut Body, img: &mut Image, kind: &str, tx: &mut Tx) {
                 Ok(T::String(p)) if to_key == "private_key_file" => {
                     b.insert(to_key.into(), T::String(tx.path(&p)));
                     tx.mapped(&n.loc, &format!("{kind}.{k}"), &to);
+                }
+                Ok(T::String(p)) if to_key == "password" && !is_reference(&p) => {
+                    tx.unmapped(&n.loc, &format!("{kind}.{k}"), LITERAL_PASSWORD)
                 }
                 _ => {
                     tx.put(&mut b, &n, &format!("{kind}.{k}"), to_key, &to);

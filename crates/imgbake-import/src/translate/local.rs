@@ -381,7 +381,17 @@ fn virtualbox(s: &Source, body: &mut Body, t: &mut Table, img: &mut Image, tx: &
                         i += 2;
                     }
                     "--cpus" if i + 1 < args.len() => {
-                        t.insert("cpus".into(), T::Integer(args[i + 1].parse().unwrap_or(1)));
+                        let c = &args[i + 1];
+                        match c.parse() {
+                            Ok(n) => t.insert("cpus".into(), T::Integer(n)),
+                            Err(_) if c.starts_with("{{ var.") && c.ends_with(" }}") => {
+                                t.insert("cpus".into(), T::String(c.clone()))
+                            }
+                            Err(_) => {
+                                understood = false;
+                                continue;
+                            }
+                        };
                         i += 2;
                     }
                     a if i < 2 && (a == "modifyvm" || a.contains("{{")) => i += 1,

@@ -205,7 +205,7 @@ fn relative(path: &Path, base: &Path) -> PathBuf {
 }
 
 /// The images of one template.
-pub(crate) fn template(t: &Template, tx: &mut Tx) -> Vec<Image> {
+pub(crate) fn template(t: &Template, taken: &mut Vec<String>, tx: &mut Tx) -> Vec<Image> {
     for (loc, key, why) in &t.dropped {
         tx.dropped(loc, key, why.clone());
     }
@@ -216,19 +216,21 @@ pub(crate) fn template(t: &Template, tx: &mut Tx) -> Vec<Image> {
             (Some(n), true) => crate::model::image_name(&format!("{}-{n}", t.stem())),
             _ => t.stem(),
         };
-        let built = self::build(t, build, &base, tx);
-        if built.is_empty() {
-            // No image to hold them: say so for every provisioner and post-processor.
-            for p in build.provisioners.iter().chain(build.post.iter().flatten()) {
-                tx.dropped(&p.loc, &p.kind, "the build has no source imgbake can build, so nothing runs it (see the unmapped keys of its sources)");
-            }
-        }
+        let built = self::build(t, build, &base, taken, tx);
+        unused_plugins(build, &built, tx);
         images.extend(built);
+    }
+    for d in &t.data {
+        let key = format!("data.{}.{}", d.kind, d.name);
+        if !tx.report.entries.iter().any(|e| e.key == key) {
+            let why = "imgbake has data sources only for the source AMI (`amazon-ami`, `amazon-parameterstore` feeding `source_ami`); a value that used this one is reported where it is used";
+            tx.dropped(&d.loc, &key, why);
+        }
     }
     images
 }
 
-fn build(t: &Template, b: &Build, base: &str, tx: &mut Tx) -> Vec<Image> {
+fn build(t: &Template, b: &Build, base: &str, taken: &mut Vec<String>, tx: &mut Tx) -> Vec<Image> {
     for (loc, key, why) in &b.dropped {
         tx.dropped(loc, key, why.clone());
     }
@@ -236,7 +238,12 @@ fn build(t: &Template, b: &Build, base: &str, tx: &mut Tx) -> Vec<Image> {
     for s in &b.sources {
         match builder_of(&s.kind) {
             Some(builder) => known.push((s, builder)),
-            None => tx.unmapped(&s.loc, &s.kind, no_builder(&s.kind)),
+            None => {
+                tx.unmapped(&s.loc, &s.kind, no_builder(&s.kind));
+                for (k, n) in &s.body.entries {
+                    tx.dropped(&n.loc, &format!("{}.{k}", s.kind), "its builder is not carried over");
+                }
+            }
         }
     }
     let distinct = {
@@ -254,6 +261,7 @@ fn build(t: &Template, b: &Build, base: &str, tx: &mut Tx) -> Vec<Image> {
     for group in groups.into_iter().filter(|g| !g.is_empty()) {
         let name =
             if distinct { base.to_string() } else { crate::model::image_name(&format!("{base}-{}", group[0].0.name)) };
+        let name = unique(name, taken);
         let mut img = Image {
             name: name.clone(),
             template: t.path.clone(),
@@ -264,29 +272,8 @@ fn build(t: &Template, b: &Build, base: &str, tx: &mut Tx) -> Vec<Image> {
         img.description.clone_from(&b.description);
         let mut kept = Vec::new();
         for (s, builder) in &group {
-            let mut body = s.body.clone();
-            comm::communicator(&mut body, builder, &mut img, &s.kind, tx);
-            match *builder {
-                "aws" => aws::source(s, body, &os, &mut img, tx),
-                _ => local::source(s, body, builder, &mut img, tx),
-            }
-            // Without a source the builder cannot build: leave it out (the unmapped key that
-            // cost it its source is in the report).
-            if has_source(builder, &img.source) {
-                img.builders.push(builder.to_string());
-                img.packer_names.push(s.name.clone());
+            if source_into(s, builder, &os, &mut img, tx) {
                 kept.push((*s, *builder));
-            } else {
-                img.settings.shift_remove(*builder);
-                tx.report(
-                    Outcome::Changed,
-                    &s.loc,
-                    &format!("{} \"{}\"", s.kind, s.name),
-                    None,
-                    format!(
-                        "left out of image `{name}`: it has no source imgbake can use (see the unmapped key above)"
-                    ),
-                );
             }
         }
         if kept.is_empty() {
@@ -319,6 +306,103 @@ fn build(t: &Template, b: &Build, base: &str, tx: &mut Tx) -> Vec<Image> {
         images.push(img);
     }
     images
+}
+
+/// Translates one Packer source into `img` (its builder, source keys, communicator, settings).
+/// Without a source imgbake can start from, the builder is left out of the image and what its
+/// keys would have become is reported as dropped. Returns whether the builder was kept.
+fn source_into(s: &Source, builder: &str, os: &Os, img: &mut Image, tx: &mut Tx) -> bool {
+    let mut part = Image { name: img.name.clone(), ..Default::default() };
+    let mut report = Report::default();
+    let mut stx = Tx {
+        report: &mut report,
+        out_dir: tx.out_dir.clone(),
+        template_dir: tx.template_dir.clone(),
+        data: tx.data.clone(),
+        vars: tx.vars.clone(),
+        path_vars: Default::default(),
+    };
+    let mut body = s.body.clone();
+    comm::communicator(&mut body, builder, &mut part, &s.kind, &mut stx);
+    match builder {
+        "aws" => aws::source(s, body, os, &mut part, &mut stx),
+        _ => local::source(s, body, builder, &mut part, &mut stx),
+    }
+    tx.path_vars.borrow_mut().extend(stx.path_vars.take());
+    if !has_source(builder, &part.source) {
+        for mut e in report.entries {
+            if matches!(e.outcome, Outcome::Mapped | Outcome::Changed) {
+                e.outcome = Outcome::Dropped;
+                e.to = None;
+                e.note = format!("its builder is left out of image `{}` (no source imgbake can start from)", img.name);
+            }
+            tx.report.entries.push(e);
+        }
+        let why = format!(
+            "left out of image `{}`: it has no source imgbake can start from (see the unmapped key above)",
+            img.name
+        );
+        tx.report(Outcome::Changed, &s.loc, &format!("{} \"{}\"", s.kind, s.name), None, why);
+        return false;
+    }
+    tx.report.entries.extend(report.entries);
+    img.builders.push(builder.to_string());
+    img.packer_names.push(s.name.clone());
+    img.source.extend(part.source);
+    img.tags.extend(part.tags);
+    img.settings.extend(part.settings);
+    for (k, v) in part.communicator {
+        match img.communicator.get(&k) {
+            Some(prev) if *prev != v => tx.report(
+                Outcome::Changed,
+                &s.loc,
+                &format!("{}.{k}", s.kind),
+                None,
+                format!("the image's first source sets communicator.{k} to {prev}; one image has one communicator, so that is kept"),
+            ),
+            Some(_) => {}
+            None => {
+                img.communicator.insert(k, v);
+            }
+        }
+    }
+    true
+}
+
+/// Provisioners and post-processors that run on no image (their sources were left out, or
+/// `only`/`except` exclude every kept one): each of their keys is reported as dropped.
+fn unused_plugins(b: &Build, images: &[Image], tx: &mut Tx) {
+    let kept: Vec<&str> = images.iter().flat_map(|i| i.packer_names.iter().map(String::as_str)).collect();
+    let runs = |p: &crate::model::Plugin| {
+        kept.iter().any(|n| (p.only.is_empty() || p.only.iter().any(|o| o == n)) && !p.except.iter().any(|e| e == n))
+    };
+    let plugins =
+        b.provisioners.iter().map(|p| (p, "provisioner")).chain(b.post.iter().flatten().map(|p| (p, "post-processor")));
+    for (p, what) in plugins.filter(|(p, _)| !runs(p)) {
+        let key = format!("{what} {}", p.kind);
+        tx.dropped(
+            &p.loc,
+            &key,
+            "it runs on no image imgbake builds (its sources are left out, or `only`/`except` exclude them)",
+        );
+        for (k, n) in &p.body.entries {
+            tx.dropped(&n.loc, &format!("{key}.{k}"), "its provisioner or post-processor runs on no image");
+        }
+    }
+}
+
+/// `name`, or `name-2`, `name-3`... when another image has it (at most 64 characters).
+fn unique(name: String, taken: &mut Vec<String>) -> String {
+    let mut candidate = name.clone();
+    let mut n = 1;
+    while taken.contains(&candidate) {
+        n += 1;
+        let suffix = format!("-{n}");
+        let stem: String = name.chars().take(64 - suffix.len()).collect();
+        candidate = format!("{}{suffix}", stem.trim_end_matches('-'));
+    }
+    taken.push(candidate.clone());
+    candidate
 }
 
 /// Whether the image's `source` has a key that `builder` starts from.

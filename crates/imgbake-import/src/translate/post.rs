@@ -25,6 +25,12 @@ fn post(p: &Plugin, img: &mut Image, tx: &mut Tx) {
             tx.dropped(&n.loc, &format!("{key}.{k}"), why.to_string());
         }
     };
+    let known = matches!(p.kind.as_str(), "manifest" | "checksum" | "vagrant");
+    if !known || (p.kind == "vagrant" && !img.builders.iter().any(|b| b == "virtualbox")) {
+        for (k, n) in &p.body.entries {
+            tx.dropped(&n.loc, &format!("{key}.{k}"), "its post-processor is not carried over");
+        }
+    }
     match p.kind.as_str() {
         "manifest" => {
             tx.dropped(&p.loc, &key, "imgbake writes a manifest on every build: artifact ids per region, fingerprints, steps and test results (`settings.manifest`)");

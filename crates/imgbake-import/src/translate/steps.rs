@@ -33,6 +33,10 @@ fn recipe(kind: &str) -> Option<&'static str> {
     })
 }
 
+/// The provisioners imgbake has a step for.
+const KINDS: &[&str] =
+    &["shell", "windows-shell", "powershell", "file", "windows-restart", "windows-update", "shell-local", "breakpoint"];
+
 /// The steps for one provisioner, appended to `img.steps`.
 pub(crate) fn provisioner(p: &Plugin, os: &Os, sources: &[(&str, &str)], img: &mut Image, tx: &mut Tx) {
     let kind_key = format!("provisioner {}", p.kind);
@@ -44,56 +48,34 @@ pub(crate) fn provisioner(p: &Plugin, os: &Os, sources: &[(&str, &str)], img: &m
         .map(|(_, b)| *b)
         .collect();
     if applies.is_empty() {
-        tx.dropped(&p.loc, &kind_key, format!("`only`/`except` leave it out of image `{}`", img.name));
-        return;
+        return tx.dropped(&p.loc, &kind_key, format!("`only`/`except` leave it out of image `{}`", img.name));
+    }
+    if !KINDS.contains(&p.kind.as_str()) {
+        let why = recipe(&p.kind)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("imgbake has no `{}` step; the step kinds are shell, file, powershell, reboot, windows_update, test, local, breakpoint", p.kind));
+        tx.unmapped(&p.loc, &kind_key, why);
+        return not_carried(p, p.body.entries.clone(), tx);
     }
     let mut body = p.body.clone();
+    if p.kind == "breakpoint"
+        && let Some(n) = take(&mut body, "disable")
+    {
+        if n.bool() == Some(true) {
+            tx.dropped(&p.loc, &kind_key, "disabled");
+            tx.dropped(&n.loc, &format!("{kind_key}.disable"), "the breakpoint is left out");
+            return not_carried(p, body.entries, tx);
+        }
+        tx.dropped(&n.loc, &format!("{kind_key}.disable"), "false is the default");
+    }
     let mut common = Table::new();
     if applies.len() < sources.len() {
         common.insert("only".into(), T::Array(applies.iter().map(|b| T::String(b.to_string())).collect()));
-        let loc = p.loc.clone();
-        tx.mapped(&loc, &format!("{kind_key}.only/except"), &format!("images.{}.steps.only", img.name));
+        tx.mapped(&p.loc, &format!("{kind_key}.only/except"), &format!("images.{}.steps.only", img.name));
     }
     common_keys(p, &mut body, &mut common, img, tx);
-    let steps = match p.kind.as_str() {
-        "shell" if os.windows && is_cmd(&body) => cmd(p, &mut body, img, tx),
-        "shell" => vec![shell(p, &mut body, "shell", img, tx)],
-        "windows-shell" => cmd(p, &mut body, img, tx),
-        "powershell" => vec![shell(p, &mut body, "powershell", img, tx)],
-        "file" => file(&mut body, img, tx),
-        "windows-restart" => vec![restart(p, &mut body, img, tx)],
-        "windows-update" => vec![windows_update(p, &mut body, img, tx)],
-        "shell-local" => match local(p, &mut body, img, tx) {
-            Some(s) => vec![s],
-            None => return,
-        },
-        "breakpoint" => {
-            if take(&mut body, "disable").and_then(|n| n.bool()) == Some(true) {
-                tx.dropped(&p.loc, &kind_key, "disabled");
-                return;
-            }
-            let mut b = Table::new();
-            if let Some(n) = take(&mut body, "note") {
-                tx.put(
-                    &mut b,
-                    &n,
-                    &format!("{kind_key}.note"),
-                    "message",
-                    &format!("images.{}.steps.breakpoint.message", img.name),
-                );
-            }
-            vec![step("breakpoint", b)]
-        }
-        other => {
-            let why = recipe(other).map(str::to_string).unwrap_or_else(|| format!("imgbake has no `{other}` step; the step kinds are shell, file, powershell, reboot, windows_update, test, local, breakpoint"));
-            tx.unmapped(&p.loc, &kind_key, why);
-            img.todo.push(format!(
-                "`{other}` provisioner at {}: {}",
-                p.loc,
-                recipe(other).unwrap_or("no equivalent step")
-            ));
-            return;
-        }
+    let Some(steps) = kind(p, os, &mut body, img, tx) else {
+        return not_carried(p, body.entries, tx);
     };
     tx.mapped(&p.loc, &kind_key, &format!("images.{}.steps", img.name));
     for (k, n) in body.entries {
@@ -106,14 +88,41 @@ pub(crate) fn provisioner(p: &Plugin, os: &Os, sources: &[(&str, &str)], img: &m
         }
         // The common keys go on the last step of a pair (a `file` upload then the command).
         if i + 1 == n {
-            for (k, v) in &common {
-                s.common.insert(k.clone(), v.clone());
-            }
+            s.common.extend(common.clone());
         } else if let Some(only) = common.get("only") {
             s.common.insert("only".into(), only.clone());
         }
         img.steps.push(s);
     }
+}
+
+/// The keys of a provisioner that is not carried over.
+fn not_carried(p: &Plugin, keys: Vec<(String, Node)>, tx: &mut Tx) {
+    for (k, n) in keys {
+        tx.dropped(&n.loc, &format!("provisioner {}.{k}", p.kind), "its provisioner is not carried over");
+    }
+}
+
+/// The steps of a provisioner of a kind imgbake has; `None` when nothing could be made of it.
+fn kind(p: &Plugin, os: &Os, body: &mut Body, img: &Image, tx: &mut Tx) -> Option<Vec<Step>> {
+    Some(match p.kind.as_str() {
+        "shell" if os.windows && is_cmd(body) => cmd(p, body, img, tx),
+        "shell" => vec![shell(p, body, "shell", img, tx)],
+        "windows-shell" => cmd(p, body, img, tx),
+        "powershell" => vec![shell(p, body, "powershell", img, tx)],
+        "file" => file(body, img, tx),
+        "windows-restart" => vec![restart(p, body, img, tx)],
+        "windows-update" => vec![windows_update(p, body, img, tx)],
+        "shell-local" => vec![local(p, body, img, tx)?],
+        _ => {
+            let mut b = Table::new();
+            if let Some(n) = take(body, "note") {
+                let to = format!("images.{}.steps.breakpoint.message", img.name);
+                tx.put(&mut b, &n, &format!("provisioner {}.note", p.kind), "message", &to);
+            }
+            vec![step("breakpoint", b)]
+        }
+    })
 }
 
 fn step(kind: &str, body: Table) -> Step {
@@ -448,7 +457,8 @@ fn cmd(p: &Plugin, body: &mut Body, img: &Image, tx: &mut Tx) -> Vec<Step> {
     }
     if let Some(n) = take(body, "inline") {
         for line in n.strings().unwrap_or_default() {
-            commands.push(format!("cmd /c \"{}\"", line.replace('"', "\\\"")));
+            // A PowerShell single-quoted string: nothing in it expands; `'` is doubled.
+            commands.push(format!("cmd /c '{}'", line.replace('\'', "''")));
         }
         tx.mapped(&n.loc, &key("inline"), &format!("images.{}.steps.powershell.inline", img.name));
     }
@@ -595,25 +605,27 @@ fn windows_update(p: &Plugin, body: &mut Body, img: &Image, tx: &mut Tx) -> Step
         tx.put(&mut b, &n, &key("search_criteria"), "search_criteria", &to("search_criteria"));
     }
     if let Some(n) = take(body, "filters") {
-        let mut exclude = Vec::new();
+        let (mut exclude, mut other) = (Vec::new(), Vec::new());
         for f in n.strings().unwrap_or_default() {
-            let f = f.trim();
-            if f == "include:$true" {
-                continue;
-            }
-            let pattern = f.strip_prefix("exclude:$_.Title -like ").map(|p| p.trim_matches(['\'', '"']).to_string());
-            match pattern {
+            let f = f.trim().to_string();
+            match f.strip_prefix("exclude:$_.Title -like ").map(|p| p.trim_matches(['\'', '"']).to_string()) {
                 Some(p) => exclude.push(T::String(p)),
-                None => tx.unmapped(
-                    &n.loc,
-                    &key("filters"),
-                    format!("`{f}`: only `exclude:$_.Title -like '...'` carries over (as `exclude` patterns)"),
-                ),
+                None if f == "include:$true" => {}
+                None => other.push(format!("`{f}`")),
             }
         }
         if !exclude.is_empty() {
             b.insert("exclude".into(), T::Array(exclude));
+        }
+        // One line for the key: unmapped when any filter is left behind.
+        if other.is_empty() {
             tx.mapped(&n.loc, &key("filters"), &to("exclude"));
+        } else {
+            let why = format!(
+                "{}: only `exclude:$_.Title -like '...'` carries over (as `exclude` patterns)",
+                other.join(", ")
+            );
+            tx.unmapped(&n.loc, &key("filters"), why);
         }
     }
     for (k, why) in [
