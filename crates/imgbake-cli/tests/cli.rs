@@ -189,6 +189,16 @@ fn import_packer_writes_a_tree_that_validates_and_says_what_it_could_not_map() {
     assert!(err.contains("0 unmapped"), "{err}");
     let o = imgbake().arg("validate").arg(&out).args(["--var", "vm_name=test-ami"]).watched();
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    // Run where the template is, with relative paths, as teams run Packer: the scripts are found.
+    let rel = d.path().join("rel.toml");
+    let o = imgbake()
+        .current_dir(team.parent().unwrap())
+        .args(["import", "packer", "win2012r2-template.json", "-o"])
+        .arg(&rel)
+        .watched();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = imgbake().arg("validate").arg(&rel).args(["--var", "vm_name=test-ami"]).watched();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     // An existing file is not overwritten without --force.
     let o = imgbake().args(["import", "packer"]).arg(&team).arg("-o").arg(&out).watched();
     assert_eq!(o.status.code(), Some(2));
