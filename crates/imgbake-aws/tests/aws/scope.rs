@@ -13,9 +13,10 @@ async fn two_trees_with_the_same_name_do_not_see_or_prune_each_others_amis() {
     let bed = Bed::start().await;
     let builder = bed.builder();
     // Both trees are called `aws-test`; only their ids differ. AMI names are unique per account and
-    // region, and the default (`base-<unix seconds>`) of two builds in one second would collide.
-    let mine = bed.tree_at("mine", "mine-00000001", "ami_name = \"mine-base\"", "");
-    let theirs = bed.tree_at("theirs", "theirs-0000001", "ami_name = \"theirs-base\"", "");
+    // region, and the default (`base-<unix seconds>`) of two builds in one second would collide;
+    // a uuid keeps every build's name apart (the killed build of `theirs` too).
+    let mine = bed.tree_at("mine", "mine-00000001", "ami_name = \"mine-{{ uuid }}\"", "");
+    let theirs = bed.tree_at("theirs", "theirs-0000001", "ami_name = \"theirs-{{ uuid }}\"", "");
     let (job, _) = bed.job(&builder, &mine, "base", Steps::new(&["true"])).await;
     let my_ami = builder.build(job.clone()).await.unwrap_or_else(|e| panic!("{}", e.chain()));
     bed.unwind(&builder, &job).await;
