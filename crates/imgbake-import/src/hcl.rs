@@ -58,25 +58,7 @@ pub fn read(path: &Path) -> Result<Template, Error> {
         crate::json::template_dir(path)
     };
     let parsed: Vec<Parsed> = files(path)?.iter().map(|f| parse(f)).collect::<Result<_, _>>()?;
-    // Locals first: any file's expressions may use any file's locals.
-    let mut locals: HashMap<String, (Expression, usize)> = HashMap::new();
-    for (i, p) in parsed.iter().enumerate() {
-        for block in p.body.blocks() {
-            match block.ident.as_str() {
-                "locals" => {
-                    for a in block.body.attributes() {
-                        locals.insert(a.key.as_str().to_string(), (a.value.clone(), i));
-                    }
-                }
-                "local" => {
-                    if let (Some(name), Some(a)) = (block.labels.first(), block.body.get_attribute("expression")) {
-                        locals.insert(name.as_str().to_string(), (a.value.clone(), i));
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
+    let locals = locals_of(&parsed);
     let cx = Cx { template_dir: dir.display().to_string() };
     let mut t = Template {
         path: path.to_path_buf(),
@@ -88,17 +70,7 @@ pub fn read(path: &Path) -> Result<Template, Error> {
         comment: None,
         auto_vars: Vec::new(),
     };
-    if path.is_dir() {
-        let mut auto: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| Error::read(path, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.to_string_lossy().ends_with(".auto.pkrvars.hcl"))
-            .collect();
-        auto.sort();
-        for f in auto {
-            t.auto_vars.extend(var_file(&f)?.into_iter().map(|(k, n)| (k, n, f.clone())));
-        }
-    }
+    t.auto_vars = auto_vars(path)?;
     let mut sources: Vec<(String, Source)> = Vec::new();
     let mut builds: Vec<(&Block, usize)> = Vec::new();
     for (i, p) in parsed.iter().enumerate() {
@@ -156,7 +128,54 @@ pub fn read(path: &Path) -> Result<Template, Error> {
         let cv = Cv { files: &parsed, file: i, locals: &locals, cx: &cx, depth: 0 };
         t.builds.push(cv.build(block, &sources)?);
     }
-    for (reference, src) in &sources {
+    unused_sources(&mut t, &sources);
+    Ok(t)
+}
+
+/// The locals of every file of a template: any file's expressions may use any file's locals.
+fn locals_of(parsed: &[Parsed]) -> HashMap<String, (Expression, usize)> {
+    let mut locals = HashMap::new();
+    for (i, p) in parsed.iter().enumerate() {
+        for block in p.body.blocks() {
+            match block.ident.as_str() {
+                "locals" => {
+                    for a in block.body.attributes() {
+                        locals.insert(a.key.as_str().to_string(), (a.value.clone(), i));
+                    }
+                }
+                "local" => {
+                    if let (Some(name), Some(a)) = (block.labels.first(), block.body.get_attribute("expression")) {
+                        locals.insert(name.as_str().to_string(), (a.value.clone(), i));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    locals
+}
+
+/// The values of a template directory's `*.auto.pkrvars.hcl` files (Packer loads them by itself).
+fn auto_vars(path: &Path) -> Result<Vec<(String, Node, PathBuf)>, Error> {
+    if !path.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| Error::read(path, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".auto.pkrvars.hcl"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        out.extend(var_file(&f)?.into_iter().map(|(k, n)| (k, n, f.clone())));
+    }
+    Ok(out)
+}
+
+/// Sources no build names: Packer does not build them, and neither does the tree.
+fn unused_sources(t: &mut Template, sources: &[(String, Source)]) {
+    for (reference, src) in sources {
         if !t.builds.iter().flat_map(|b| &b.sources).any(|b| b.loc == src.loc) {
             t.dropped.push((
                 src.loc.clone(),
@@ -165,7 +184,6 @@ pub fn read(path: &Path) -> Result<Template, Error> {
             ));
         }
     }
-    Ok(t)
 }
 
 /// Variable values from a `*.pkrvars.hcl` file.

@@ -8,7 +8,7 @@ use jsonc_parser::ast::{self, ObjectPropName};
 
 use crate::error::Error;
 use crate::gotmpl::{self, Cx};
-use crate::model::{Body, Build, Lines, Node, Plugin, Source, Template, Value, Variable};
+use crate::model::{Body, Build, Lines, Node, Plugin, Source, Template, Value, Variable, take};
 
 pub fn read(path: &Path, text: &str) -> Result<Template, Error> {
     let lines = Lines::new(path, text);
@@ -228,11 +228,6 @@ impl Reader<'_> {
             })
             .collect()
     }
-}
-
-fn take(body: &mut Body, key: &str) -> Option<Node> {
-    let i = body.entries.iter().position(|(k, _)| k == key)?;
-    Some(body.entries.remove(i).1)
 }
 
 fn take_str(body: &mut Body, key: &str) -> Option<String> {

@@ -121,26 +121,8 @@ pub fn import(params: &ImportParams) -> Result<Imported, Error> {
             path_vars: Default::default(),
         };
         images.extend(translate::template(t, &mut taken, &mut tx));
-        // A variable that is a whole path: Packer resolved its default from the template's
-        // directory; the tree resolves it from its own.
-        for name in tx.path_vars.take() {
-            let Some(var) = variables.get_mut(&name) else { continue };
-            let Some(toml::Value::String(d)) = &var.default else { continue };
-            if d.contains("{{") || d.contains("://") || Path::new(d).is_absolute() || !t.dir.join(d).exists() {
-                continue;
-            }
-            let rebased = translate::rebase(d, &t.dir, &out_dir);
-            if let Some(v) = t.variables.iter().find(|v| v.name == name) {
-                report.push(
-                    Outcome::Changed,
-                    &v.loc,
-                    format!("variable {name}"),
-                    None,
-                    format!("its default is a path, now relative to the tree file: `{rebased}`"),
-                );
-            }
-            var.default = Some(toml::Value::String(rebased));
-        }
+        let path_vars = tx.path_vars.take();
+        rebase_path_variables(t, path_vars, &out_dir, &mut variables, &mut report);
     }
     inline_template_variables(&mut images, &mut variables, &templates, &mut report);
     chain::link_all(&mut images, &variables, &params.chains, &mut report)?;
@@ -172,6 +154,35 @@ pub fn import(params: &ImportParams) -> Result<Imported, Error> {
         tree.header.push(format!("TODO(import): {}: {}: {}", e.loc, e.key, e.note));
     }
     Ok(Imported { tree: tree.render(), report })
+}
+
+/// A variable that is a whole path: Packer resolved its default from the template's directory;
+/// the tree resolves it from its own.
+fn rebase_path_variables(
+    t: &Template,
+    names: Vec<String>,
+    out_dir: &Path,
+    variables: &mut IndexMap<String, Var>,
+    report: &mut Report,
+) {
+    for name in names {
+        let Some(var) = variables.get_mut(&name) else { continue };
+        let Some(toml::Value::String(d)) = &var.default else { continue };
+        if d.contains("{{") || d.contains("://") || Path::new(d).is_absolute() || !t.dir.join(d).exists() {
+            continue;
+        }
+        let rebased = translate::rebase(d, &t.dir, out_dir);
+        if let Some(v) = t.variables.iter().find(|v| v.name == name) {
+            report.push(
+                Outcome::Changed,
+                &v.loc,
+                format!("variable {name}"),
+                None,
+                format!("its default is a path, now relative to the tree file: `{rebased}`"),
+            );
+        }
+        var.default = Some(toml::Value::String(rebased));
+    }
 }
 
 fn read(path: &Path) -> Result<Template, Error> {

@@ -163,6 +163,12 @@ impl Body {
     }
 }
 
+/// Removes and returns `key` from a body.
+pub fn take(body: &mut Body, key: &str) -> Option<Node> {
+    let i = body.entries.iter().position(|(k, _)| k == key)?;
+    Some(body.entries.remove(i).1)
+}
+
 /// A Packer variable.
 #[derive(Debug, Clone)]
 pub struct Variable {

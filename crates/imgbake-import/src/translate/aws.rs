@@ -68,17 +68,32 @@ const NOT_NEEDED: &[(&str, &str)] = &[
     ("decode_authorization_messages", "imgbake's errors name the call and the resource"),
 ];
 
+/// An `amazon-ebs` source: its keys into `img` (source, tags) and `img.settings["aws"]`.
 pub(crate) fn source(s: &Source, mut body: Body, os: &Os, img: &mut Image, tx: &mut Tx) {
     let mut a = Table::new();
+    let name = img.name.clone();
+    plain_keys(s, &mut body, &mut a, img, tx);
+    subnet_filter(s, &mut body, &mut a, &name, tx);
+    source_ami(s, &mut body, img, tx);
+    share(s, &mut body, &mut a, img, tx);
+    block_devices(s, &mut body, &mut a, img, tx);
+    user_data(s, &mut body, os, &mut a, img, tx);
+    access_and_lifecycle(s, &mut body, &mut a, &name, tx);
+    rest(body, &s.kind, tx);
+    img.settings.insert("aws".into(), a);
+}
+
+/// Keys that carry over as they are (renamed), and the tag tables.
+fn plain_keys(s: &Source, body: &mut Body, a: &mut Table, img: &mut Image, tx: &mut Tx) {
     let name = img.name.clone();
     let to = |k: &str| format!("images.{name}.aws.{k}");
     let key = |k: &str| format!("{}.{k}", s.kind);
     for (k, to_key) in SAME {
-        if let Some(n) = take(&mut body, k) {
-            tx.put(&mut a, &n, &key(k), to_key, &to(to_key));
+        if let Some(n) = take(body, k) {
+            tx.put(a, &n, &key(k), to_key, &to(to_key));
         }
     }
-    if let Some(n) = take(&mut body, "security_group_id") {
+    if let Some(n) = take(body, "security_group_id") {
         match value(&n) {
             Ok(v) => {
                 a.insert("security_group_ids".into(), T::Array(vec![v]));
@@ -87,7 +102,7 @@ pub(crate) fn source(s: &Source, mut body: Body, os: &Os, img: &mut Image, tx: &
             Err(why) => tx.unmapped(&n.loc, &key("security_group_id"), why),
         }
     }
-    if let Some(n) = take(&mut body, "run_volume_tags") {
+    if let Some(n) = take(body, "run_volume_tags") {
         match value(&n) {
             Ok(T::Table(t)) => {
                 if let T::Table(r) = a.entry("run_tags".to_string()).or_insert_with(|| T::Table(Default::default())) {
@@ -105,7 +120,7 @@ pub(crate) fn source(s: &Source, mut body: Body, os: &Os, img: &mut Image, tx: &
             Err(why) => tx.unmapped(&n.loc, &key("run_volume_tags"), why),
         }
     }
-    if let Some(n) = take(&mut body, "tags") {
+    if let Some(n) = take(body, "tags") {
         match value(&n) {
             Ok(T::Table(t)) => {
                 img.tags.extend(t);
@@ -120,20 +135,21 @@ pub(crate) fn source(s: &Source, mut body: Body, os: &Os, img: &mut Image, tx: &
             _ => tx.unmapped(&n.loc, &key("tags"), "a table of strings"),
         }
     }
-    if let Some(n) = take(&mut body, "ssh_interface") {
+    if let Some(n) = take(body, "ssh_interface") {
         match n.scalar().as_deref() {
             Some("session_manager") => tx.unmapped(&n.loc, &key("ssh_interface"), "imgbake connects over SSH directly (or a `communicator.bastion`); Session Manager is not supported yet"),
             _ => {
-                tx.put(&mut a, &n, &key("ssh_interface"), "ssh_interface", &to("ssh_interface"));
+                tx.put(a, &n, &key("ssh_interface"), "ssh_interface", &to("ssh_interface"));
             }
         }
     }
-    subnet_filter(s, &mut body, &mut a, &name, tx);
-    source_ami(s, &mut body, img, tx);
-    share(s, &mut body, &mut a, img, tx);
-    block_devices(s, &mut body, &mut a, img, tx);
-    user_data(s, &mut body, os, &mut a, img, tx);
-    if let Some(n) = take(&mut body, "assume_role") {
+}
+
+/// Role, IMDS, deprecation, and what EC2 keys imgbake does not need or have.
+fn access_and_lifecycle(s: &Source, body: &mut Body, a: &mut Table, name: &str, tx: &mut Tx) {
+    let to = |k: &str| format!("images.{name}.aws.{k}");
+    let key = |k: &str| format!("{}.{k}", s.kind);
+    if let Some(n) = take(body, "assume_role") {
         match n
             .map()
             .and_then(|m| m.iter().find(|(k, _)| k == "role_arn"))
@@ -147,7 +163,7 @@ pub(crate) fn source(s: &Source, mut body: Body, os: &Os, img: &mut Image, tx: &
         }
     }
     for k in ["metadata_options", "imds_support"] {
-        if let Some(n) = take(&mut body, k) {
+        if let Some(n) = take(body, k) {
             let text = format!("{:?}", n.value);
             let v2 = text.contains("required") || text.contains("v2.0");
             a.insert("imds_v2".into(), T::Boolean(v2));
@@ -160,7 +176,7 @@ pub(crate) fn source(s: &Source, mut body: Body, os: &Os, img: &mut Image, tx: &
             );
         }
     }
-    if let Some(n) = take(&mut body, "deprecate_at") {
+    if let Some(n) = take(body, "deprecate_at") {
         tx.unmapped(
             &n.loc,
             &key("deprecate_at"),
@@ -168,17 +184,15 @@ pub(crate) fn source(s: &Source, mut body: Body, os: &Os, img: &mut Image, tx: &
         );
     }
     for (k, why) in NOT_NEEDED {
-        if let Some(n) = take(&mut body, k) {
+        if let Some(n) = take(body, k) {
             tx.dropped(&n.loc, &key(k), *why);
         }
     }
     for k in ["spot_price", "spot_instance_types", "spot_price_auto_product", "spot_tags"] {
-        if let Some(n) = take(&mut body, k) {
+        if let Some(n) = take(body, k) {
             tx.unmapped(&n.loc, &key(k), "imgbake launches on-demand build machines; spot is not supported yet (remove it: the build runs on demand)");
         }
     }
-    rest(body, &s.kind, tx);
-    img.settings.insert("aws".into(), a);
 }
 
 fn source_ami(s: &Source, body: &mut Body, img: &mut Image, tx: &mut Tx) {

@@ -51,6 +51,15 @@ pub(crate) fn os_of(b: &Build) -> Os {
 
 /// Moves the communicator keys of a source into `img.communicator`, reporting each.
 pub(crate) fn communicator(body: &mut Body, builder: &str, img: &mut Image, kind: &str, tx: &mut Tx) {
+    transport(body, builder, img, kind, tx);
+    login(body, builder, img, kind, tx);
+    timeouts(body, img, kind, tx);
+    bastion(body, img, kind, tx);
+    not_needed(body, kind, tx);
+}
+
+/// `communicator`: SSH stays; WinRM and `none` become SSH.
+fn transport(body: &mut Body, builder: &str, img: &Image, kind: &str, tx: &mut Tx) {
     let to = |k: &str| format!("images.{}.communicator.{k}", img.name);
     let key = |k: &str| format!("{kind}.{k}");
     if let Some(n) = take(body, "communicator") {
@@ -74,6 +83,12 @@ pub(crate) fn communicator(body: &mut Body, builder: &str, img: &mut Image, kind
             _ => tx.unmapped(&n.loc, &key("communicator"), "only `ssh` (and `winrm`, replaced by SSH) carry over"),
         }
     }
+}
+
+/// User, password, key, port, host.
+fn login(body: &mut Body, builder: &str, img: &mut Image, kind: &str, tx: &mut Tx) {
+    let to = |k: &str| format!("images.{}.communicator.{k}", img.name);
+    let key = |k: &str| format!("{kind}.{k}");
     for k in ["ssh_username", "winrm_username"] {
         if let Some(n) = take(body, k) {
             tx.put(&mut img.communicator, &n, &key(k), "username", &to("username"));
@@ -112,6 +127,12 @@ pub(crate) fn communicator(body: &mut Body, builder: &str, img: &mut Image, kind
     {
         tx.put(&mut img.communicator, &n, &key("ssh_host"), "host", &to("host"));
     }
+}
+
+/// How long to wait for SSH, and keepalives.
+fn timeouts(body: &mut Body, img: &mut Image, kind: &str, tx: &mut Tx) {
+    let to = |k: &str| format!("images.{}.communicator.{k}", img.name);
+    let key = |k: &str| format!("{kind}.{k}");
     for k in ["ssh_timeout", "ssh_wait_timeout", "winrm_timeout"] {
         if let Some(n) = take(body, k) {
             match duration(&n) {
@@ -132,7 +153,11 @@ pub(crate) fn communicator(body: &mut Body, builder: &str, img: &mut Image, kind
             Err(why) => tx.unmapped(&n.loc, &key("ssh_keep_alive_interval"), why),
         }
     }
-    bastion(body, img, kind, tx);
+}
+
+/// Keys imgbake's communicator does not need, and why.
+fn not_needed(body: &mut Body, kind: &str, tx: &mut Tx) {
+    let key = |k: &str| format!("{kind}.{k}");
     const NOT_NEEDED: &[(&str, &str)] = &[
         ("winrm_port", "SSH on port 22 (`communicator.port`)"),
         ("winrm_host", "SSH goes to the address the builder finds (`communicator.host` to override)"),

@@ -368,6 +368,15 @@ fn virtualbox(s: &Source, body: &mut Body, t: &mut Table, img: &mut Image, tx: &
             );
         }
     }
+    vboxmanage(s, body, t, img, tx);
+    if let Some(n) = take(body, "hard_drive_interface") {
+        tx.put(t, &n, &key("hard_drive_interface"), "disk_controller", &to(img, "virtualbox", "disk_controller"));
+    }
+}
+
+/// `vboxmanage`, `vboxmanage_post`: only `modifyvm --memory N --cpus N` has a meaning here.
+fn vboxmanage(s: &Source, body: &mut Body, t: &mut Table, img: &Image, tx: &mut Tx) {
+    let key = |k: &str| format!("{}.{k}", s.kind);
     for k in ["vboxmanage", "vboxmanage_post"] {
         let Some(n) = take(body, k) else { continue };
         for cmd in n.list().unwrap_or_default() {
@@ -410,9 +419,6 @@ fn virtualbox(s: &Source, body: &mut Body, t: &mut Table, img: &mut Image, tx: &
                 tx.unmapped(&cmd.loc, &key(k), "imgbake does not run VBoxManage: only `modifyvm --memory N --cpus N` carry over (as `memory`, `cpus`)");
             }
         }
-    }
-    if let Some(n) = take(body, "hard_drive_interface") {
-        tx.put(t, &n, &key("hard_drive_interface"), "disk_controller", &to(img, "virtualbox", "disk_controller"));
     }
 }
 

@@ -16,6 +16,7 @@ use crate::model::{Body, Build, Loc, Node, Source, Template, Value};
 use crate::report::{Outcome, Report};
 use crate::tree::{Image, Table};
 
+pub(crate) use crate::model::take;
 pub(crate) use comm::Os;
 
 /// What one translation needs: where the tree goes (paths are written relative to it) and the
@@ -429,10 +430,4 @@ pub(crate) fn rest(body: Body, kind: &str, tx: &mut Tx) {
             ),
         );
     }
-}
-
-/// Removes and returns `key` from a body.
-pub(crate) fn take(body: &mut Body, key: &str) -> Option<Node> {
-    let i = body.entries.iter().position(|(k, _)| k == key)?;
-    Some(body.entries.remove(i).1)
 }
