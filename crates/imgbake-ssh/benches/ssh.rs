@@ -2,12 +2,15 @@
 //!
 //! 1. SFTP upload throughput of a 1 GiB file: imgbake vs OpenSSH's `sftp` client, same server (the
 //!    bed's sshd), same cipher (aes128-gcm@openssh.com). Goal: imgbake ≥ 100 % of OpenSSH.
-//! 2. Reboot latency on the bed's QEMU guest: from the moment the guest's SSH server accepts again
+//! 2. Uploading a directory of many files (10,000 of 1–64 KiB and three of 20 MiB, ~390 MB):
+//!    imgbake vs OpenSSH's `scp -r` and `sftp` (`put -r`), same server and cipher. Goal: imgbake
+//!    ≥ 2× faster than both.
+//! 3. Reboot latency on the bed's QEMU guest: from the moment the guest's SSH server accepts again
 //!    (seen by an independent prober that opens raw TCP connections and reads the banner) to the
 //!    moment `imgbake_core::reboot::reboot` reports the machine settled. Goal: ≤ 1 s.
 //!
 //! Environment: `IMGBAKE_BENCH_RUNS` (upload rounds, default 3), `IMGBAKE_BENCH_REBOOTS` (default 3),
-//! `IMGBAKE_BENCH_ONLY=upload|reboot`.
+//! `IMGBAKE_BENCH_ONLY=upload|tree|reboot`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -118,6 +121,111 @@ async fn upload_bench() {
     );
 }
 
+/// The bench's directory: 10,000 files of 1–64 KiB in 100 directories, three of 20 MiB.
+fn make_many_files(root: &std::path::Path) -> u64 {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut total = 0;
+    for i in 0..10_000u64 {
+        let dir = root.join(format!("mod{:02}", i % 100));
+        std::fs::create_dir_all(&dir).expect("bench dir");
+        let len = 1024 + (next() % (63 * 1024)) as usize;
+        let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        std::fs::write(dir.join(format!("f{i:05}.dat")), &data).expect("bench file");
+        total += len as u64;
+    }
+    for i in 0..3 {
+        let data: Vec<u8> = (0..20usize << 20).map(|_| next() as u8).collect();
+        std::fs::write(root.join(format!("big{i}.bin")), &data).expect("bench file");
+        total += data.len() as u64;
+    }
+    total
+}
+
+/// An OpenSSH client command (`scp` or `sftp`) against the bed's sshd.
+fn openssh(program: &str, sshd: &Sshd) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(program);
+    c.args(["-F", "/dev/null", "-q", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", sshd.known_hosts_path().display()))
+        .arg("-o")
+        .arg(format!("Ciphers={CIPHER}"))
+        .arg("-i")
+        .arg(sshd.client_key_path())
+        .arg("-P")
+        .arg(sshd.port().to_string());
+    c
+}
+
+async fn tree_bench() {
+    let runs = env_num("IMGBAKE_BENCH_RUNS", 3).max(1);
+    let sshd = Sshd::start().await.expect("the bed's sshd (run tests/bed/install.sh)");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let local = dir.path().join("tree");
+    let bytes = make_many_files(&local);
+    let mut cfg = config_for(&sshd);
+    cfg.ciphers = vec![CIPHER.to_string()];
+    let c = SshCommunicator::new(cfg);
+    c.connect(&Wait::new(Duration::from_secs(30))).await.expect("connect");
+    let (mut ours, mut scp, mut sftp) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=runs {
+        // A fresh destination each time: every tool creates every file.
+        let remote = sshd.dir().join(format!("ours{round}"));
+        let t = Instant::now();
+        let sent = c.upload(&local, remote.to_str().unwrap_or_default(), &EventSink::discard()).await.expect("upload");
+        ours.push(t.elapsed().as_secs_f64());
+        assert_eq!(sent, bytes);
+
+        let remote = sshd.dir().join(format!("scp{round}"));
+        let t = Instant::now();
+        let out = openssh("scp", &sshd)
+            .arg("-r")
+            .arg(&local)
+            .arg(format!("root@127.0.0.1:{}", remote.display()))
+            .output()
+            .await
+            .expect("run OpenSSH scp");
+        scp.push(t.elapsed().as_secs_f64());
+        assert!(out.status.success(), "scp failed: {}", String::from_utf8_lossy(&out.stderr));
+
+        let remote = sshd.dir().join(format!("sftp{round}"));
+        let batch = dir.path().join("batch");
+        std::fs::write(&batch, format!("put -r {} {}\n", local.display(), remote.display())).expect("batch file");
+        let t = Instant::now();
+        let out = openssh("sftp", &sshd)
+            .arg("-b")
+            .arg(&batch)
+            .arg("root@127.0.0.1")
+            .output()
+            .await
+            .expect("run OpenSSH sftp");
+        sftp.push(t.elapsed().as_secs_f64());
+        assert!(out.status.success(), "sftp failed: {}", String::from_utf8_lossy(&out.stderr));
+        println!(
+            "tree round {round}: imgbake {:.2} s, scp -r {:.2} s, sftp put -r {:.2} s",
+            ours[ours.len() - 1],
+            scp[scp.len() - 1],
+            sftp[sftp.len() - 1]
+        );
+        for d in ["ours", "scp", "sftp"] {
+            let _ = std::fs::remove_dir_all(sshd.dir().join(format!("{d}{round}")));
+        }
+    }
+    c.disconnect().await;
+    let (o, s, f) = (median(&mut ours), median(&mut scp), median(&mut sftp));
+    println!(
+        "upload of 10,003 files ({:.0} MB) over loopback, {CIPHER}, median of {runs}: imgbake {o:.2} s, OpenSSH scp -r {s:.2} s ({:.1}×), sftp put -r {f:.2} s ({:.1}×) (goal >= 2× both)",
+        bytes as f64 / 1e6,
+        s / o,
+        f / o
+    );
+}
+
 /// Reads the SSH banner from a fresh TCP connection; QEMU accepts TCP while the guest is down, so
 /// only a banner means the guest's SSH server accepts.
 async fn banner(addr: SocketAddr, timeout: Duration) -> bool {
@@ -207,6 +315,9 @@ fn main() {
     rt.block_on(async {
         if only.is_empty() || only == "upload" {
             upload_bench().await;
+        }
+        if only.is_empty() || only == "tree" {
+            tree_bench().await;
         }
         if only.is_empty() || only == "reboot" {
             reboot_bench().await;

@@ -194,6 +194,13 @@ impl Communicator for SshCommunicator {
 
     async fn upload(&self, local: &Path, remote: &str, events: &EventSink) -> Result<u64, CommError> {
         let c = self.live().await?;
+        if self.config.archive_uploads
+            && self.config.os == imgbake_config::Os::Linux
+            && local.is_dir()
+            && let Some(sent) = self.fallback(&c).upload_archive(local, remote, events).await?
+        {
+            return Ok(sent);
+        }
         match self.sftp(&c).await? {
             Some(sftp) => sftp.upload(local, remote, events).await,
             None => self.fallback(&c).upload(local, remote, events).await,

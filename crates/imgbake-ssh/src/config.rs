@@ -125,6 +125,11 @@ pub struct SshConfig {
     pub sftp_packet_len: u32,
     /// SFTP tuning: write (and read) requests kept in flight per file. Default 32.
     pub sftp_requests_in_flight: usize,
+    /// Upload directories of many files (32 entries or more) to Linux machines as one tar stream
+    /// unpacked by the machine's GNU tar or bsdtar (modes, links; owner: the login user), which
+    /// is several times faster than file-by-file SFTP. Machines without such a tar get SFTP.
+    /// Default true.
+    pub archive_uploads: bool,
 }
 
 /// The cipher order used when [`SshConfig::ciphers`] is left at its default.
@@ -156,6 +161,7 @@ impl Default for SshConfig {
             ciphers: DEFAULT_CIPHERS.iter().map(|s| s.to_string()).collect(),
             sftp_packet_len: 256 * 1024,
             sftp_requests_in_flight: 32,
+            archive_uploads: true,
         }
     }
 }

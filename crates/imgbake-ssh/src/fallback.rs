@@ -49,7 +49,7 @@ impl Fallback<'_> {
 
     /// Run `script` (a shell command line, wrapped by `compose`), feeding it `input`; returns stdout or
     /// a `RemoteFile` error for `path` with the script's stderr.
-    async fn run(
+    pub(crate) async fn run(
         &self,
         script: &str,
         path: &str,
@@ -142,6 +142,14 @@ impl Fallback<'_> {
             // Create it private first, so the content is never readable with a wider mode than asked.
             let script = format!("umask 077; cat > {p} && chmod {:o} {p}", f.mode, p = q(&path));
             self.run(&script, &path, Some((&mut src, &mut progress)), None).await?;
+        }
+        if !plan.links.is_empty() {
+            let script: Vec<String> = plan
+                .links
+                .iter()
+                .map(|l| format!("ln -sfn {} {}", q(&l.target), q(&join_remote(remote, &l.rel))))
+                .collect();
+            self.run(&script.join(" && "), remote, None, None).await?;
         }
         let exact: Vec<String> = plan
             .dirs

@@ -7,6 +7,7 @@
 //!
 //! See [`SshCommunicator`] for an example and [`SshConfig`] for every setting.
 
+mod archive;
 mod communicator;
 mod config;
 mod exec;

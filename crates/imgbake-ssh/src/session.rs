@@ -35,11 +35,18 @@ impl From<russh::Error> for HandlerError {
 pub(crate) struct Shared {
     /// Why the session ended, once it has.
     pub ended: Mutex<Option<String>>,
+    /// The server's SSH identification (`SSH-2.0-OpenSSH_9.2p1 ...`), once a channel is open.
+    pub server_id: OnceLock<String>,
 }
 
 impl Shared {
     pub(crate) fn end_reason(&self) -> Option<String> {
         self.ended.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Whether the server is OpenSSH (its sftp-server takes SSH_FXP_SYMLINK's paths reversed).
+    pub(crate) fn is_openssh(&self) -> bool {
+        self.server_id.get().is_some_and(|id| id.contains("OpenSSH"))
     }
 }
 
@@ -65,6 +72,17 @@ impl client::Handler for Client {
                 ),
             })),
         }
+    }
+
+    async fn channel_open_confirmation(
+        &mut self,
+        _id: russh::ChannelId,
+        _max_packet_size: u32,
+        _window_size: u32,
+        session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let _ = self.shared.server_id.set(String::from_utf8_lossy(session.remote_sshid()).into_owned());
+        Ok(())
     }
 
     async fn disconnected(&mut self, reason: DisconnectReason<Self::Error>) -> Result<(), Self::Error> {

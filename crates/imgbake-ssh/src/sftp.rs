@@ -5,6 +5,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use futures::{StreamExt, TryStreamExt};
 use imgbake_core::communicator::CommError;
 use imgbake_core::event::EventSink;
 use russh::ChannelMsg;
@@ -21,12 +22,22 @@ use crate::session::{Session, describe_ssh_error};
 /// Local read / remote write chunk: big enough to keep all write requests of a file in flight.
 const CHUNK: usize = 8 << 20;
 
+/// Files of a directory sent at once. A small file costs round trips (open, write, close, mode),
+/// not bandwidth: with many in flight on one session the server is never idle waiting for us.
+const FILES_IN_FLIGHT: usize = 64;
+
+/// Read buffers of the files in flight together, at most (a few large files must not hold
+/// `FILES_IN_FLIGHT` chunks of memory).
+const BUFFERED: usize = 64 << 20;
+
 /// An open SFTP session and a flag that turns true when its channel has closed (the SSH session died
 /// or the server ended the subsystem): pending requests would otherwise only fail at their timeout.
 pub(crate) struct Sftp {
     pub session: SftpSession,
     closed: watch::Receiver<bool>,
     target: String,
+    /// OpenSSH's sftp-server: SSH_FXP_SYMLINK's paths go in reversed order.
+    openssh: bool,
 }
 
 /// Why SFTP could not be opened.
@@ -71,9 +82,10 @@ impl Sftp {
             request_timeout_secs: 60,
         };
         let mut closed_rx = closed.clone();
+        let session_is_openssh = session.shared.is_openssh();
         tokio::select! {
             s = SftpSession::new_with_config(stream, sftp_cfg) => match s {
-                Ok(session) => Ok(Sftp { session, closed, target }),
+                Ok(session) => Ok(Sftp { session, closed, target, openssh: session_is_openssh }),
                 Err(e) => Err(OpenError::Unsupported(format!("SFTP init failed: {e}"))),
             },
             // Some servers accept the request, then fail to start their sftp-server program (dropbear
@@ -117,19 +129,25 @@ impl Sftp {
     }
 
     /// Upload a file or a directory tree. Returns the bytes sent.
+    ///
+    /// Directories are made level by level, files sent many at once, links made last; every
+    /// request of a level is in flight together, so a tree of many small files takes a few
+    /// round trips per level instead of a few per file.
     pub(crate) async fn upload(&self, local: &Path, remote: &str, events: &EventSink) -> Result<u64, CommError> {
         let plan = crate::tree::local_tree(local)?;
-        let mut progress = Progress::new(events, remote, plan.total_bytes());
+        let progress = std::sync::Mutex::new(Progress::new(events, remote, plan.total_bytes()));
         self.guarded(async {
             // Directories stay writable for us while they are filled; exact modes are set last.
-            for dir in &plan.dirs {
-                let path = crate::tree::join_remote(remote, &dir.rel);
-                self.mkdir(&path, dir.mode | 0o700).await?;
+            for level in levels(&plan.dirs) {
+                let made = level.iter().map(|d| self.mkdir_rel(remote, &d.rel, d.mode | 0o700));
+                futures::future::try_join_all(made).await?;
             }
-            for file in &plan.files {
-                let path = crate::tree::join_remote(remote, &file.rel);
-                self.upload_file(&file.local, &path, file.mode, &mut progress).await?;
-            }
+            let memory = tokio::sync::Semaphore::new(BUFFERED);
+            let files: Vec<_> =
+                plan.files.iter().map(|f| Box::pin(self.upload_entry(remote, f, &memory, &progress))).collect();
+            futures::stream::iter(files).buffer_unordered(FILES_IN_FLIGHT).try_collect::<Vec<()>>().await?;
+            let links: Vec<_> = plan.links.iter().map(|l| Box::pin(self.link(remote, l))).collect();
+            futures::future::try_join_all(links).await?;
             for dir in plan.dirs.iter().rev().filter(|d| d.mode & 0o700 != 0o700) {
                 let path = crate::tree::join_remote(remote, &dir.rel);
                 let attrs = FileAttributes { permissions: Some(dir.mode), ..Default::default() };
@@ -138,8 +156,46 @@ impl Sftp {
             Ok(())
         })
         .await?;
+        let mut progress = progress.into_inner().unwrap_or_else(|e| e.into_inner());
         progress.finish();
         Ok(progress.done())
+    }
+
+    /// One file of a tree, holding its share of the read buffers while it is sent.
+    async fn upload_entry(
+        &self,
+        remote: &str,
+        file: &crate::tree::FileEntry,
+        memory: &tokio::sync::Semaphore,
+        progress: &std::sync::Mutex<Progress<'_>>,
+    ) -> Result<(), CommError> {
+        let path = crate::tree::join_remote(remote, &file.rel);
+        let buffer = CHUNK.min(usize::try_from(file.len).unwrap_or(CHUNK)).max(1);
+        let _held = memory.acquire_many(buffer as u32).await.map_err(|_| self.closed_err())?;
+        self.upload_file(&file.local, &path, file.mode, buffer, progress).await
+    }
+
+    /// One symbolic link of a tree, made again where it was (replacing one an earlier upload made).
+    /// OpenSSH's sftp-server (Linux, and Windows' OpenSSH) takes SSH_FXP_SYMLINK's two paths in the
+    /// reverse of the draft standard's order; other servers get the standard order.
+    async fn link(&self, remote: &str, l: &crate::tree::LinkEntry) -> Result<(), CommError> {
+        let path = crate::tree::join_remote(remote, &l.rel);
+        let target = l.target.as_str();
+        let _ = self.session.remove_file(path.as_str()).await;
+        let made = if self.openssh {
+            self.session.symlink(target, path.as_str()).await
+        } else {
+            self.session.symlink(path.as_str(), target).await
+        };
+        made.map_err(|e| self.remote_err(&path, e))
+    }
+
+    fn closed_err(&self) -> CommError {
+        CommError::Disconnected { target: self.target.clone(), reason: "the SFTP transfer was stopped".into() }
+    }
+
+    async fn mkdir_rel(&self, remote: &str, rel: &str, mode: u32) -> Result<(), CommError> {
+        self.mkdir(&crate::tree::join_remote(remote, rel), mode).await
     }
 
     async fn mkdir(&self, path: &str, mode: u32) -> Result<(), CommError> {
@@ -158,19 +214,22 @@ impl Sftp {
         local: &Path,
         remote: &str,
         mode: u32,
-        progress: &mut Progress<'_>,
+        buffer: usize,
+        progress: &std::sync::Mutex<Progress<'_>>,
     ) -> Result<(), CommError> {
         let local_err = |source| CommError::LocalFile { path: local.to_path_buf(), source };
         let mut src = tokio::fs::File::open(local).await.map_err(local_err)?;
         let mut dst = self.create(remote, mode).await?;
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = vec![0u8; buffer];
         loop {
             let n = src.read(&mut buf).await.map_err(local_err)?;
             if n == 0 {
                 break;
             }
             dst.write_all(&buf[..n]).await.map_err(|e| self.remote_err(remote, e.into()))?;
-            progress.add(n as u64);
+            if let Ok(mut p) = progress.lock() {
+                p.add(n as u64);
+            }
         }
         self.finish(dst, remote, mode).await
     }
@@ -319,4 +378,18 @@ impl<S> Drop for EofWatch<S> {
     fn drop(&mut self) {
         self.tx.send_replace(true);
     }
+}
+
+/// Directories grouped by depth, parents' level first (each level can be made at once).
+fn levels(dirs: &[crate::tree::DirEntry]) -> Vec<Vec<&crate::tree::DirEntry>> {
+    let depth = |d: &crate::tree::DirEntry| if d.rel.is_empty() { 0 } else { d.rel.matches('/').count() + 1 };
+    let mut out: Vec<Vec<&crate::tree::DirEntry>> = Vec::new();
+    for d in dirs {
+        let n = depth(d);
+        if out.len() <= n {
+            out.resize_with(n + 1, Vec::new);
+        }
+        out[n].push(d);
+    }
+    out
 }

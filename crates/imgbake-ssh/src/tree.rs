@@ -22,10 +22,18 @@ pub(crate) struct FileEntry {
     pub len: u64,
 }
 
-/// Everything an upload sends: directories parents first, then files.
+/// A symbolic link inside an uploaded directory: made again on the machine, pointing where it
+/// pointed (like `tar` and `rsync -l`; the link's target is not read).
+pub(crate) struct LinkEntry {
+    pub rel: String,
+    pub target: String,
+}
+
+/// Everything an upload sends: directories parents first, then files, then links.
 pub(crate) struct LocalTree {
     pub dirs: Vec<DirEntry>,
     pub files: Vec<FileEntry>,
+    pub links: Vec<LinkEntry>,
 }
 
 impl LocalTree {
@@ -38,11 +46,11 @@ fn mode_of(meta: &std::fs::Metadata) -> u32 {
     meta.permissions().mode() & 0o7777
 }
 
-/// Walk `root` (a file or a directory; symbolic links are followed, like `scp -r`).
+/// Walk `root` (a file or a directory, followed if it is a link); links inside it are kept as links.
 pub(crate) fn local_tree(root: &Path) -> Result<LocalTree, CommError> {
     let err = |path: &Path, source| CommError::LocalFile { path: path.to_path_buf(), source };
     let meta = std::fs::metadata(root).map_err(|e| err(root, e))?;
-    let mut tree = LocalTree { dirs: Vec::new(), files: Vec::new() };
+    let mut tree = LocalTree { dirs: Vec::new(), files: Vec::new(), links: Vec::new() };
     if !meta.is_dir() {
         tree.files.push(FileEntry {
             local: root.to_path_buf(),
@@ -52,7 +60,8 @@ pub(crate) fn local_tree(root: &Path) -> Result<LocalTree, CommError> {
         });
         return Ok(tree);
     }
-    for entry in walkdir::WalkDir::new(root).follow_links(true).max_depth(MAX_DEPTH).sort_by_file_name() {
+    let walk = walkdir::WalkDir::new(root).follow_links(false).follow_root_links(true).max_depth(MAX_DEPTH);
+    for entry in walk.sort_by_file_name() {
         let entry = entry.map_err(|e| {
             let path = e.path().unwrap_or(root).to_path_buf();
             let source = e.into_io_error().unwrap_or_else(|| std::io::Error::other("symbolic link loop"));
@@ -70,7 +79,10 @@ pub(crate) fn local_tree(root: &Path) -> Result<LocalTree, CommError> {
             .map(|c| c.as_os_str().to_string_lossy().into_owned())
             .collect::<Vec<_>>()
             .join("/");
-        if meta.is_dir() {
+        if entry.path_is_symlink() && entry.depth() > 0 {
+            let target = std::fs::read_link(entry.path()).map_err(|e| err(entry.path(), e))?;
+            tree.links.push(LinkEntry { rel, target: target.to_string_lossy().into_owned() });
+        } else if meta.is_dir() {
             tree.dirs.push(DirEntry { rel, mode: mode_of(&meta) });
         } else if meta.is_file() {
             tree.files.push(FileEntry {

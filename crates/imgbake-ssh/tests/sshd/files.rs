@@ -132,6 +132,86 @@ async fn exec_fallback_without_sftp_keeps_modes_and_content() {
     round_trip(false).await;
 }
 
+/// A tree of many small files in nested directories, with links (relative, absolute, dangling):
+/// every file arrives with its content and mode, every link as a link to the same target, also when
+/// the tree is uploaded again over itself.
+async fn many_files_and_links(sftp: bool, archive: bool) {
+    let sshd = sshd_with(SshdOptions { sftp, ..Default::default() }).await;
+    let mut cfg = config_for(&sshd);
+    cfg.archive_uploads = archive;
+    let (events, conn_log) = EventSink::memory();
+    let c = imgbake_ssh::SshCommunicator::new(cfg).with_events(events);
+    c.connect(&quick()).await.unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let src = local.path().join("src");
+    for i in 0..300u32 {
+        let dir = src.join(format!("d{}/e{}", i % 7, i % 3));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("f{i}"));
+        std::fs::write(&path, vec![(i % 251) as u8; (i as usize * 37) % 5000]).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(if i % 5 == 0 { 0o750 } else { 0o640 }))
+            .unwrap();
+    }
+    // Counted before the links exist (a walk would count files twice through `rel-link`).
+    let total: u64 = walk(&src)
+        .iter()
+        .filter(|p| std::fs::symlink_metadata(p).unwrap().is_file())
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    std::os::unix::fs::symlink("d1/e1", src.join("rel-link")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", src.join("d2/abs-link")).unwrap();
+    std::os::unix::fs::symlink("nowhere", src.join("d3/e0/dangling")).unwrap();
+    let remote = remote_path(&sshd, "many");
+    for round in 0..2 {
+        let (sink, log) = EventSink::memory();
+        let sent = c.upload(&src, &remote, &sink).await.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(sent, total);
+        let last = log.events().into_iter().rev().find_map(|e| match e.kind {
+            EventKind::Transfer { done, total, .. } => Some((done, total)),
+            _ => None,
+        });
+        assert_eq!(last, Some((total, Some(total))), "progress ends at the files' total (archive {archive})");
+    }
+    // Without SFTP and without the archive, the exec fallback carried it; with the archive, no SFTP
+    // session was needed at all.
+    let fell_back =
+        conn_log.events().iter().any(|e| matches!(&e.kind, EventKind::Info { message } if message.contains("no SFTP")));
+    assert_eq!(fell_back, !sftp && !archive, "{:#?}", conn_log.events());
+    for e in walk(&src) {
+        let rel = e.strip_prefix(&src).unwrap();
+        let there = Path::new(&remote).join(rel);
+        let meta = std::fs::symlink_metadata(&e).unwrap();
+        if meta.file_type().is_symlink() {
+            assert_eq!(std::fs::read_link(&there).unwrap(), std::fs::read_link(&e).unwrap(), "{rel:?} (sftp {sftp})");
+        } else if meta.is_file() {
+            assert_eq!(std::fs::read(&there).unwrap(), std::fs::read(&e).unwrap(), "{rel:?}");
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode(&there), mode(&e), "{rel:?} (sftp {sftp})");
+        }
+    }
+    c.disconnect().await;
+}
+
+#[tokio::test]
+async fn sftp_uploads_many_files_and_keeps_links() {
+    many_files_and_links(true, false).await;
+}
+
+#[tokio::test]
+async fn exec_fallback_uploads_many_files_and_keeps_links() {
+    many_files_and_links(false, false).await;
+}
+
+#[tokio::test]
+async fn archive_uploads_many_files_and_keeps_links() {
+    many_files_and_links(true, true).await;
+}
+
+#[tokio::test]
+async fn archive_uploads_need_no_sftp() {
+    many_files_and_links(false, true).await;
+}
+
 /// A directory the machine controls, made hostile: links out of the tree and in a loop, setuid and
 /// world-writable modes, odd (but legal) names.
 fn make_hostile_tree(root: &Path) {
