@@ -10,6 +10,7 @@
 //!    moment `imgbake_core::reboot::reboot` reports the machine settled. Goal: ≤ 1 s.
 //!
 //! Environment: `IMGBAKE_BENCH_RUNS` (upload rounds, default 3), `IMGBAKE_BENCH_REBOOTS` (default 3),
+//! `IMGBAKE_BENCH_ARCHIVE=0` (the many-files upload over SFTP instead of a tar stream),
 //! `IMGBAKE_BENCH_ONLY=upload|tree|reboot`.
 
 use std::io::Write;
@@ -170,6 +171,8 @@ async fn tree_bench() {
     let bytes = make_many_files(&local);
     let mut cfg = config_for(&sshd);
     cfg.ciphers = vec![CIPHER.to_string()];
+    // IMGBAKE_BENCH_ARCHIVE=0 measures the SFTP path (what machines without GNU tar/bsdtar get).
+    cfg.archive_uploads = env_num("IMGBAKE_BENCH_ARCHIVE", 1) != 0;
     let c = SshCommunicator::new(cfg);
     c.connect(&Wait::new(Duration::from_secs(30))).await.expect("connect");
     let (mut ours, mut scp, mut sftp) = (Vec::new(), Vec::new(), Vec::new());
