@@ -60,16 +60,7 @@ pub fn read(path: &Path) -> Result<Template, Error> {
     let parsed: Vec<Parsed> = files(path)?.iter().map(|f| parse(f)).collect::<Result<_, _>>()?;
     let locals = locals_of(&parsed);
     let cx = Cx { template_dir: dir.display().to_string() };
-    let mut t = Template {
-        path: path.to_path_buf(),
-        dir,
-        variables: Vec::new(),
-        builds: Vec::new(),
-        data: Vec::new(),
-        dropped: Vec::new(),
-        comment: None,
-        auto_vars: Vec::new(),
-    };
+    let mut t = Template::new(path, dir);
     t.auto_vars = auto_vars(path)?;
     let mut sources: Vec<(String, Source)> = Vec::new();
     let mut builds: Vec<(&Block, usize)> = Vec::new();

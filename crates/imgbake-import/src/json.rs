@@ -20,16 +20,7 @@ pub fn read(path: &Path, text: &str) -> Result<Template, Error> {
     let dir = template_dir(path);
     let cx = Cx { template_dir: dir.display().to_string() };
     let r = Reader { lines: &lines, cx };
-    let mut t = Template {
-        path: path.to_path_buf(),
-        dir,
-        variables: Vec::new(),
-        builds: Vec::new(),
-        data: Vec::new(),
-        dropped: Vec::new(),
-        comment: None,
-        auto_vars: Vec::new(),
-    };
+    let mut t = Template::new(path, dir);
     let mut sensitive = Vec::new();
     let mut build = Build {
         name: None,

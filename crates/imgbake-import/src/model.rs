@@ -245,6 +245,20 @@ pub struct Template {
 }
 
 impl Template {
+    /// An empty template read from `path`, whose relative paths are resolved from `dir`.
+    pub fn new(path: &Path, dir: PathBuf) -> Template {
+        Template {
+            path: path.to_path_buf(),
+            dir,
+            variables: Vec::new(),
+            builds: Vec::new(),
+            data: Vec::new(),
+            dropped: Vec::new(),
+            comment: None,
+            auto_vars: Vec::new(),
+        }
+    }
+
     /// A name for the template's images: its file stem (`win2012r2-template.json` →
     /// `win2012r2-template`), or its directory's name.
     pub fn stem(&self) -> String {

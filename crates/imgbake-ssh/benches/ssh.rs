@@ -89,16 +89,7 @@ async fn upload_bench() {
         ours.push(mb_per_s(SIZE, d));
 
         let t = Instant::now();
-        let out = tokio::process::Command::new("sftp")
-            .args(["-F", "/dev/null", "-q", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", sshd.known_hosts_path().display()))
-            .arg("-o")
-            .arg(format!("Ciphers={CIPHER}"))
-            .arg("-i")
-            .arg(sshd.client_key_path())
-            .arg("-P")
-            .arg(sshd.port().to_string())
+        let out = openssh("sftp", &sshd)
             .arg("-b")
             .arg(&batch)
             .arg("root@127.0.0.1")
