@@ -26,7 +26,11 @@ fn sample(name: &str, vars: &IndexMap<String, Var>) -> String {
             .strip_prefix("var.")
             .and_then(|v| vars.get(v))
             .and_then(|v| v.default.as_ref())
-            .and_then(|d| d.as_str().map(str::to_string))
+            .and_then(|d| match d {
+                T::String(s) => Some(s.clone()),
+                T::Integer(_) | T::Float(_) | T::Boolean(_) => Some(d.to_string()),
+                _ => None,
+            })
             .unwrap_or_else(|| "20260101".to_string());
         out.push_str(&value);
         rest = &rest[start + end + 2..];
@@ -183,5 +187,7 @@ mod tests {
         let mut vars = IndexMap::new();
         vars.insert("prefix".to_string(), Var { default: Some(T::String("acme".into())), ..Default::default() });
         assert_eq!(sample("{{ var.prefix }}-base-{{ timestamp }}", &vars), "acme-base-20260101");
+        vars.insert("major".to_string(), Var { default: Some(T::Integer(20)), ..Default::default() });
+        assert_eq!(sample("node{{ var.major }}-{{ uuid }}", &vars), "node20-20260101");
     }
 }

@@ -24,6 +24,9 @@ struct Case {
     vars: toml::Table,
     #[serde(default)]
     chain: Vec<String>,
+    /// Chains the import must find: image → its parent.
+    #[serde(default)]
+    parents: std::collections::BTreeMap<String, String>,
 }
 
 fn corpus() -> PathBuf {
@@ -114,8 +117,18 @@ fn every_template_of_the_corpus_imports_to_a_tree_that_validates_or_names_what_i
         std::fs::write(&tree_path, &imported.tree).unwrap();
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         if imported.tree.contains("[images.") {
-            if let Err(d) = validate(&tree_path, &imported.tree, &case) {
-                failures.push(format!("── {name}: the tree does not validate:\n{d}\n{}", imported.tree));
+            match validate(&tree_path, &imported.tree, &case) {
+                Err(d) => failures.push(format!("── {name}: the tree does not validate:\n{d}\n{}", imported.tree)),
+                Ok(tree) => {
+                    let parents: std::collections::BTreeMap<String, String> = tree
+                        .images()
+                        .iter()
+                        .filter_map(|(n, i)| i.parent.as_ref().map(|p| (n.to_string(), p.get_ref().to_string())))
+                        .collect();
+                    if parents != case.parents {
+                        failures.push(format!("── {name}: chains {parents:?}, expected {:?}", case.parents));
+                    }
+                }
             }
         } else if imported.report.count(Outcome::Unmapped) == 0 {
             failures.push(format!("── {name}: no image and nothing reported unmapped"));
