@@ -343,13 +343,7 @@ fn dedupe(report: &mut Report) {
     report.entries = kept;
 }
 
-/// A fresh tree id: `imported-` and 16 hex digits from the clock and the process.
+/// A fresh tree id: a UUID, as `imgbake validate` suggests for a tree without one.
 fn tree_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default(),
-    );
-    h.write_u32(std::process::id());
-    format!("imported-{:016x}", h.finish())
+    uuid::Uuid::new_v4().to_string()
 }
