@@ -209,12 +209,22 @@ impl Tree {
 
     /// Everything below `name` (children, their children...), parents first.
     pub fn descendants(&self, name: &str) -> Vec<&str> {
+        // One pass for every parent's children, so a large tree is walked in linear time.
+        let mut children: std::collections::HashMap<&str, Vec<&str>> = std::collections::HashMap::new();
+        for i in self.model.images.values() {
+            if let Some(p) = &i.parent {
+                children.entry(p.get_ref().as_str()).or_default().push(i.name.as_str());
+            }
+        }
         let mut out = Vec::new();
-        let mut todo = self.children(name);
-        while let Some(n) = todo.first().copied() {
-            todo.remove(0);
+        let mut seen = std::collections::HashSet::new();
+        let mut todo: std::collections::VecDeque<&str> = children.get(name).cloned().unwrap_or_default().into();
+        while let Some(n) = todo.pop_front() {
+            if !seen.insert(n) {
+                continue; // a cycle (reported by validation)
+            }
             out.push(n);
-            todo.extend(self.children(n));
+            todo.extend(children.get(n).into_iter().flatten().copied());
         }
         out
     }

@@ -471,20 +471,25 @@ fn inherited_part<'a>(
 /// reported later; here they just end the walk).
 fn raw_order(images: &IndexMap<String, (Span, Spanned<DeValue<'_>>)>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
+    let mut placed: std::collections::HashSet<String> = std::collections::HashSet::new();
     for start in images.keys() {
+        if placed.contains(start) {
+            continue;
+        }
         let mut chain = vec![start.clone()];
         let mut cur = start.clone();
         while let Some(p) =
             images.get(&cur).and_then(|(_, v)| v.get_ref().get("parent")).and_then(|p| p.get_ref().as_str())
         {
-            if !images.contains_key(p) || chain.iter().any(|c| c == p) {
+            // A placed parent has its own parents placed already: the walk can stop there.
+            if !images.contains_key(p) || placed.contains(p) || chain.iter().any(|c| c == p) {
                 break;
             }
             chain.push(p.to_string());
             cur = p.to_string();
         }
         for n in chain.into_iter().rev() {
-            if !out.contains(&n) {
+            if placed.insert(n.clone()) {
                 out.push(n);
             }
         }

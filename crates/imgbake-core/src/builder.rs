@@ -340,6 +340,17 @@ pub trait Builder: Send + Sync {
     /// Delete an artifact for good (pruning): everywhere it was copied, with its storage.
     async fn delete_artifact(&self, tree: &Tree, artifact: &Artifact, events: &EventSink) -> Result<(), BuildError>;
 
+    /// Where runs on different machines agree that one of them builds `image` at a time (`imgbake
+    /// build --lease`, see [`crate::lease`]). `None`: this builder has no shared place for it (local
+    /// builds), and the run builds without one.
+    async fn lease_store(
+        &self,
+        _tree: &Tree,
+        _image: &Image,
+    ) -> Result<Option<std::sync::Arc<dyn crate::lease::LeaseStore>>, BuildError> {
+        Ok(None)
+    }
+
     /// The artifact ids an image's announcement points at now (what consumers launch); pruning never
     /// deletes them.
     async fn published(&self, _tree: &Tree, _image: &Image) -> Result<Vec<String>, BuildError> {

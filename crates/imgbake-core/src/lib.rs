@@ -50,6 +50,7 @@ pub mod communicator;
 pub mod error;
 pub mod event;
 pub mod fingerprint;
+pub mod lease;
 pub mod manifest;
 pub mod plan;
 pub mod provision;

@@ -3,7 +3,7 @@
 //! A plan is a query: each builder lists the tree's artifacts once (batched), each chain root's source
 //! is resolved once, and fingerprints are compared. Nothing is created.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use imgbake_config::{Image, Span, Stamp, Tree};
@@ -84,6 +84,58 @@ impl Plan {
     pub fn count(&self, action: Action) -> usize {
         self.decisions.iter().filter(|d| d.action == action).count()
     }
+
+    /// The images to build as CI jobs: one per image (`imgbake build --only IMAGE` builds all its
+    /// builders), each needing the jobs of its parent if that is built too, grouped by depth so a
+    /// pipeline can run one level after the other.
+    pub fn matrix(&self) -> Matrix {
+        let mut jobs: Vec<MatrixJob> = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        // Decisions come parents first, so a parent's job exists before its children's.
+        for d in self.decisions.iter().filter(|d| d.action == Action::Build) {
+            if let Some(&i) = index.get(d.image.as_str()) {
+                jobs[i].builders.push(d.builder.clone());
+                continue;
+            }
+            let parent = d.parent.as_deref().and_then(|p| index.get(p).map(|&i| (p, i)));
+            let (needs, depth) = match parent {
+                Some((p, i)) => (vec![p.to_string()], jobs[i].depth + 1),
+                None => (Vec::new(), 0),
+            };
+            index.insert(&d.image, jobs.len());
+            jobs.push(MatrixJob { image: d.image.clone(), builders: vec![d.builder.clone()], depth, needs });
+        }
+        let depth = jobs.iter().map(|j| j.depth + 1).max().unwrap_or(0);
+        let mut levels: Vec<Vec<MatrixJob>> = vec![Vec::new(); depth];
+        for j in &jobs {
+            levels[j.depth].push(j.clone());
+        }
+        Matrix { count: jobs.len(), images: jobs, levels }
+    }
+}
+
+/// The images a plan builds, as CI jobs ([`Plan::matrix`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Matrix {
+    /// How many jobs.
+    pub count: usize,
+    /// Every job, parents first.
+    pub images: Vec<MatrixJob>,
+    /// The jobs by depth: level 0 needs nothing built in this run, level n needs level n-1.
+    pub levels: Vec<Vec<MatrixJob>>,
+}
+
+/// One CI job: build one image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MatrixJob {
+    /// The image (`imgbake build TREE --only IMAGE`).
+    pub image: String,
+    /// Its builders.
+    pub builders: Vec<String>,
+    /// How many images built in this run are above it.
+    pub depth: usize,
+    /// The job it waits for: its parent, when the parent is built in this run too.
+    pub needs: Vec<String>,
 }
 
 /// What to plan for.
@@ -169,17 +221,24 @@ pub async fn plan(
     let artifacts = registry.artifacts_of(tree, needed_images).await?;
 
     let mut decisions: Vec<Decision> = Vec::new();
+    // (image, builder) → its decision: a child looks its parent's up (linear in the tree's size).
+    let mut decided: HashMap<(String, String), usize> = HashMap::new();
     for name in tree.order() {
         let img = &tree.images()[name];
         let masked_img = masked.image(name).unwrap_or(img);
         for b in &img.builders {
             let kind = b.get_ref().as_str();
-            let existing: &[Artifact] =
-                artifacts.get(&(name.to_string(), kind.to_string())).map(Vec::as_slice).unwrap_or(&[]);
-            let d =
-                decide(tree, &masked, img, masked_img, kind, existing, &decisions, registry, opts, &selected, &needed)
-                    .await?;
+            let key = (name.to_string(), kind.to_string());
+            let existing: &[Artifact] = artifacts.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+            let parent = img
+                .parent
+                .as_ref()
+                .and_then(|p| decided.get(&(p.get_ref().clone(), kind.to_string())))
+                .map(|&i| &decisions[i]);
+            let d = decide(tree, &masked, img, masked_img, kind, existing, parent, registry, opts, &selected, &needed)
+                .await?;
             events.for_image(name).emit(EventKind::Planned { action: d.action, reason: d.reasons.join("; ") });
+            decided.insert(key, decisions.len());
             decisions.push(d);
         }
     }
@@ -194,7 +253,7 @@ async fn decide(
     masked_img: &Image,
     kind: &str,
     existing: &[Artifact],
-    done: &[Decision],
+    parent_decision: Option<&Decision>,
     registry: &Registry,
     opts: &PlanOptions,
     selected: &BTreeSet<String>,
@@ -231,8 +290,7 @@ async fn decide(
             Some((id, shown))
         }
         Some(p) => {
-            let pd = done.iter().find(|x| &x.image == p && x.builder == kind);
-            match pd {
+            match parent_decision {
                 Some(pd) if pd.action == Action::Build => {
                     if !is_selected {
                         // Needed but not selected (`--only base,app` skips `runtime` in between): keep
@@ -343,11 +401,78 @@ async fn decide(
     Ok(d)
 }
 
-/// The fingerprint of an image whose parent was just built (its origin is the new artifact).
+/// Fingerprints of a tree's images from one render of the tree with masked build values (the render
+/// is the costly part: make one of these per run, not per image).
+#[derive(Debug)]
+pub struct Fingerprinter {
+    masked: Tree,
+}
+
+impl Fingerprinter {
+    /// Render `tree` once for fingerprints.
+    pub fn new(tree: &Tree) -> Result<Self, BuildError> {
+        Ok(Fingerprinter { masked: tree.rerender(&Stamp::masked()).map_err(|e| config_error(tree, e))? })
+    }
+
+    /// The fingerprint of `image` for `builder` given its origin (its source's id, or its parent's
+    /// artifact id: for a child of a parent built in this run, the new artifact).
+    pub fn fingerprint(&self, image: &str, builder: &str, origin: &str) -> Result<Fingerprint, BuildError> {
+        let img = self
+            .masked
+            .image(image)
+            .ok_or_else(|| BuildError::new(ErrorKind::Config, format!("no image `{image}` in the tree")))?;
+        Ok(inputs_for(&self.masked, img, builder, origin)?.fingerprint())
+    }
+}
+
+/// The fingerprint of one image given its origin. Renders the tree: for many images, use one
+/// [`Fingerprinter`].
 pub fn fingerprint_for(tree: &Tree, image: &str, builder: &str, origin: &str) -> Result<Fingerprint, BuildError> {
-    let masked = tree.rerender(&Stamp::masked()).map_err(|e| config_error(tree, e))?;
-    let img = masked
-        .image(image)
-        .ok_or_else(|| BuildError::new(ErrorKind::Config, format!("no image `{image}` in the tree")))?;
-    Ok(inputs_for(&masked, img, builder, origin)?.fingerprint())
+    Fingerprinter::new(tree)?.fingerprint(image, builder, origin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(image: &str, builder: &str, action: Action, parent: Option<&str>) -> Decision {
+        Decision {
+            image: image.into(),
+            builder: builder.into(),
+            action,
+            reasons: Vec::new(),
+            fingerprint: None,
+            artifact: None,
+            source: None,
+            parent: parent.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_matrix_has_a_job_per_image_to_build_levelled_by_built_ancestors() {
+        let plan = Plan {
+            decisions: vec![
+                decision("base", "aws", Action::Reuse, None),
+                decision("base", "vsphere", Action::Build, None),
+                decision("runtime", "aws", Action::Build, Some("base")),
+                decision("runtime", "vsphere", Action::Build, Some("base")),
+                decision("app", "aws", Action::Build, Some("runtime")),
+                decision("other", "aws", Action::Skip, None),
+                decision("tool", "aws", Action::Build, Some("other")),
+            ],
+        };
+        let m = plan.matrix();
+        assert_eq!(m.count, 4);
+        let names = |l: &[MatrixJob]| l.iter().map(|j| j.image.clone()).collect::<Vec<_>>();
+        // `tool`'s parent is not built in this run: it starts at level 0.
+        assert_eq!(
+            m.levels.iter().map(|l| names(l)).collect::<Vec<Vec<String>>>(),
+            [vec!["base", "tool"], vec!["runtime"], vec!["app"]]
+        );
+        let runtime = &m.levels[1][0];
+        assert_eq!(runtime.builders, ["aws", "vsphere"], "one job builds every builder of its image");
+        assert_eq!(runtime.needs, ["base"]);
+        assert!(m.levels[0][1].needs.is_empty());
+        assert!(Plan { decisions: vec![decision("base", "aws", Action::Reuse, None)] }.matrix().levels.is_empty());
+    }
 }

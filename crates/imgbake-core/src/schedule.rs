@@ -20,8 +20,9 @@ use crate::builder::{BuildJob, BuildSource, unwind};
 use crate::cleanup::{Journal, Resource};
 use crate::error::{BuildError, ErrorKind};
 use crate::event::{EventKind, EventSink};
+use crate::lease::{self, Held, LeaseRecord};
 use crate::manifest::{self, Manifest};
-use crate::plan::{Action, Decision, Plan, fingerprint_for};
+use crate::plan::{Action, Decision, Fingerprinter, Plan};
 use crate::provision::{Interaction, NonInteractive, ProvisionReport, StepContext, StepRunner};
 use crate::registry::Registry;
 
@@ -59,6 +60,10 @@ pub struct RunOptions {
     pub manifest: Option<PathBuf>,
     /// Write the manifest. Default true.
     pub write_manifest: bool,
+    /// Hold a lease per image while building it, with this time to live (renewed every third of
+    /// it), so runs on other machines do not build the same image at once: they wait, then reuse
+    /// what this run built. Only for builders with a shared place for leases ([`crate::lease`]).
+    pub lease: Option<Duration>,
 }
 
 impl Default for RunOptions {
@@ -73,6 +78,7 @@ impl Default for RunOptions {
             publish: true,
             manifest: None,
             write_manifest: true,
+            lease: None,
         }
     }
 }
@@ -184,6 +190,8 @@ enum Slot {
 
 struct Ctx {
     tree: Arc<Tree>,
+    /// Fingerprints of children whose parent this run rebuilds (their origin is only known then).
+    fingerprints: Fingerprinter,
     started: chrono::DateTime<Utc>,
     registry: Registry,
     opts: RunOptions,
@@ -275,6 +283,7 @@ pub async fn run(
     manifest.build_id = build_id.clone();
     manifest.started = Some(started);
     let ctx = Arc::new(Ctx {
+        fingerprints: Fingerprinter::new(tree)?,
         tree: Arc::new(stamped),
         started,
         registry: registry.clone(),
@@ -345,8 +354,9 @@ pub async fn run(
     }
 
     let mut results = ctx.results.lock().map(|r| r.clone()).unwrap_or_default();
-    let order: Vec<(String, String)> = plan.decisions.iter().map(|d| (d.image.clone(), d.builder.clone())).collect();
-    results.sort_by_key(|r| order.iter().position(|k| k.0 == r.image && k.1 == r.builder).unwrap_or(usize::MAX));
+    let order: HashMap<(&str, &str), usize> =
+        plan.decisions.iter().enumerate().map(|(i, d)| ((d.image.as_str(), d.builder.as_str()), i)).collect();
+    results.sort_by_key(|r| order.get(&(r.image.as_str(), r.builder.as_str())).copied().unwrap_or(usize::MAX));
     let leftovers = ctx.leftovers.lock().map(|l| l.clone()).unwrap_or_default();
     Ok(RunSummary { build_id, results, manifest: manifest_path, leftovers })
 }
@@ -422,9 +432,38 @@ async fn build_one(ctx: Arc<Ctx>, d: Decision, parent_rx: Option<watch::Receiver
     };
     let start = Instant::now();
     let started_at = Utc::now();
+    // 3. The lease, when runs on other machines may build this image too.
+    let held = match take_lease(&ctx, &d, parent_artifact.as_ref(), &events).await {
+        Ok(Leased::Free(held)) => held,
+        Ok(Leased::BuiltElsewhere(artifact, why)) => {
+            events.info(why.clone());
+            let _ = tx.send(Slot::Ready(artifact.clone()));
+            let mut r = result(&d, Status::Reused, vec![why]);
+            r.artifact = Some(*artifact);
+            events.emit(EventKind::BuildFinished { outcome: Status::Reused, duration: start.elapsed(), error: None });
+            return ctx.finish(&d, r);
+        }
+        Err(e) if e.kind == ErrorKind::Cancelled => return cancelled(&ctx, &tx),
+        Err(e) => {
+            let _ = tx.send(Slot::Failed);
+            let mut r = result(&d, Status::Failed, d.reasons.clone());
+            r.error = Some(e.chain());
+            events.emit(EventKind::BuildFinished {
+                outcome: Status::Failed,
+                duration: start.elapsed(),
+                error: r.error.clone(),
+            });
+            return ctx.finish(&d, r);
+        }
+    };
     // Built unless the build fails, or succeeds but cannot publish (build_inner then says Failed).
     let mut res = result(&d, Status::Built, d.reasons.clone());
     let outcome = build_inner(&ctx, &d, parent_artifact, &events, &mut res).await;
+    if let Some(h) = held
+        && let Err(e) = h.release().await
+    {
+        events.warn(format!("could not release the build lease (it lapses by itself): {e}"));
+    }
     res.duration = Some(start.elapsed());
     res.started = Some(started_at);
     match outcome {
@@ -448,6 +487,68 @@ async fn build_one(ctx: Arc<Ctx>, d: Decision, parent_rx: Option<watch::Receiver
     ctx.finish(&d, res);
 }
 
+/// What the lease step found.
+enum Leased {
+    /// Build: under this lease, or without one (no lease asked for, or none for this builder).
+    Free(Option<Held>),
+    /// Another run built this image while this one waited for the lease: reuse its artifact.
+    BuiltElsewhere(Box<Artifact>, String),
+}
+
+/// How long a run waits for another run's build of the same image.
+const LEASE_WAIT: Duration = Duration::from_secs(12 * 3600);
+
+async fn take_lease(
+    ctx: &Ctx,
+    d: &Decision,
+    parent_artifact: Option<&Artifact>,
+    events: &EventSink,
+) -> Result<Leased, BuildError> {
+    let (Some(ttl), Some(builder), Some(img)) =
+        (ctx.opts.lease, ctx.registry.get(&d.builder), ctx.tree.image(&d.image))
+    else {
+        return Ok(Leased::Free(None));
+    };
+    let Some(store) = builder.lease_store(&ctx.tree, img).await? else { return Ok(Leased::Free(None)) };
+    let last_busy: Mutex<Option<LeaseRecord>> = Mutex::new(None);
+    let wait = crate::wait::Wait::new(LEASE_WAIT).interval(Duration::from_secs(2), Duration::from_secs(20));
+    let holder = lease::holder_name();
+    let acquiring = lease::acquire(store, &holder, &ctx.build_id, ttl, &wait, |r| {
+        events.state("build lease", &format!("held by {} (build {}), waiting", r.holder, r.build_id));
+        if let Ok(mut l) = last_busy.lock() {
+            *l = Some(r.clone());
+        }
+    });
+    let held = tokio::select! {
+        h = acquiring => h?,
+        _ = ctx.opts.cancel.cancelled() => return Err(BuildError::cancelled()),
+    };
+    let Some(other) = last_busy.lock().ok().and_then(|mut l| l.take()) else { return Ok(Leased::Free(Some(held))) };
+    // We waited for another run: it may have built exactly what we would.
+    let fingerprint = fingerprint_of(ctx, d, parent_artifact)?;
+    let found = builder.list_artifacts(&ctx.tree, &[img]).await?;
+    match found.into_iter().find(|a| a.builder == d.builder && a.image == d.image && a.fingerprint == fingerprint) {
+        Some(a) => {
+            if let Err(e) = held.release().await {
+                events.warn(format!("could not release the build lease (it lapses by itself): {e}"));
+            }
+            let why = format!("built meanwhile by {} (build {}): {}", other.holder, other.build_id, a.id);
+            Ok(Leased::BuiltElsewhere(Box::new(a), why))
+        }
+        None => Ok(Leased::Free(Some(held))),
+    }
+}
+
+/// The fingerprint this build gives its artifact.
+fn fingerprint_of(ctx: &Ctx, d: &Decision, parent_artifact: Option<&Artifact>) -> Result<String, BuildError> {
+    match (&d.fingerprint, parent_artifact) {
+        (Some(f), None) => Ok(f.clone()),
+        // A child of a parent built in this run: its fingerprint depends on the new parent artifact.
+        (_, Some(a)) => Ok(ctx.fingerprints.fingerprint(&d.image, &d.builder, &a.id)?.0),
+        (None, None) => Err(BuildError::new(ErrorKind::Config, format!("image `{}` has no fingerprint", d.image))),
+    }
+}
+
 async fn build_inner(
     ctx: &Ctx,
     d: &Decision,
@@ -467,14 +568,7 @@ async fn build_inner(
             return Err(BuildError::new(ErrorKind::Config, format!("image `{}` has no source to start from", d.image)));
         }
     };
-    let fingerprint = match (&d.fingerprint, &parent_artifact) {
-        (Some(f), None) => f.clone(),
-        // A child of a parent built in this run: its fingerprint depends on the new parent artifact.
-        (_, Some(a)) => fingerprint_for(&ctx.tree, &d.image, &d.builder, &a.id)?.0,
-        (None, None) => {
-            return Err(BuildError::new(ErrorKind::Config, format!("image `{}` has no fingerprint", d.image)));
-        }
-    };
+    let fingerprint = fingerprint_of(ctx, d, parent_artifact.as_ref())?;
     let journal_name = if ctx.tree.image(&d.image).is_some_and(|i| i.builders.len() > 1) {
         format!("{}-{}", d.image, d.builder)
     } else {

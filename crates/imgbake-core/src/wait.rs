@@ -148,9 +148,29 @@ where
 
 /// Like [`until`], and calls `observe` with each new state (only when it differs from the previous one),
 /// so callers can turn state changes into events.
-pub async fn until_observed<T, E, F, Fut, O>(
+pub async fn until_observed<T, E, F, Fut, O>(wait: &Wait, what: &str, poll: F, observe: O) -> Result<T, WaitError<E>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Poll<T, E>>,
+    O: FnMut(&str),
+{
+    let mut pauses = wait.pauses();
+    let mut first = true;
+    let backoff = move |_: Duration| {
+        if std::mem::take(&mut first) { Duration::ZERO } else { pauses.next().unwrap_or(wait.max_interval) }
+    };
+    until_paced(wait, what, backoff, poll, observe).await
+}
+
+/// Like [`until_observed`], with the pauses chosen by `pace` instead of the wait's backoff: before
+/// every poll (the first one too) the waiter sleeps `pace(time since the wait started)`. For callers
+/// that know when the condition is likely to change (a transition whose usual duration was
+/// learned) and poll around that moment. The timeout, `successes` and early failure work as in
+/// [`until`]; a pause never runs past the deadline.
+pub async fn until_paced<T, E, F, Fut, O, P>(
     wait: &Wait,
     what: &str,
+    mut pace: P,
     mut poll: F,
     mut observe: O,
 ) -> Result<T, WaitError<E>>
@@ -158,13 +178,17 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Poll<T, E>>,
     O: FnMut(&str),
+    P: FnMut(Duration) -> Duration,
 {
     let start = Instant::now();
     let deadline = start + wait.timeout;
-    let mut pauses = wait.pauses();
     let mut in_a_row = 0u32;
     let mut last_state = String::from("not polled yet");
     loop {
+        let pause = pace(Instant::now() - start);
+        if !pause.is_zero() {
+            tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
+        }
         match poll().await {
             Poll::Ready(value) => {
                 in_a_row += 1;
@@ -189,8 +213,6 @@ where
         if now >= deadline {
             return Err(WaitError::TimedOut { what: what.to_string(), waited: now - start, last_state });
         }
-        let pause = pauses.next().unwrap_or(wait.max_interval);
-        tokio::time::sleep_until((now + pause).min(deadline)).await;
     }
 }
 
@@ -278,5 +300,35 @@ mod tests {
         .await;
         r.unwrap();
         assert_eq!(seen, vec!["a", "b"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paced_polls_follow_the_pace_and_the_deadline() {
+        let start = Instant::now();
+        let mut at = Vec::new();
+        let wait = Wait::new(Duration::from_secs(10));
+        // 4 s, then 1 s pauses: polls at 4, 5, 6 ... until the third answer is ready.
+        let mut n = 0;
+        let r: Result<u32, WaitError<()>> = until_paced(
+            &wait,
+            "x",
+            |elapsed| {
+                if elapsed < Duration::from_secs(4) { Duration::from_secs(4) - elapsed } else { Duration::from_secs(1) }
+            },
+            || {
+                n += 1;
+                at.push(Instant::now() - start);
+                let now = n;
+                async move { if now >= 3 { Poll::Ready(now) } else { Poll::Pending("p".into()) } }
+            },
+            |_| {},
+        )
+        .await;
+        assert_eq!(r.unwrap(), 3);
+        assert_eq!(at, vec![Duration::from_secs(4), Duration::from_secs(5), Duration::from_secs(6)]);
+        // A pace beyond the deadline polls once more right at it, then times out.
+        let r: Result<(), WaitError<()>> =
+            until_paced(&wait, "y", |_| Duration::from_secs(60), || async { Poll::Pending("p".into()) }, |_| {}).await;
+        assert!(matches!(r, Err(WaitError::TimedOut { waited, .. }) if waited == Duration::from_secs(10)));
     }
 }

@@ -85,6 +85,10 @@ pub struct CallRecord {
     pub status: u16,
     /// The answer was an injected fault.
     pub injected: bool,
+    /// How long moto took to answer (zero when it was not asked).
+    pub moto: std::time::Duration,
+    /// How long the proxy took to rewrite moto's answer (held states).
+    pub rewrite: std::time::Duration,
 }
 
 /// A RunInstances call, as the user-data hook sees it.
@@ -398,6 +402,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         Ok(r) => r,
         Err(e) => return Ok(plain(StatusCode::BAD_GATEWAY, format!("cannot forward: {e}"), "text/plain")),
     };
+    let asked = std::time::Instant::now();
     let resp = match shared.client.request(up).await {
         Ok(r) => r,
         Err(e) => {
@@ -415,7 +420,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         Err(e) => return Ok(plain(StatusCode::BAD_GATEWAY, format!("moto's answer broke off: {e}"), "text/plain")),
     };
     let status = rparts.status.as_u16();
+    let answered = asked.elapsed();
+    let rewriting = std::time::Instant::now();
     let rbody = if rparts.status.is_success() { adjust(&shared, &call, rbody) } else { rbody };
+    let rewrite = rewriting.elapsed();
     let hold = shared.state().held_answers.get(&call.action).copied();
     if let Some(d) = hold {
         tokio::time::sleep(d).await;
@@ -423,13 +431,24 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     if let Some(f) = &fault {
         return Ok(answer_fault(f));
     }
-    record(&shared, &call, status, false);
+    record_timed(&shared, &call, status, false, answered, rewrite);
     rparts.headers.remove(hyper::header::CONTENT_LENGTH);
     rparts.headers.remove(hyper::header::TRANSFER_ENCODING);
     Ok(Response::from_parts(rparts, Full::new(rbody)))
 }
 
 fn record(shared: &Shared, call: &ApiCall, status: u16, injected: bool) {
+    record_timed(shared, call, status, injected, Default::default(), Default::default());
+}
+
+fn record_timed(
+    shared: &Shared,
+    call: &ApiCall,
+    status: u16,
+    injected: bool,
+    moto: std::time::Duration,
+    rewrite: std::time::Duration,
+) {
     if call.action.is_empty() {
         return;
     }
@@ -440,6 +459,8 @@ fn record(shared: &Shared, call: &ApiCall, status: u16, injected: bool) {
         at_unix_ms: now_ms(),
         status,
         injected,
+        moto,
+        rewrite,
     });
 }
 
