@@ -1,4 +1,4 @@
-//! One image built through the delaying proxy (instance pending 20 s, stopping 10 s, AMI pending 60 s,
+//! One image built through the delaying proxy (instance pending 20 s, stopping 10 s, AMI pending 61 s,
 //! shutting-down 10 s), with an SSH step on the bed's sshd: how late imgbake notices each real state
 //! change, how many API calls it makes, its wall time and peak RSS — and the same build by Packer 1.6.6
 //! (`amazon-ebs`) against the same proxy and moto, when `packer` is installed
@@ -7,6 +7,12 @@
 //! `cargo bench -p imgbake-aws --bench build` (release). The build runs in a child process (this
 //! binary again), so its peak RSS (VmHWM) is the builder's alone, not the proxy's or the bed's.
 //! Results: a table on stdout and `target/imgbake-bench-aws.json`.
+//!
+//! One run prints, side by side: the floor (the proxy's delays plus the step's time: the build cannot
+//! be faster with termination after the AMI), imgbake cold (no wait history), warm (the history
+//! the cold run left; and once more, with what the first warm run added), Packer's figures (measured
+//! when `packer` is installed, else the ones recorded in issue 15, labelled so), then the same with
+//! no delays at all.
 //!
 //! Environment: `IMGBAKE_BENCH_SCALE` (default 1.0) multiplies the delays, for a quick look.
 
@@ -41,6 +47,7 @@ struct ChildArgs {
 #[derive(Serialize, Deserialize, Debug)]
 struct ChildResult {
     wall_s: f64,
+    step_s: f64,
     vm_hwm_kib: u64,
     ami: String,
 }
@@ -48,10 +55,15 @@ struct ChildResult {
 /// The SSH step: what a small shell provisioner does.
 struct Step;
 
+/// How long the step took (milliseconds), for the floor.
+static STEP_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 #[async_trait]
 impl Provision for Step {
     async fn provision(&self, comm: &dyn Communicator, _: Option<Arc<dyn PlatformReboot>>) -> Result<(), BuildError> {
+        let start = Instant::now();
         let out = comm.exec(&ExecRequest::new("echo provisioned; uname -s").captured(), &EventSink::discard()).await?;
+        STEP_MS.store(start.elapsed().as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
         if !out.status.success() {
             return Err(BuildError::new(ErrorKind::Step, format!("step {}", out.status)));
         }
@@ -100,7 +112,8 @@ fn child(args: ChildArgs) {
         });
         let image = tree.image("bench").expect("image");
         let source = builder.resolve_source(&tree, image).await.unwrap_or_else(|e| panic!("{}", e.chain()));
-        let build_id = "b-bench".to_string();
+        // Unique, so back-to-back builds (the no-delay runs take well under a second) name their AMIs apart.
+        let build_id = format!("b-bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let tree = Arc::new(tree.rerender(&Stamp::new(&build_id, chrono::Utc::now())).expect("render"));
         let journal = Arc::new(Journal::create(&tree.state_dir(), &build_id, "bench").expect("journal"));
         let job = BuildJob {
@@ -125,7 +138,8 @@ fn child(args: ChildArgs) {
         );
         r.unwrap_or_else(|e| panic!("build failed: {}", e.chain())).id
     });
-    let result = ChildResult { wall_s: start.elapsed().as_secs_f64(), vm_hwm_kib: vm_hwm_kib(), ami };
+    let step_s = STEP_MS.load(std::sync::atomic::Ordering::SeqCst) as f64 / 1000.0;
+    let result = ChildResult { wall_s: start.elapsed().as_secs_f64(), step_s, vm_hwm_kib: vm_hwm_kib(), ami };
     println!("{}", serde_json::to_string(&result).expect("json"));
 }
 
@@ -140,6 +154,8 @@ struct Figures {
     noticed: Vec<(String, Option<f64>)>,
     mean_late_s: Option<f64>,
     peak_rss_mib: f64,
+    /// The step's time (imgbake runs only).
+    step_s: f64,
 }
 
 fn figures(tool: &str, wall: Duration, report: &Report, rss_kib: u64) -> Figures {
@@ -157,6 +173,34 @@ fn figures(tool: &str, wall: Duration, report: &Report, rss_kib: u64) -> Figures
         mean_late_s: (!late.is_empty()).then(|| late.iter().sum::<f64>() / late.len() as f64),
         noticed,
         peak_rss_mib: rss_kib as f64 / 1024.0,
+        step_s: 0.0,
+    }
+}
+
+/// The transitions of one build, in order (the lag rows).
+const TRANSITIONS: [&str; 4] = ["instance running", "instance stopped", "image available", "instance terminated"];
+
+/// Packer 1.6.6's figures as recorded in issue 15 (3 runs on this bed), for when it is not installed.
+fn packer_recorded(no_delays: bool) -> Figures {
+    let (wall_s, api_calls, late) =
+        if no_delays { (0.7, 0, [None; 4]) } else { (136.8, 26, [Some(10.0), Some(5.0), Some(14.1), Some(5.0)]) };
+    Figures {
+        tool: "packer (recorded)".into(),
+        wall_s,
+        api_calls,
+        noticed: TRANSITIONS.iter().zip(late).map(|(t, l)| (t.to_string(), l)).collect(),
+        ..Figures::default()
+    }
+}
+
+/// The floor: the proxy's delays plus the step, with termination after the AMI (what both tools do).
+fn floor(d: &Delays, step_s: f64) -> Figures {
+    let wall_s = (d.instance_pending + d.instance_stopping + d.image_pending + d.instance_shutting_down).as_secs_f64();
+    Figures {
+        tool: "floor".into(),
+        wall_s: wall_s + step_s,
+        noticed: TRANSITIONS.iter().map(|t| (t.to_string(), Some(0.0))).collect(),
+        ..Figures::default()
     }
 }
 
@@ -167,7 +211,7 @@ fn delays() -> Delays {
         instance_pending: s(20.0),
         instance_stopping: s(10.0),
         instance_shutting_down: s(10.0),
-        image_pending: s(60.0),
+        image_pending: s(61.0),
     }
 }
 
@@ -186,6 +230,7 @@ communicator = {{ username = "root", host = "127.0.0.1", port = {port}, private_
 region = "{REGION}"
 endpoint = "{proxy}"
 key_pair_name = "bench"
+ami_name = "bench-{{{{build.id}}}}"
 ssh_cidrs = ["127.0.0.1/32"]
 "#,
         port = sshd.port(),
@@ -208,7 +253,9 @@ async fn run_imgbake(proxy: &MotoProxy, tree: &Path) -> Figures {
     let line = text.lines().last().unwrap_or_default();
     let r: ChildResult = serde_json::from_str(line).unwrap_or_else(|e| panic!("child said {text:?}: {e}"));
     eprintln!("imgbake: AMI {} in {:.1} s (child's own clock {:.1} s)", r.ami, wall.as_secs_f64(), r.wall_s);
-    figures("imgbake", wall, &proxy.report(), r.vm_hwm_kib)
+    let mut f = figures("imgbake", wall, &proxy.report(), r.vm_hwm_kib);
+    f.step_s = r.step_s;
+    f
 }
 
 /// Packer 1.6.6's amazon-ebs, the same build: same source, same existing key pair and key file, a
@@ -277,31 +324,29 @@ async fn run_packer(proxy: &MotoProxy, dir: &Path, source: &str, sshd: &Sshd) ->
     Some(figures("packer 1.6.6", wall, &proxy.report(), maxrss_kib))
 }
 
-fn print(all: &[Figures]) {
+fn print(title: &str, all: &[Figures]) {
     println!();
-    print!("{:<28}", "");
+    println!("{title}");
+    print!("{:<34}", "");
     for f in all {
-        print!("{:>16}", f.tool);
+        print!("{:>18}", f.tool);
     }
     println!();
     let row = |name: &str, cell: &dyn Fn(&Figures) -> String| {
-        print!("{name:<28}");
+        print!("{name:<34}");
         for f in all {
-            print!("{:>16}", cell(f));
+            print!("{:>18}", cell(f));
         }
         println!();
     };
+    let floor = all.iter().find(|f| f.tool == "floor").map(|f| f.wall_s);
     row("wall time (s)", &|f| format!("{:.1}", f.wall_s));
-    row("API calls", &|f| f.api_calls.to_string());
-    let keys: Vec<String> =
-        all.iter().flat_map(|f| f.noticed.iter().map(|(k, _)| k.clone())).fold(Vec::new(), |mut v, k| {
-            if !v.contains(&k) {
-                v.push(k);
-            }
-            v
-        });
-    for k in &keys {
-        row(&format!("noticed {k} (s late)"), &|f| {
+    if let Some(floor) = floor {
+        row("  over the floor (s)", &|f| format!("{:+.1}", f.wall_s - floor));
+    }
+    row("API calls", &|f| if f.api_calls == 0 && f.calls.is_empty() { "-".into() } else { f.api_calls.to_string() });
+    for k in TRANSITIONS {
+        row(&format!("lag behind {} (s)", k.rsplit(' ').next().unwrap_or(k)), &|f| {
             f.noticed
                 .iter()
                 .find(|(x, _)| x == k)
@@ -310,8 +355,7 @@ fn print(all: &[Figures]) {
                 .unwrap_or("-".into())
         });
     }
-    row("mean lateness (s)", &|f| f.mean_late_s.map(|m| format!("{m:.2}")).unwrap_or("-".into()));
-    row("peak RSS (MiB)", &|f| format!("{:.1}", f.peak_rss_mib));
+    row("peak RSS (MiB)", &|f| if f.peak_rss_mib > 0.0 { format!("{:.1}", f.peak_rss_mib) } else { "-".into() });
     let actions: Vec<String> = all.iter().flat_map(|f| f.calls.keys().cloned()).fold(Vec::new(), |mut v, k| {
         if !v.contains(&k) {
             v.push(k);
@@ -321,6 +365,37 @@ fn print(all: &[Figures]) {
     for a in &actions {
         row(&format!("  {a}"), &|f| f.calls.get(a).map(|n| n.to_string()).unwrap_or("-".into()));
     }
+}
+
+/// One scenario: imgbake cold, warm, warm again (same tree dir, so the history carries over), then
+/// Packer, beside the floor.
+async fn scenario(proxy: &MotoProxy, dir: &Path, source: &str, sshd: &Sshd, d: Delays) -> Vec<Figures> {
+    std::fs::create_dir_all(dir).expect("scenario dir");
+    let tree = write_tree(dir, source, &proxy.endpoint(), sshd);
+    proxy.set_delays(d);
+    let no_delays = d == Delays::default();
+    let mut runs = Vec::new();
+    for label in ["imgbake cold", "imgbake warm", "imgbake warm 2"] {
+        if no_delays && label == "imgbake warm 2" {
+            break;
+        }
+        let mut f = run_imgbake(proxy, &tree).await;
+        f.tool = label.into();
+        runs.push(f);
+    }
+    let step_s = runs.iter().map(|f| f.step_s).fold(f64::INFINITY, f64::min);
+    let mut all = vec![floor(&d, step_s)];
+    all.extend(runs);
+    match run_packer(proxy, dir, source, sshd).await {
+        Some(f) => all.push(f),
+        None => {
+            eprintln!(
+                "packer not installed or failed: its recorded figures are shown (scripts/bench-with-packer.sh imgbake-aws installs it)"
+            );
+            all.push(packer_recorded(no_delays));
+        }
+    }
+    all
 }
 
 fn main() {
@@ -366,19 +441,21 @@ fn main() {
             .await
             .expect("key pair");
         let dir = tempfile::tempdir().expect("tempdir");
-        let tree = write_tree(dir.path(), &source, &proxy.endpoint(), &sshd);
         let d = delays();
-        proxy.set_delays(d);
         eprintln!("delays: {d:?}");
-
-        let mut all = vec![run_imgbake(&proxy, &tree).await];
-        match run_packer(&proxy, dir.path(), &source, &sshd).await {
-            Some(f) => all.push(f),
-            None => eprintln!(
-                "packer not installed or failed: no comparison (scripts/bench-with-packer.sh imgbake-aws installs it)"
-            ),
-        }
-        print(&all);
+        let delayed = scenario(&proxy, &dir.path().join("delays"), &source, &sshd, d).await;
+        let secs = |d: Duration| d.as_secs_f64();
+        let title = format!(
+            "EC2 states held: instance pending {:.0} s, stopping {:.0} s, AMI pending {:.0} s, shutting-down {:.0} s",
+            secs(d.instance_pending),
+            secs(d.instance_stopping),
+            secs(d.image_pending),
+            secs(d.instance_shutting_down)
+        );
+        print(&title, &delayed);
+        let none = scenario(&proxy, &dir.path().join("no-delays"), &source, &sshd, Delays::default()).await;
+        print("no delays", &none);
+        let all: Vec<&Figures> = delayed.iter().chain(&none).collect();
         let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("target"));
         let out = target.join("imgbake-bench-aws.json");
         let _ = std::fs::write(&out, serde_json::to_string_pretty(&all).unwrap_or_default());

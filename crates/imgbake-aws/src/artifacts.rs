@@ -5,7 +5,7 @@
 //! that grows with the tree (EC2 limits the values of one filter): AMIs of images not asked for are
 //! dropped here. Copies in other regions join their build's artifact as more locations.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aws_sdk_ec2::types::Image as Ami;
 use chrono::{DateTime, Utc};
@@ -18,20 +18,29 @@ use crate::AwsBuilder;
 use crate::clients::{ClientCache, Clients, Session};
 use crate::error::SdkResultExt;
 use crate::tags::{self, COMPLETE};
+use crate::timing::Timing;
 
 /// Every complete AMI imgbake made for `images` of `tree`, as artifacts, newest first per image.
-pub async fn list(clients: &ClientCache, tree: &Tree, images: &[&Image]) -> Result<Vec<Artifact>, BuildError> {
+/// `timing` learns the durations their `imgbake:waits` tags carry (a fresh runner's first hint).
+pub async fn list(
+    clients: &ClientCache,
+    tree: &Tree,
+    images: &[&Image],
+    timing: Option<&Timing>,
+) -> Result<Vec<Artifact>, BuildError> {
     let tree_id = crate::tree_id(tree)?;
     // Which sessions to ask, and which image names each may hold.
-    let mut per_session: Vec<(Session, Vec<String>)> = Vec::new();
+    let mut per_session: Vec<(Session, HashSet<String>)> = Vec::new();
     for img in images.iter().filter(|i| i.has_builder("aws")) {
         let Some(a) = crate::settings::of(img) else { continue };
         let Some(r) = &a.region else { continue };
         for region in std::iter::once(r).chain(&a.copy_regions) {
             let s = Session::of(a, region.get_ref());
             match per_session.iter_mut().find(|(x, _)| *x == s) {
-                Some((_, names)) => names.push(img.name.clone()),
-                None => per_session.push((s, vec![img.name.clone()])),
+                Some((_, names)) => {
+                    names.insert(img.name.clone());
+                }
+                None => per_session.push((s, HashSet::from([img.name.clone()]))),
             }
         }
     }
@@ -39,7 +48,11 @@ pub async fn list(clients: &ClientCache, tree: &Tree, images: &[&Image]) -> Resu
     for (s, names) in per_session {
         let c = clients.get(&s).await;
         for ami in complete_images(&c, &tree_id).await? {
-            let image = tags::to_map(ami.tags()).get(keys::IMAGE).cloned().unwrap_or_default();
+            let t = tags::to_map(ami.tags());
+            if let (Some(timing), Some(waits)) = (timing, t.get(crate::timing::TAG)) {
+                timing.learn_tag(&s.region, waits);
+            }
+            let image = t.get(keys::IMAGE).cloned().unwrap_or_default();
             if names.contains(&image) {
                 found.push((s.region.clone(), ami));
             }

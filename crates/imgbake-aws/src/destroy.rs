@@ -13,7 +13,8 @@ use imgbake_core::event::EventSink;
 use crate::AwsBuilder;
 use crate::clients::{Clients, Session};
 use crate::error::SdkResultExt;
-use crate::{image, keypair, security_group, tags, waiters};
+use crate::{image, keypair, launch, security_group, tags, waiters};
+use imgbake_config::Tree;
 
 /// The id of an intent entry.
 pub const ANY: &str = "*";
@@ -23,8 +24,8 @@ pub fn intent(session: &Session, kind: &str, build_id: &str, image: &str) -> Res
     session.resource(kind, ANY).with("build_id", build_id).with("image", image)
 }
 
-/// Remove one resource.
-pub async fn destroy(b: &AwsBuilder, r: &Resource, events: &EventSink) -> Result<(), BuildError> {
+/// Remove one resource (`tree`: where its build's wait history is, if known).
+pub async fn destroy(b: &AwsBuilder, tree: Option<&Tree>, r: &Resource, events: &EventSink) -> Result<(), BuildError> {
     if r.builder != "aws" {
         return Err(BuildError::new(ErrorKind::Local, format!("{} is not an aws resource", r.describe())));
     }
@@ -37,7 +38,12 @@ pub async fn destroy(b: &AwsBuilder, r: &Resource, events: &EventSink) -> Result
     let cleanup = b.options().polling.wait(b.options().cleanup_timeout);
     for id in ids {
         match r.kind.as_str() {
-            "instance" => crate::launch::terminate(b, &c, &id, events).await?,
+            "instance" => {
+                let learn = r.extra.get(launch::LEARN).is_none_or(|l| l != "off");
+                let history = tree.and_then(|t| b.history_file(t, learn));
+                let instance_type = r.extra.get(launch::INSTANCE_TYPE).map(String::as_str).unwrap_or("unknown");
+                launch::terminate(b, &c, &id, history, instance_type, events).await?
+            }
             "security_group" => security_group::delete(&c, &id, &cleanup).await?,
             "key_pair" => keypair::delete(&c, &id).await?,
             "image" => {

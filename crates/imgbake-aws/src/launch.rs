@@ -18,6 +18,8 @@ use imgbake_core::event::EventSink;
 use crate::AwsBuilder;
 use crate::clients::Clients;
 use crate::error::{ApiError, SdkResultExt};
+use crate::timing::{Change, Key};
+use crate::waiters::Watch;
 use crate::{tags, waiters};
 
 /// What to launch.
@@ -172,8 +174,22 @@ pub async fn stop(c: &Clients, instance: &str) -> Result<String, ApiError> {
         .unwrap_or_else(|| "stopping".into()))
 }
 
+/// The instance's journal detail naming its type (its termination is learned by type).
+pub const INSTANCE_TYPE: &str = "instance_type";
+/// The instance's journal detail saying learning is off for its build (`off`).
+pub const LEARN: &str = "learn";
+
 /// Terminate an instance and wait until it is gone (its security group can only go after that).
-pub async fn terminate(b: &AwsBuilder, c: &Clients, id: &str, events: &EventSink) -> Result<(), BuildError> {
+/// `history` is the wait history file (`None`: learning is off); `instance_type` keys the timing.
+pub async fn terminate(
+    b: &AwsBuilder,
+    c: &Clients,
+    id: &str,
+    history: Option<std::path::PathBuf>,
+    instance_type: &str,
+    events: &EventSink,
+) -> Result<(), BuildError> {
+    let started = tokio::time::Instant::now();
     let reported = match c.ec2.terminate_instances().instance_ids(id).send().await.api(
         "TerminateInstances",
         c.region(),
@@ -193,10 +209,14 @@ pub async fn terminate(b: &AwsBuilder, c: &Clients, id: &str, events: &EventSink
         return Ok(());
     }
     let wait = b.options().polling.wait(b.options().cleanup_timeout);
-    match waiters::instance(c, id, "terminated", &[], Some(&reported), &wait, events).await {
-        Ok(_) => Ok(()),
-        Err(e) => Err(e),
-    }
+    let watch = Watch {
+        timing: b.timing(),
+        file: history,
+        key: Key::new(c.region(), instance_type, Change::Terminated, None),
+        started,
+        polling: b.options().polling,
+    };
+    waiters::instance(c, id, "terminated", &[], Some(&reported), &wait, &watch, events).await.map(|_| ())
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! Source AMI → build machine → provisioning over SSH → AMI (copied, shared, tagged), with every
 //! resource tagged at creation and on the build's undo journal the moment it exists, so nothing leaks
 //! on any exit path. One module per step: [`source`], [`preflight`], [`keypair`], [`security_group`],
-//! [`userdata`], [`launch`], [`waiters`], [`address`], [`image`], [`copy`], [`share`], [`tags`];
+//! [`userdata`], [`launch`], [`waiters`] (polling around learned moments: [`timing`], [`schedule`]),
+//! [`address`], [`image`], [`copy`], [`share`], [`tags`];
 //! [`destroy`], [`sweep`], [`artifacts`] and [`publish`] serve `imgbake clean`, `plan` and `publish`.
 //!
 //! ```no_run
@@ -28,16 +29,19 @@ pub mod error;
 pub mod image;
 pub mod keypair;
 pub mod launch;
+pub mod lease;
 pub mod preflight;
 pub mod public_ip;
 pub mod publish;
 pub mod reboot;
+pub mod schedule;
 pub mod security_group;
 pub mod settings;
 pub mod share;
 pub mod source;
 pub mod sweep;
 pub mod tags;
+pub mod timing;
 pub mod userdata;
 pub mod validate;
 pub mod waiters;
@@ -56,6 +60,7 @@ use imgbake_core::event::EventSink;
 pub use clients::{ClientCache, ClientOptions, Clients, Environment, Session};
 pub use settings::{AmiFilter, AwsSettings, AwsSource, BlockDevice, Share};
 pub use tags::COMPLETE;
+pub use timing::WaitHistory;
 pub use validate::AwsSchema;
 pub use waiters::Polling;
 
@@ -64,8 +69,11 @@ pub use waiters::Polling;
 pub struct AwsOptions {
     /// Credentials, environment, retries, HTTP client.
     pub client: ClientOptions,
-    /// How waits poll.
+    /// How waits poll without history (and the cap on every pause).
     pub polling: Polling,
+    /// Where the durations of EC2 state changes are learned and kept, so waits poll around the
+    /// moment a change is due. Default: `<state_dir>/aws-waits.json` of the tree.
+    pub wait_history: WaitHistory,
     /// The "what is my IP" service for the default SSH source CIDR.
     pub public_ip_url: String,
     /// Where Windows older than Server 2019 gets Win32-OpenSSH (`None`: the script's default release).
@@ -84,6 +92,7 @@ impl Default for AwsOptions {
         AwsOptions {
             client: ClientOptions::default(),
             polling: Polling::default(),
+            wait_history: WaitHistory::default(),
             public_ip_url: public_ip::DEFAULT_URL.to_string(),
             windows_openssh_url: None,
             cleanup_timeout: Duration::from_secs(15 * 60),
@@ -102,6 +111,8 @@ pub struct AwsBuilder {
     options: AwsOptions,
     /// Known regions per account setup, asked once.
     regions: tokio::sync::Mutex<HashMap<AccountSetup, Vec<String>>>,
+    /// What waits learned about durations.
+    timing: timing::Timing,
 }
 
 impl AwsBuilder {
@@ -111,6 +122,21 @@ impl AwsBuilder {
             clients: ClientCache::new(options.client.clone()),
             options,
             regions: tokio::sync::Mutex::new(HashMap::new()),
+            timing: timing::Timing::default(),
+        }
+    }
+
+    /// What waits learned about durations.
+    pub fn timing(&self) -> &timing::Timing {
+        &self.timing
+    }
+
+    /// The wait history file for `tree` (`None`: learning is off, by option or `aws.learn_waits`).
+    pub fn history_file(&self, tree: &Tree, learn: bool) -> Option<std::path::PathBuf> {
+        match (&self.options.wait_history, learn) {
+            (_, false) | (WaitHistory::Off, _) => None,
+            (WaitHistory::File(p), true) => Some(p.clone()),
+            (WaitHistory::StateDir, true) => Some(tree.state_dir().join(timing::FILE_NAME)),
         }
     }
 
@@ -209,15 +235,24 @@ impl Builder for AwsBuilder {
     }
 
     async fn list_artifacts(&self, tree: &Tree, images: &[&Image]) -> Result<Vec<Artifact>, BuildError> {
-        artifacts::list(&self.clients, tree, images).await
+        artifacts::list(&self.clients, tree, images, Some(&self.timing)).await
     }
 
     async fn prepare<'a>(&'a self, job: &'a BuildJob) -> Result<Box<dyn Build + 'a>, BuildError> {
         Ok(Box::new(build::prepare(self, job).await?))
     }
 
-    async fn destroy(&self, _tree: &Tree, resource: &Resource, events: &EventSink) -> Result<(), BuildError> {
-        destroy::destroy(self, resource, events).await
+    async fn lease_store(
+        &self,
+        tree: &Tree,
+        image: &Image,
+    ) -> Result<Option<std::sync::Arc<dyn imgbake_core::lease::LeaseStore>>, BuildError> {
+        let c = self.clients.get(&Session::of(settings(image)?, region(image)?.get_ref())).await;
+        Ok(Some(std::sync::Arc::new(lease::SsmLease::new(c, &tree_id(tree)?, &image.name))))
+    }
+
+    async fn destroy(&self, tree: &Tree, resource: &Resource, events: &EventSink) -> Result<(), BuildError> {
+        destroy::destroy(self, Some(tree), resource, events).await
     }
 
     async fn sweep(&self, tree: &Tree, filter: &SweepFilter) -> Result<Vec<Resource>, BuildError> {

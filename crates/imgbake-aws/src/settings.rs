@@ -66,6 +66,9 @@ pub struct AwsSettings {
     /// Longest pause between two status polls while waiting (instance running, AMI available...).
     /// A change is noticed about half of it late on average; longer means fewer API calls. Default 3.5s.
     pub poll_interval: Option<Spanned<Duration>>,
+    /// Learn how long EC2 state changes take (kept in `<state_dir>/aws-waits.json` and on the AMI's
+    /// `imgbake:waits` tag) and poll around the moment a change is due. Default true.
+    pub learn_waits: Option<bool>,
     /// Where Windows older than Server 2019 downloads Win32-OpenSSH (a release zip). Default: the
     /// release the user-data script names.
     pub windows_openssh_url: Option<String>,

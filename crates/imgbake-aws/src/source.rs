@@ -60,6 +60,21 @@ pub async fn resolve(c: &Clients, image: &Image) -> Result<(ResolvedSource, Ami)
 /// what the build needs of the AMI as planning described it, so it is not described again.
 pub const EBS_DEVICES: &str = "ebs_devices";
 
+/// The key of the source AMI's total EBS size (GiB) in [`ResolvedSource::details`].
+pub const EBS_GIB: &str = "ebs_gib";
+
+/// The build's disks' total size in GiB, when known: `aws.block_devices` sizes over the source's
+/// (as planning described it). Only a hint for how long the image takes.
+pub fn disk_gib(a: &crate::settings::AwsSettings, source: &BuildSource) -> Option<u32> {
+    let set: u64 = a.block_devices.iter().filter_map(|d| d.volume_size.as_ref()?.get_ref().whole_gib()).sum();
+    let source = match source {
+        BuildSource::Root(r) => r.details.get(EBS_GIB).and_then(|g| g.parse::<u64>().ok()),
+        _ => None,
+    };
+    let total = set.max(source.unwrap_or(0));
+    (total > 0).then(|| u32::try_from(total).unwrap_or(u32::MAX))
+}
+
 /// The device names of the AMI's EBS disks (not instance store ones).
 pub fn ebs_devices(ami: &Ami) -> Vec<String> {
     ami.block_device_mappings()
@@ -72,6 +87,10 @@ pub fn ebs_devices(ami: &Ami) -> Vec<String> {
 /// The resolved source with what the build needs of the AMI.
 pub fn with_details(mut resolved: ResolvedSource, ami: &Ami) -> ResolvedSource {
     resolved.details.insert(EBS_DEVICES.into(), ebs_devices(ami).join(","));
+    let gib: i64 = ami.block_device_mappings().iter().filter_map(|m| m.ebs()?.volume_size()).map(i64::from).sum();
+    if gib > 0 {
+        resolved.details.insert(EBS_GIB.into(), gib.to_string());
+    }
     resolved
 }
 

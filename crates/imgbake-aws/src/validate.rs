@@ -24,6 +24,7 @@ const OPERATIONAL: &[&str] = &[
     "instance_timeout",
     "image_timeout",
     "poll_interval",
+    "learn_waits",
     "ssh_cidrs",
     "ssh_interface",
     "subnet_id",

@@ -16,6 +16,7 @@ use super::{AwsBuild, Ctx, DEFAULT_IMAGE_TIMEOUT, TAG_TIMEOUT, replace, span};
 use crate::clients::{Clients, Session};
 use crate::error::config;
 use crate::tags::COMPLETE;
+use crate::timing::Change;
 use crate::{copy, image, launch, waiters};
 
 /// The AMI made in the build region, until it is distributed.
@@ -31,6 +32,7 @@ pub(super) struct Captured {
 /// The `shutdown` phase: stop the machine and wait until it is stopped.
 pub(super) async fn stop(build: &mut AwsBuild<'_>) -> Result<(), BuildError> {
     let (ctx, c, id, region) = (&build.ctx, &build.ctx.c, build.instance_id.as_str(), build.region.as_str());
+    let started = tokio::time::Instant::now();
     let stopping = launch::stop(c, id).await.map_err(ctx.on("stopping the build machine", region))?;
     let stopping = (stopping != "stopped").then_some(stopping.as_str());
     waiters::instance(
@@ -40,6 +42,7 @@ pub(super) async fn stop(build: &mut AwsBuild<'_>) -> Result<(), BuildError> {
         &["shutting-down", "terminated"],
         stopping,
         &ctx.wait(build.instance_timeout),
+        &ctx.watch(region, Change::Stopped, started),
         &ctx.events,
     )
     .await
@@ -52,13 +55,17 @@ pub(super) async fn capture(build: &mut AwsBuild<'_>) -> Result<Artifact, BuildE
     let (ctx, a, c, session, region) = (&build.ctx, build.ctx.a, &build.ctx.c, &build.session, build.region.as_str());
     let (job, instance_id, ami_name) = (ctx.job, build.instance_id.as_str(), build.ami_name.as_str());
     let ami_tags = ctx.ami_tags(&build.source_id);
+    let started = tokio::time::Instant::now();
     let (ami, ami_r) = ctx
-        .create(session, "image", || image::create(c, instance_id, ami_name, a.ami_description.as_deref(), &ami_tags))
+        .create(session, "image", &[], || {
+            image::create(c, instance_id, ami_name, a.ami_description.as_deref(), &ami_tags)
+        })
         .await
         .map_err(|e| e.at(a.ami_name.as_ref().map(span)))
         .map_err(ctx.on("creating the AMI", region))?;
     let image_timeout = a.image_timeout.map(|d| d.get()).unwrap_or(DEFAULT_IMAGE_TIMEOUT);
-    let made = waiters::image(c, &ami, true, &ctx.wait(image_timeout), &ctx.events)
+    let watch = ctx.watch(region, Change::Available, started);
+    let made = waiters::image(c, &ami, &ctx.wait(image_timeout), &watch, &ctx.events)
         .await
         .map_err(ctx.on("waiting for the AMI", region))?;
     let snaps = image::snapshots(&made);
@@ -150,6 +157,7 @@ async fn finish(
         // Nothing else to do: one call tags the snapshots (with the AMI's tags) and marks both complete.
         let mut t = ami_tags.to_vec();
         t.push(complete);
+        t.extend(ctx.waits_tag(&region));
         let ids: Vec<String> = std::iter::once(ami.to_string()).chain(snaps.iter().cloned()).collect();
         image::tag(&ctx.c, &ids, &t, &ctx.wait(TAG_TIMEOUT)).await?;
         return Ok((locations, extra, Vec::new()));
@@ -186,9 +194,9 @@ async fn finish(
             crate::share::deprecate(c, id, at).await.map_err(|e| BuildError::from(e).at(span(d)))?;
         }
     }
-    let complete = vec![complete];
     for (c, id, s) in &all {
-        image::tag(c, std::slice::from_ref(id), &complete, &ctx.wait(TAG_TIMEOUT)).await?;
+        let last: Vec<Tag> = std::iter::once(complete.clone()).chain(ctx.waits_tag(c.region())).collect();
+        image::tag(c, std::slice::from_ref(id), &last, &ctx.wait(TAG_TIMEOUT)).await?;
         locations.insert(c.region().to_string(), id.clone());
         extra.insert(format!("snapshots.{}", c.region()), s.join(","));
     }
@@ -219,8 +227,11 @@ async fn copy_to(
         tags: ami_tags.to_vec(),
         client_token: format!("imgbake-{}-{}", ctx.job.build_id, uuid::Uuid::new_v4().simple()),
     };
-    let (id, r) = ctx.create(&dst_session, "image", || copy::start(&dst, &spec)).await.map_err(|e| e.at(span(to)))?;
-    let made = waiters::image(&dst, &id, true, &ctx.wait(image_timeout), &ctx.events).await?;
+    let started = tokio::time::Instant::now();
+    let (id, r) =
+        ctx.create(&dst_session, "image", &[], || copy::start(&dst, &spec)).await.map_err(|e| e.at(span(to)))?;
+    let watch = ctx.watch(to.get_ref(), Change::Available, started);
+    let made = waiters::image(&dst, &id, &ctx.wait(image_timeout), &watch, &ctx.events).await?;
     let snaps = image::snapshots(&made);
     let r = replace(ctx.job, r, dst_session.resource("image", &id).with("snapshots", snaps.join(",")))?;
     let have = crate::tags::to_map(made.tags());

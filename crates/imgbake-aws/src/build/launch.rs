@@ -6,8 +6,9 @@ use aws_sdk_ec2::types::Tag;
 use imgbake_config::Os;
 use imgbake_core::error::BuildError;
 
-use super::{AwsBuild, DEFAULT_INSTANCE_TYPE, span};
+use super::{AwsBuild, span};
 use crate::tags::role;
+use crate::timing::Change;
 use crate::{keypair, launch, security_group, userdata, waiters};
 
 /// The `launch` phase.
@@ -58,7 +59,7 @@ async fn security_group(build: &mut AwsBuild<'_>, temporary: &[Tag]) -> Result<S
     let (session, region, ssh_port, cidrs) = (&build.session, &build.region, build.ssh_port, &build.cidrs);
     let name = format!("imgbake-{}-{}", job.build_id, job.image);
     let (id, r) = ctx
-        .create(session, "security_group", || security_group::create(c, &name, net.vpc_id.as_deref(), temporary))
+        .create(session, "security_group", &[], || security_group::create(c, &name, net.vpc_id.as_deref(), temporary))
         .await
         .map_err(ctx.on("creating the temporary security group", region))?;
     let opened = security_group::allow_ssh(c, &id, ssh_port, cidrs)
@@ -78,11 +79,7 @@ async fn instance(build: &mut AwsBuild<'_>, key_name: Option<String>, groups: Ve
     let machine_tags = ctx.tags.with_role(role::BUILD_INSTANCE, &run_tags);
     let spec = launch::Launch {
         image_id: source_id.clone(),
-        instance_type: a
-            .instance_type
-            .as_ref()
-            .map(|t| t.get_ref().clone())
-            .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.into()),
+        instance_type: ctx.instance_type(),
         key_name,
         security_groups: groups,
         subnet_id: net.subnet_id.clone(),
@@ -95,8 +92,14 @@ async fn instance(build: &mut AwsBuild<'_>, key_name: Option<String>, groups: Ve
         volume_tags: machine_tags,
         client_token: format!("imgbake-{}-{}", job.build_id, uuid::Uuid::new_v4().simple()),
     };
+    // Terminating it later learns its timing by instance type (and not at all when learning is off).
+    let mut extra = vec![(launch::INSTANCE_TYPE, spec.instance_type.clone())];
+    if ctx.history_file().is_none() {
+        extra.push((launch::LEARN, "off".into()));
+    }
+    let started = tokio::time::Instant::now();
     let (instance_id, instance_r) = ctx
-        .create(session, "instance", || launch::run(c, &spec))
+        .create(session, "instance", &extra, || launch::run(c, &spec))
         .await
         .map_err(|e| e.at(a.instance_type.as_ref().map(span)))
         .map_err(ctx.on("launching the build machine", region))?;
@@ -107,6 +110,7 @@ async fn instance(build: &mut AwsBuild<'_>, key_name: Option<String>, groups: Ve
         &["shutting-down", "terminated", "stopping", "stopped"],
         Some("pending"),
         &ctx.wait(build.instance_timeout),
+        &ctx.watch(region, Change::Running, started),
         &ctx.events,
     )
     .await

@@ -47,7 +47,10 @@ use crate::error::ApiError;
 use crate::preflight::Network;
 use crate::reboot::Ec2Reboot;
 use crate::tags::{BuildTags, role};
+use crate::timing::{Change, Key};
 use crate::userdata::HostKey;
+use crate::waiters::{Polling, Watch};
+use tokio::time::Instant;
 
 pub(crate) use prepare::prepare;
 
@@ -68,11 +71,20 @@ pub(crate) struct Ctx<'a> {
     c: Arc<Clients>,
     events: EventSink,
     tags: BuildTags,
+    /// The disks' total size (GiB), when known: images of bigger disks take longer.
+    disk_gib: Option<u32>,
 }
 
 impl Ctx<'_> {
-    /// Run `create` under an intent entry; journal what it made. Returns the id and its entry.
-    async fn create<F, Fut>(&self, session: &Session, kind: &str, create: F) -> Result<(String, Resource), BuildError>
+    /// Run `create` under an intent entry; journal what it made (with `extra` details). Returns the id
+    /// and its entry.
+    async fn create<F, Fut>(
+        &self,
+        session: &Session,
+        kind: &str,
+        extra: &[(&str, String)],
+        create: F,
+    ) -> Result<(String, Resource), BuildError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<String, ApiError>>,
@@ -89,7 +101,7 @@ impl Ctx<'_> {
             }
             Err(e) => return Err(e.into()),
         };
-        let made = session.resource(kind, &id);
+        let made = extra.iter().fold(session.resource(kind, &id), |r, (k, v)| r.with(k, v.as_str()));
         self.job.record(made.clone())?;
         self.job.release(&pending)?;
         Ok((id, made))
@@ -123,13 +135,39 @@ impl Ctx<'_> {
         }
     }
 
-    fn wait(&self, timeout: Duration) -> imgbake_core::wait::Wait {
+    /// The builder's polling with `aws.poll_interval` as the cap.
+    fn polling(&self) -> Polling {
         let mut polling = self.b.options().polling;
         if let Some(p) = &self.a.poll_interval {
             polling.max = p.get_ref().get().max(polling.initial);
         }
+        polling
+    }
+
+    fn wait(&self, timeout: Duration) -> imgbake_core::wait::Wait {
         // A deadline beyond what the clock can hold would panic; no wait needs more than a week.
-        polling.wait(timeout.min(MAX_WAIT))
+        self.polling().wait(timeout.min(MAX_WAIT))
+    }
+
+    /// The build machine's instance type.
+    fn instance_type(&self) -> String {
+        self.a.instance_type.as_ref().map(|t| t.get_ref().clone()).unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.into())
+    }
+
+    /// The history file, unless learning is off (`aws.learn_waits = false` or the builder's option).
+    fn history_file(&self) -> Option<std::path::PathBuf> {
+        self.b.history_file(&self.job.tree, self.a.learn_waits.unwrap_or(true))
+    }
+
+    /// A wait's link to the learned durations of `change` in `region`, started just before `started`.
+    fn watch(&self, region: &str, change: Change, started: Instant) -> Watch<'_> {
+        Watch {
+            timing: self.b.timing(),
+            file: self.history_file(),
+            key: Key::new(region, &self.instance_type(), change, self.disk_gib),
+            started,
+            polling: self.polling(),
+        }
     }
 
     /// Tags of the AMI and its copies.
@@ -143,6 +181,14 @@ impl Ctx<'_> {
             t.push(Tag::builder().key(keys::PARENT).value(&p.id).build());
         }
         t
+    }
+
+    /// The `imgbake:waits` tag for the AMI in `region`: the durations learned there, so a runner
+    /// without local history learns them from the artifact.
+    fn waits_tag(&self, region: &str) -> Option<Tag> {
+        let file = self.history_file()?;
+        let value = self.b.timing().tag_for(&file, region, &self.instance_type(), self.disk_gib)?;
+        Some(Tag::builder().key(crate::timing::TAG).value(value).build())
     }
 
     /// Tags of the snapshots: the AMI's, and `snapshot_tags` over them.

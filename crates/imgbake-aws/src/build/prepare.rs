@@ -36,6 +36,7 @@ pub(crate) async fn prepare<'a>(b: &'a AwsBuilder, job: &'a BuildJob) -> Result<
         c: c.clone(),
         events: job.events.clone(),
         tags: BuildTags::new(&job.build_id, &job.image, &tree_name, &tree_id, created),
+        disk_gib: crate::source::disk_gib(a, &job.source),
     };
 
     c.check_credentials().await?;

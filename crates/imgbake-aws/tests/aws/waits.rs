@@ -107,3 +107,56 @@ async fn transitions_are_noticed_within_the_poll_cap() {
     assert!(states.iter().any(|s| s.ends_with(": stopping")), "{states:?}");
     assert!(states.iter().any(|s| s.ends_with(": shutting-down")), "{states:?}");
 }
+
+/// Describe calls of the waits (what learning saves).
+fn describes(bed: &Bed) -> u32 {
+    bed.proxy.count("DescribeInstances") + bed.proxy.count("DescribeImages")
+}
+
+#[tokio::test]
+async fn a_warm_build_polls_less_than_a_cold_one_and_still_sees_every_change() {
+    let bed = Bed::start().await;
+    let builder = bed.builder();
+    let tree = bed.tree("", "");
+    bed.proxy.set_delays(Delays {
+        instance_pending: Duration::from_secs(3),
+        instance_stopping: Duration::from_secs(2),
+        instance_shutting_down: Duration::from_secs(2),
+        image_pending: Duration::from_secs(3),
+    });
+    let history = tree.state_dir().join(imgbake_aws::timing::FILE_NAME);
+    let mut polls = Vec::new();
+    for run in ["cold", "warm"] {
+        bed.proxy.reset();
+        let (job, _) = bed.job(&builder, &tree, "base", Steps::new(&["true"])).await;
+        let artifact = builder.build(job.clone()).await.unwrap_or_else(|e| panic!("{run}: {}", e.chain()));
+        bed.unwind(&builder, &job).await;
+        for t in bed.proxy.transitions() {
+            assert!(t.lateness().is_some(), "{run}: never noticed {t:?}");
+        }
+        assert!(history.exists(), "{run}: no history at {}", history.display());
+        let tags = bed.ec2(REGION).await.describe_images().image_ids(&artifact.id).send().await.unwrap();
+        let waits = tags.images()[0].tags().iter().find(|t| t.key() == Some(imgbake_aws::timing::TAG)).cloned();
+        assert!(
+            waits.and_then(|t| t.value().map(|v| v.contains("available="))).unwrap_or(false),
+            "{run}: no waits tag"
+        );
+        polls.push(describes(&bed));
+    }
+    // Cold: a check at once, then pauses of 100–300 ms through 10 s of waiting. Warm: a few polls
+    // around each learned moment.
+    assert!(polls[1] < polls[0], "cold {} vs warm {} describe calls", polls[0], polls[1]);
+}
+
+#[tokio::test]
+async fn with_learn_waits_off_nothing_is_kept() {
+    let bed = Bed::start().await;
+    let builder = bed.builder();
+    let tree = bed.tree("learn_waits = false", "");
+    let (job, _) = bed.job(&builder, &tree, "base", Steps::new(&["true"])).await;
+    let artifact = builder.build(job.clone()).await.unwrap_or_else(|e| panic!("{}", e.chain()));
+    bed.unwind(&builder, &job).await;
+    assert!(!tree.state_dir().join(imgbake_aws::timing::FILE_NAME).exists());
+    let out = bed.ec2(REGION).await.describe_images().image_ids(&artifact.id).send().await.unwrap();
+    assert!(out.images()[0].tags().iter().all(|t| t.key() != Some(imgbake_aws::timing::TAG)));
+}
