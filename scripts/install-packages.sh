@@ -48,6 +48,7 @@ bed_needs=(
     -:golang-github-vmware-govmomi-dev
     nginx:nginx
     vagrant:vagrant
+    chromium:chromium
 )
 
 case ${1:-} in

@@ -51,9 +51,13 @@ pub enum Command {
         tree: TreeArgs,
         #[command(flatten)]
         selection: Selection,
-        /// Print the plan as JSON.
+        /// Print the plan as JSON (same as --format json).
         #[arg(long)]
         json: bool,
+        /// Output format: `matrix` prints the images to build as CI jobs, parents' levels first
+        /// (docs/scheduling.md: one CI job per image).
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text, conflicts_with = "json")]
+        format: PlanFormat,
     },
     /// Build what the plan says: parents first, independent branches in parallel.
     ///
@@ -90,6 +94,16 @@ pub enum Command {
         /// Write the manifest here instead of settings.manifest.
         #[arg(long, value_name = "FILE")]
         manifest: Option<PathBuf>,
+        /// Hold a lease per image while building it (AWS: an SSM parameter), so CI jobs on other
+        /// machines never build the same image at once: they wait, then reuse what was built.
+        /// Optional time to live (default 10m), renewed while the build runs.
+        #[arg(long, value_name = "TTL", num_args = 0..=1, default_missing_value = "10m", value_parser = parse_duration)]
+        lease: Option<std::time::Duration>,
+        /// Write an HTML report of the run here: one self-contained file with the tree and each
+        /// image's status, phase timings, tests and artifacts. Also written when the build fails or
+        /// is interrupted; a report that cannot be written makes the exit code 1.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
     },
     /// Remove what interrupted builds left behind: from the cleanup journals, then by tag.
     Clean {
@@ -194,6 +208,16 @@ pub enum OnError {
     Abort,
     /// Ask at the failing step: clean up, abort, or retry the step.
     Ask,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// A table for people.
+    Text,
+    /// Every decision, as JSON.
+    Json,
+    /// The images to build as CI matrix entries, grouped by depth (one line of JSON).
+    Matrix,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -9,7 +9,7 @@ use imgbake::core::event::EventSink;
 use imgbake::core::plan::{Action, Plan, PlanOptions};
 use imgbake::core::schedule::{RunOptions, RunSummary, Status};
 
-use crate::args::{Cli, Command, GraphFormat, ImportFrom, OnError, PackerImport, Selection, TreeArgs};
+use crate::args::{Cli, Command, GraphFormat, ImportFrom, OnError, PackerImport, PlanFormat, Selection, TreeArgs};
 use crate::output::color_stderr;
 use crate::view;
 
@@ -34,7 +34,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 async fn run_async(cmd: Command, color: bool) -> Result<ExitCode> {
     match cmd {
-        Command::Plan { tree, selection, json } => plan_cmd(&tree, &selection, json, color).await,
+        Command::Plan { tree, selection, json, format } => {
+            let format = if json { PlanFormat::Json } else { format };
+            plan_cmd(&tree, &selection, format, color).await
+        }
         Command::Build {
             tree,
             selection,
@@ -47,11 +50,25 @@ async fn run_async(cmd: Command, color: bool) -> Result<ExitCode> {
             prune,
             no_publish,
             manifest,
+            lease,
+            report,
         } => {
             if dry_run {
-                return plan_cmd(&tree, &selection, json, color).await;
+                let format = if json { PlanFormat::Json } else { PlanFormat::Text };
+                return plan_cmd(&tree, &selection, format, color).await;
             }
-            let opts = BuildArgs { parallel, json, timestamps, on_error, debug, prune, publish: !no_publish, manifest };
+            let opts = BuildArgs {
+                parallel,
+                json,
+                timestamps,
+                on_error,
+                debug,
+                prune,
+                publish: !no_publish,
+                manifest,
+                lease,
+                report,
+            };
             build_cmd(&tree, &selection, opts, color).await
         }
         Command::Clean { tree, build_id, older_than, dry_run } => {
@@ -203,15 +220,15 @@ fn print_plan(plan: &Plan) {
     );
 }
 
-async fn plan_cmd(t: &TreeArgs, sel: &Selection, json: bool, color: bool) -> Result<ExitCode> {
+async fn plan_cmd(t: &TreeArgs, sel: &Selection, format: PlanFormat, color: bool) -> Result<ExitCode> {
     let Some(tree) = load_or_report(t, color) else { return Ok(ExitCode::from(1)) };
     let registry = imgbake::registry();
     match imgbake::core::plan::plan(&tree, &registry, &plan_options(sel), &EventSink::discard()).await {
         Ok(plan) => {
-            if json {
-                println!("{}", serde_json::to_string_pretty(&plan)?);
-            } else {
-                print_plan(&plan);
+            match format {
+                PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+                PlanFormat::Matrix => println!("{}", serde_json::to_string(&plan.matrix())?),
+                PlanFormat::Text => print_plan(&plan),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -231,6 +248,40 @@ struct BuildArgs {
     prune: bool,
     publish: bool,
     manifest: Option<std::path::PathBuf>,
+    lease: Option<std::time::Duration>,
+    report: Option<std::path::PathBuf>,
+}
+
+/// Write `--report` for what the run got to (the report of a failed or interrupted run is the
+/// most useful one). A report that cannot be written is said on stderr and turns a successful
+/// exit code into 1: CI asked for the file. Returns the exit code to use.
+fn write_report(
+    path: Option<&std::path::Path>,
+    tree: &Tree,
+    recorder: &imgbake::report::Recorder,
+    summary: Option<&RunSummary>,
+    note: Option<String>,
+    code: ExitCode,
+) -> ExitCode {
+    let Some(path) = path else { return code };
+    let events = recorder.events();
+    let mut report = imgbake::report::Report::for_tree(tree, &events);
+    if let Some(s) = summary {
+        report = report.summary(s);
+    }
+    if let Some(n) = note {
+        report = report.note(n);
+    }
+    match report.write(path) {
+        Ok(()) => {
+            eprintln!("report: {}", path.display());
+            code
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            if code == ExitCode::SUCCESS { ExitCode::from(1) } else { code }
+        }
+    }
 }
 
 /// Let the renderer show what is queued, then end it. It ends by itself once every clone of the event
@@ -253,7 +304,11 @@ async fn build_cmd(t: &TreeArgs, sel: &Selection, a: BuildArgs, color: bool) -> 
     let live_ok = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mode = view::choose(a.json, a.timestamps, live_ok);
     let (sink, rx) = EventSink::channel();
+    // With --report, every event also goes to the report's recorder on its way to the renderer.
+    let recorder = imgbake::report::Recorder::new();
+    let rx = if a.report.is_some() { recorder.tee(rx) } else { rx };
     let renderer = tokio::spawn(view::render(mode, rx));
+    let report_to = a.report.as_deref();
 
     let popts = plan_options(sel);
     let plan = tokio::select! {
@@ -261,7 +316,9 @@ async fn build_cmd(t: &TreeArgs, sel: &Selection, a: BuildArgs, color: bool) -> 
         _ = cancel.cancelled() => {
             drop(sink);
             finish_rendering(renderer).await;
-            return Ok(ExitCode::from(received.exit_code().unwrap_or(130)));
+            let code = ExitCode::from(received.exit_code().unwrap_or(130));
+            let note = Some("interrupted while planning: nothing was built".to_string());
+            return Ok(write_report(report_to, &tree, &recorder, None, note, code));
         }
     };
     let plan = match plan {
@@ -270,7 +327,8 @@ async fn build_cmd(t: &TreeArgs, sel: &Selection, a: BuildArgs, color: bool) -> 
             drop(sink);
             finish_rendering(renderer).await;
             report_build_error(&tree, &e, color);
-            return Ok(ExitCode::from(1));
+            let note = Some(format!("planning failed, nothing was built: {}", e.chain()));
+            return Ok(write_report(report_to, &tree, &recorder, None, note, ExitCode::from(1)));
         }
     };
     let interactive = std::io::stdin().is_terminal() && !a.json;
@@ -290,6 +348,7 @@ async fn build_cmd(t: &TreeArgs, sel: &Selection, a: BuildArgs, color: bool) -> 
         cancel: cancel.clone(),
         publish: a.publish,
         manifest: a.manifest.clone(),
+        lease: a.lease,
         ..RunOptions::default()
     };
     let summary = imgbake::core::schedule::run(&tree, &plan, &registry, opts, &sink).await;
@@ -305,7 +364,8 @@ async fn build_cmd(t: &TreeArgs, sel: &Selection, a: BuildArgs, color: bool) -> 
         Ok(s) => s,
         Err(e) => {
             report_build_error(&tree, &e, color);
-            return Ok(ExitCode::from(1));
+            let note = Some(format!("the run could not start: {}", e.chain()));
+            return Ok(write_report(report_to, &tree, &recorder, None, note, ExitCode::from(1)));
         }
     };
     if a.json {
@@ -324,9 +384,12 @@ async fn build_cmd(t: &TreeArgs, sel: &Selection, a: BuildArgs, color: bool) -> 
         && !matches!(prune_report, Some(Err(_)))
         && !prune_report.as_ref().is_some_and(|r| r.as_ref().is_ok_and(|r| !r.failed.is_empty()));
     if cancel.is_cancelled() {
-        return Ok(ExitCode::from(received.exit_code().unwrap_or(130)));
+        let code = ExitCode::from(received.exit_code().unwrap_or(130));
+        let note = Some("interrupted: running builds were stopped and cleaned up".to_string());
+        return Ok(write_report(report_to, &tree, &recorder, Some(&summary), note, code));
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    let code = if ok { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    Ok(write_report(report_to, &tree, &recorder, Some(&summary), None, code))
 }
 
 fn print_summary(tree: &Tree, s: &RunSummary, color: bool) {

@@ -2,8 +2,9 @@
 //! moto proxy, the bed's sshd as the machine), with the value given by `--var` and by
 //! `IMGBAKE_VAR_*`, used in step environments, echoed by steps to stdout and stderr, written into a
 //! test report and into the error of a failing step. Every byte imgbake wrote — terminal output in
-//! both modes, NDJSON, debug logs, the manifest, journals, kept reports, every file under the tree's
-//! directory — and the machine's sshd log (what would land in the image's auth log) is searched.
+//! both modes, NDJSON, debug logs, the manifest, journals, kept reports, the HTML report of
+//! `--report`, every file under the tree's directory — and the machine's sshd log (what would land
+//! in the image's auth log) is searched.
 
 #[allow(dead_code)]
 #[path = "../../imgbake-aws/tests/aws/support.rs"]
@@ -104,7 +105,7 @@ async fn a_sensitive_value_reaches_no_output() {
         ("validate", vec!["validate", "tree.toml"]),
         ("plan", vec!["plan", "tree.toml"]),
         ("plan --json", vec!["plan", "tree.toml", "--json"]),
-        ("build", vec!["build", "tree.toml"]),
+        ("build", vec!["build", "tree.toml", "--report", "out/report.html"]),
         ("build --json --force", vec!["build", "tree.toml", "--json", "--force"]),
     ] {
         let o = imgbake(&bed, &args).watched();
@@ -127,6 +128,8 @@ async fn a_sensitive_value_reaches_no_output() {
         outputs.iter().map(|(p, _)| p).collect::<Vec<_>>()
     );
     assert!(outputs.iter().any(|(p, _)| p.contains("/reports/base/")), "and the kept test report");
+    let report = outputs.iter().find(|(p, _)| p.ends_with("out/report.html")).expect("and the HTML report (--report)");
+    assert!(contains(&report.1, "cannot log in with &lt;sensitive&gt;"), "whose failed step used the secret");
     // What the machine logged about the build's sessions (the image's auth log, on a real machine).
     outputs.push(("the machine's sshd log".into(), bed.sshd.log().into_bytes()));
 

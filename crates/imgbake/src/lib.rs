@@ -42,6 +42,7 @@ pub use imgbake_import as import;
 pub use imgbake_null as null;
 #[cfg(feature = "qemu")]
 pub use imgbake_qemu as qemu;
+pub use imgbake_report as report;
 #[cfg(feature = "virtualbox")]
 pub use imgbake_virtualbox as virtualbox;
 #[cfg(feature = "vsphere")]

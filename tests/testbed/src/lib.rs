@@ -12,6 +12,8 @@
 //!   optional basic auth, and an access log ([`Nginx::access_log`]): the bed's artifact store.
 //! - [`Vagrant`]: Debian's real Vagrant with its own `VAGRANT_HOME`, no Vagrantfile, no TTY and a
 //!   hard timeout per run, for `vagrant box add/outdated/update` against a served catalog.
+//! - [`Chromium`]: Debian's Chromium, headless, with its own profile and a hard timeout per run,
+//!   for checking pages (the HTML build report) in a real browser.
 //!
 //! Everything is installed by `tests/bed/install.sh` (see `tests/bed/README.md`); when
 //! something is missing, constructors fail with [`BedError::NotInstalled`] saying so.
@@ -35,6 +37,7 @@
 
 #[cfg(feature = "aws")]
 mod aws;
+mod chromium;
 mod error;
 mod http;
 mod keys;
@@ -57,6 +60,7 @@ mod vcsim;
 
 #[cfg(feature = "aws")]
 pub use aws::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, http_client};
+pub use chromium::{Chromium, chromium_binary};
 pub use error::{BedError, Result};
 pub use keys::{KeyKind, KeyPair, generate_key, public_key_without_comment};
 pub use moto::{Moto, MotoOptions};
