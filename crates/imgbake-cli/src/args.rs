@@ -97,7 +97,7 @@ pub enum Command {
         /// Hold a lease per image while building it (AWS: an SSM parameter), so CI jobs on other
         /// machines never build the same image at once: they wait, then reuse what was built.
         /// Optional time to live (default 10m), renewed while the build runs.
-        #[arg(long, value_name = "TTL", num_args = 0..=1, default_missing_value = "10m", value_parser = parse_duration)]
+        #[arg(long, value_name = "TTL", num_args = 0..=1, require_equals = true, default_missing_value = "10m", value_parser = parse_lease_ttl)]
         lease: Option<std::time::Duration>,
         /// Write an HTML report of the run here: one self-contained file with the tree and each
         /// image's status, phase timings, tests and artifacts. Also written when the build fails or
@@ -180,6 +180,15 @@ fn parse_chain(s: &str) -> Result<(PathBuf, PathBuf), String> {
         Some((p, c)) if !p.is_empty() && !c.is_empty() => Ok((PathBuf::from(p), PathBuf::from(c))),
         _ => Err(format!("`{s}` is not PARENT=CHILD (e.g. base.json=app.json)")),
     }
+}
+
+/// A lease must outlive a few renewals' round trips (it is renewed every third of it).
+fn parse_lease_ttl(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d < std::time::Duration::from_secs(30) {
+        return Err(format!("`{s}` is too short for a lease: use 30s or more (e.g. --lease=10m)"));
+    }
+    Ok(d)
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

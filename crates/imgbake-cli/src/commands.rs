@@ -349,6 +349,7 @@ async fn build_cmd(t: &TreeArgs, sel: &Selection, a: BuildArgs, color: bool) -> 
         publish: a.publish,
         manifest: a.manifest.clone(),
         lease: a.lease,
+        force: sel.force,
         ..RunOptions::default()
     };
     let summary = imgbake::core::schedule::run(&tree, &plan, &registry, opts, &sink).await;

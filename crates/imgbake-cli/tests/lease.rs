@@ -106,7 +106,7 @@ async fn two_jobs_racing_on_one_image_build_it_once() {
     });
     let jobs: Vec<std::thread::JoinHandle<Output>> = (0..2)
         .map(|_| {
-            let mut c = imgbake(&bed, &["build", "tree.toml", "--only", "base", "--lease", "20s"]);
+            let mut c = imgbake(&bed, &["build", "tree.toml", "--only", "base", "--lease=30s"]);
             std::thread::spawn(move || c.watched())
         })
         .collect();

@@ -93,7 +93,8 @@ pub trait LeaseStore: Send + Sync {
     async fn list(&self) -> Result<Vec<(u64, LeaseRecord)>, BuildError>;
     /// Create `generation` unless it exists; `false` when it does (another runner won it).
     async fn create(&self, generation: u64, record: &LeaseRecord) -> Result<bool, BuildError>;
-    /// Overwrite `generation` (its holder renewing it).
+    /// Overwrite `generation` (its holder renewing it, after checking it is still there and the
+    /// newest).
     async fn renew(&self, generation: u64, record: &LeaseRecord) -> Result<(), BuildError>;
     /// Delete `generation`; one that is gone already is success.
     async fn delete(&self, generation: u64) -> Result<(), BuildError>;
@@ -122,14 +123,27 @@ pub async fn try_acquire(
     }
     let next = generations.iter().map(|(g, _)| *g).max().unwrap_or(0) + 1;
     let record = LeaseRecord { holder: holder.into(), build_id: build_id.into(), expires: expiry(ttl) };
+    let briefly =
+        || LeaseRecord { holder: "another run (it just let go)".into(), build_id: "?".into(), expires: Utc::now() };
     if !store.create(next, &record).await? {
         let winner = store.list().await?.into_iter().find(|(g, _)| *g == next).map(|(_, r)| r);
         // Created and released between our two reads: busy for a moment, the next try sees it free.
-        return Ok(Attempt::Busy(winner.unwrap_or(LeaseRecord { expires: Utc::now(), ..record })));
+        return Ok(Attempt::Busy(winner.unwrap_or_else(briefly)));
+    }
+    // Our list may have been stale (numbers restart once every generation is released): if another
+    // generation is live now, back off — whoever holds it goes on.
+    let now_there = store.list().await?;
+    let now = Utc::now();
+    if let Some((_, other)) = now_there.iter().find(|(g, r)| *g != next && r.live(now)) {
+        let other = other.clone();
+        if let Err(e) = store.delete(next).await {
+            tracing::debug!("could not withdraw lease generation {next} of {}: {e}", store.describe());
+        }
+        return Ok(Attempt::Busy(other));
     }
     // Older generations are dead (expired or released): tidy them up; failing to is harmless.
-    for (g, _) in generations {
-        if let Err(e) = store.delete(g).await {
+    for (g, _) in now_there.iter().filter(|(g, _)| *g < next) {
+        if let Err(e) = store.delete(*g).await {
             tracing::debug!("could not delete the dead lease generation {g} of {}: {e}", store.describe());
         }
     }
@@ -165,7 +179,9 @@ pub async fn acquire(
         WaitError::Failed(e) => e,
         e @ WaitError::TimedOut { .. } => BuildError::new(
             ErrorKind::Timeout,
-            format!("{e}; another run is still building this image — wait for it, or stop it and run `imgbake clean`"),
+            format!(
+                "{e}; another run is still building this image (it renews its lease while it lives): wait for it, or stop it — its lease lapses one time-to-live later"
+            ),
         ),
     })
 }
@@ -177,10 +193,12 @@ fn expiry(ttl: Duration) -> DateTime<Utc> {
 /// A lease we hold: renewed in the background (every third of its time to live) until released or
 /// dropped. Dropping it without [`Held::release`] stops renewing, so it lapses after its time to live.
 #[derive(Debug)]
+#[must_use = "a lease is held until released; dropping it leaves it to lapse"]
 pub struct Held {
     store: Arc<dyn LeaseStore>,
     generation: u64,
     renewal: tokio::task::JoinHandle<()>,
+    lost: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for dyn LeaseStore {
@@ -192,19 +210,41 @@ impl std::fmt::Debug for dyn LeaseStore {
 impl Held {
     fn start(store: Arc<dyn LeaseStore>, generation: u64, record: LeaseRecord, ttl: Duration) -> Self {
         let renewing = store.clone();
+        let lost = tokio_util::sync::CancellationToken::new();
+        let losing = lost.clone();
         let renewal = tokio::spawn(async move {
             // A schedule, not a readiness wait: the record must be rewritten before it lapses.
             let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(100)));
             tick.tick().await;
             loop {
                 tick.tick().await;
+                // Renew only what is still ours: a renewal after another run took over (our
+                // renewals failed for a whole time to live) would bring a second live generation.
+                match renewing.list().await {
+                    Ok(l) if l.iter().any(|(g, _)| *g > generation) || !l.iter().any(|(g, _)| *g == generation) => {
+                        tracing::warn!("lost the lease {} to another run", renewing.describe());
+                        losing.cancel();
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!("could not check {}: {e}; retrying", renewing.describe());
+                        continue;
+                    }
+                }
                 let r = LeaseRecord { expires: expiry(ttl), ..record.clone() };
                 if let Err(e) = renewing.renew(generation, &r).await {
                     tracing::warn!("could not renew {}: {e}; retrying", renewing.describe());
                 }
             }
         });
-        Held { store, generation, renewal }
+        Held { store, generation, renewal, lost }
+    }
+
+    /// Whether another run took the lease over while we held it (our renewals failed for a whole
+    /// time to live): it may be building the same image.
+    pub fn lost(&self) -> bool {
+        self.lost.is_cancelled()
     }
 
     /// The generation held.
@@ -212,9 +252,14 @@ impl Held {
         self.generation
     }
 
-    /// Stop renewing and delete the lease, so a waiting runner goes on at once.
-    pub async fn release(self) -> Result<(), BuildError> {
+    /// Stop renewing and delete the lease, so a waiting runner goes on at once. The renewal task is
+    /// waited for first, so a renewal in flight cannot bring the lease back after the delete.
+    pub async fn release(mut self) -> Result<(), BuildError> {
         self.renewal.abort();
+        let _ = (&mut self.renewal).await;
+        if self.lost() {
+            return Ok(()); // not ours any more: the next generation's holder owns what is there
+        }
         self.store.delete(self.generation).await
     }
 }
@@ -292,19 +337,90 @@ mod tests {
         assert_eq!(left, vec![4], "the dead generation is removed");
     }
 
+    /// A store whose first `list` answers an old view (another runner's read, or a lagging replica).
+    struct Stale {
+        real: Arc<Memory>,
+        first: Mutex<Option<Vec<(u64, LeaseRecord)>>>,
+    }
+
+    #[async_trait]
+    impl LeaseStore for Stale {
+        fn describe(&self) -> String {
+            "stale".into()
+        }
+        async fn list(&self) -> Result<Vec<(u64, LeaseRecord)>, BuildError> {
+            let old = self.first.lock().unwrap().take();
+            match old {
+                Some(old) => Ok(old),
+                None => self.real.list().await,
+            }
+        }
+        async fn create(&self, generation: u64, record: &LeaseRecord) -> Result<bool, BuildError> {
+            self.real.create(generation, record).await
+        }
+        async fn renew(&self, generation: u64, record: &LeaseRecord) -> Result<(), BuildError> {
+            self.real.renew(generation, record).await
+        }
+        async fn delete(&self, generation: u64) -> Result<(), BuildError> {
+            self.real.delete(generation).await
+        }
+    }
+
+    fn live(holder: &str) -> LeaseRecord {
+        LeaseRecord { holder: holder.into(), build_id: "b-live".into(), expires: expiry(Duration::from_secs(60)) }
+    }
+
     #[tokio::test]
     async fn of_two_runners_that_find_a_lease_expired_one_wins() {
-        // Both read generation 1 as expired; the first creates 2; the second's create of 2 fails.
-        let mem = Arc::new(Memory::default());
-        mem.0.lock().unwrap().insert(1, expired("dead runner"));
-        let store: Arc<dyn LeaseStore> = mem.clone();
-        let rec = LeaseRecord { holder: "a".into(), build_id: "b-a".into(), expires: expiry(Duration::from_secs(60)) };
-        assert!(store.create(2, &rec).await.unwrap());
-        assert!(!store.create(2, &LeaseRecord { holder: "b".into(), ..rec.clone() }).await.unwrap());
+        // Both read generation 1 as expired; `a` created 2 first, so `b`'s create of 2 is refused.
+        let real = Arc::new(Memory::default());
+        real.0.lock().unwrap().insert(1, expired("dead runner"));
+        real.0.lock().unwrap().insert(2, live("a"));
+        let store = Arc::new(Stale { real: real.clone(), first: Mutex::new(Some(vec![(1, expired("dead runner"))])) });
         match try_acquire(store, "b", "b-b", Duration::from_secs(60)).await.unwrap() {
             Attempt::Busy(r) => assert_eq!(r.holder, "a"),
             Attempt::Acquired(_) => panic!("the loser must not hold the lease"),
         }
+        assert_eq!(real.0.lock().unwrap()[&2].holder, "a", "the winner's record is untouched");
+    }
+
+    #[tokio::test]
+    async fn a_runner_with_a_stale_view_backs_off_from_a_live_lease() {
+        // `b` saw nothing (every generation released a moment ago), so it creates generation 1 —
+        // while `a` holds generation 5. `b` must withdraw.
+        let real = Arc::new(Memory::default());
+        real.0.lock().unwrap().insert(5, live("a"));
+        let store = Arc::new(Stale { real: real.clone(), first: Mutex::new(Some(Vec::new())) });
+        match try_acquire(store, "b", "b-b", Duration::from_secs(60)).await.unwrap() {
+            Attempt::Busy(r) => assert_eq!(r.holder, "a"),
+            Attempt::Acquired(_) => panic!("two holders"),
+        }
+        let left: Vec<u64> = real.0.lock().unwrap().keys().copied().collect();
+        assert_eq!(left, vec![5], "b withdrew its generation and left a's alone");
+    }
+
+    #[tokio::test]
+    async fn a_holder_whose_lease_was_taken_over_stops_renewing_and_leaves_it() {
+        let mem = Arc::new(Memory::default());
+        let store: Arc<dyn LeaseStore> = mem.clone();
+        let ttl = Duration::from_millis(300);
+        let Attempt::Acquired(h) = try_acquire(store.clone(), "a", "b-a", ttl).await.unwrap() else { panic!() };
+        // Another run took over (a's renewals had failed for a whole time to live).
+        mem.0.lock().unwrap().clear();
+        mem.0.lock().unwrap().insert(h.generation() + 1, live("b"));
+        let noticed = wait::until(
+            &Wait::new(Duration::from_secs(5)).interval(Duration::from_millis(20), Duration::from_millis(50)),
+            "loss noticed",
+            || {
+                let lost = h.lost();
+                async move { if lost { Poll::<(), BuildError>::Ready(()) } else { Poll::Pending("held".into()) } }
+            },
+        )
+        .await;
+        assert!(noticed.is_ok(), "the holder never noticed");
+        h.release().await.unwrap();
+        let left: Vec<(u64, String)> = mem.0.lock().unwrap().iter().map(|(g, r)| (*g, r.holder.clone())).collect();
+        assert_eq!(left, vec![(2, "b".to_string())], "a neither renewed its old generation nor deleted b's");
     }
 
     #[tokio::test]

@@ -64,6 +64,8 @@ pub struct RunOptions {
     /// it), so runs on other machines do not build the same image at once: they wait, then reuse
     /// what this run built. Only for builders with a shared place for leases ([`crate::lease`]).
     pub lease: Option<Duration>,
+    /// The plan was forced (`--force`): with a lease, never reuse what another run built meanwhile.
+    pub force: bool,
 }
 
 impl Default for RunOptions {
@@ -79,6 +81,7 @@ impl Default for RunOptions {
             manifest: None,
             write_manifest: true,
             lease: None,
+            force: false,
         }
     }
 }
@@ -425,14 +428,8 @@ async fn build_one(ctx: Arc<Ctx>, d: Decision, parent_rx: Option<watch::Receiver
             }
         },
     };
-    // 2. A build slot.
-    let _permit = tokio::select! {
-        p = ctx.sem.acquire() => match p { Ok(p) => p, Err(_) => return cancelled(&ctx, &tx) },
-        _ = cancel.cancelled() => return cancelled(&ctx, &tx),
-    };
-    let start = Instant::now();
-    let started_at = Utc::now();
-    // 3. The lease, when runs on other machines may build this image too.
+    // 2. The lease, when runs on other machines may build this image too (before a build slot:
+    // waiting for another machine's build must not keep this run's other images from building).
     let held = match take_lease(&ctx, &d, parent_artifact.as_ref(), &events).await {
         Ok(Leased::Free(held)) => held,
         Ok(Leased::BuiltElsewhere(artifact, why)) => {
@@ -440,7 +437,7 @@ async fn build_one(ctx: Arc<Ctx>, d: Decision, parent_rx: Option<watch::Receiver
             let _ = tx.send(Slot::Ready(artifact.clone()));
             let mut r = result(&d, Status::Reused, vec![why]);
             r.artifact = Some(*artifact);
-            events.emit(EventKind::BuildFinished { outcome: Status::Reused, duration: start.elapsed(), error: None });
+            events.emit(EventKind::BuildFinished { outcome: Status::Reused, duration: Duration::ZERO, error: None });
             return ctx.finish(&d, r);
         }
         Err(e) if e.kind == ErrorKind::Cancelled => return cancelled(&ctx, &tx),
@@ -450,20 +447,27 @@ async fn build_one(ctx: Arc<Ctx>, d: Decision, parent_rx: Option<watch::Receiver
             r.error = Some(e.chain());
             events.emit(EventKind::BuildFinished {
                 outcome: Status::Failed,
-                duration: start.elapsed(),
+                duration: Duration::ZERO,
                 error: r.error.clone(),
             });
             return ctx.finish(&d, r);
         }
     };
+    // 3. A build slot.
+    let permit = tokio::select! {
+        p = ctx.sem.acquire() => p.ok(),
+        _ = cancel.cancelled() => None,
+    };
+    let Some(_permit) = permit else {
+        release(held, &events).await;
+        return cancelled(&ctx, &tx);
+    };
+    let start = Instant::now();
+    let started_at = Utc::now();
     // Built unless the build fails, or succeeds but cannot publish (build_inner then says Failed).
     let mut res = result(&d, Status::Built, d.reasons.clone());
     let outcome = build_inner(&ctx, &d, parent_artifact, &events, &mut res).await;
-    if let Some(h) = held
-        && let Err(e) = h.release().await
-    {
-        events.warn(format!("could not release the build lease (it lapses by itself): {e}"));
-    }
+    release(held, &events).await;
     res.duration = Some(start.elapsed());
     res.started = Some(started_at);
     match outcome {
@@ -498,6 +502,19 @@ enum Leased {
 /// How long a run waits for another run's build of the same image.
 const LEASE_WAIT: Duration = Duration::from_secs(12 * 3600);
 
+/// Let go of a build lease (if any), saying so when it was lost on the way.
+async fn release(held: Option<Held>, events: &EventSink) {
+    let Some(h) = held else { return };
+    if h.lost() {
+        events.warn(
+            "another run took this image's build lease over during the build (its renewals failed for a whole time to live): it may have built the image too",
+        );
+    }
+    if let Err(e) = h.release().await {
+        events.warn(format!("could not release the build lease (it lapses by itself): {e}"));
+    }
+}
+
 async fn take_lease(
     ctx: &Ctx,
     d: &Decision,
@@ -523,16 +540,36 @@ async fn take_lease(
         h = acquiring => h?,
         _ = ctx.opts.cancel.cancelled() => return Err(BuildError::cancelled()),
     };
-    let Some(other) = last_busy.lock().ok().and_then(|mut l| l.take()) else { return Ok(Leased::Free(Some(held))) };
-    // We waited for another run: it may have built exactly what we would.
-    let fingerprint = fingerprint_of(ctx, d, parent_artifact)?;
-    let found = builder.list_artifacts(&ctx.tree, &[img]).await?;
-    match found.into_iter().find(|a| a.builder == d.builder && a.image == d.image && a.fingerprint == fingerprint) {
-        Some(a) => {
-            if let Err(e) = held.release().await {
-                events.warn(format!("could not release the build lease (it lapses by itself): {e}"));
+    if ctx.opts.force {
+        return Ok(Leased::Free(Some(held)));
+    }
+    // Another run may have built exactly what we would since our plan (whether we waited for it
+    // or it finished just before): look once more. A failure to look is not fatal: build.
+    let by = match last_busy.lock().ok().and_then(|mut l| l.take()) {
+        Some(r) => format!("{} (build {})", r.holder, r.build_id),
+        None => "another run".to_string(),
+    };
+    let found = match fingerprint_of(ctx, d, parent_artifact) {
+        Ok(fp) => match builder.list_artifacts(&ctx.tree, &[img]).await {
+            Ok(list) => list.into_iter().find(|a| {
+                a.builder == d.builder
+                    && a.image == d.image
+                    && crate::fingerprint::Fingerprint(fp.clone()).matches(&a.fingerprint)
+            }),
+            Err(e) => {
+                events.warn(format!("could not look for an artifact built meanwhile ({e}); building"));
+                None
             }
-            let why = format!("built meanwhile by {} (build {}): {}", other.holder, other.build_id, a.id);
+        },
+        Err(e) => {
+            release(Some(held), events).await;
+            return Err(e);
+        }
+    };
+    match found {
+        Some(a) => {
+            release(Some(held), events).await;
+            let why = format!("built meanwhile by {by}: {}", a.id);
             Ok(Leased::BuiltElsewhere(Box::new(a), why))
         }
         None => Ok(Leased::Free(Some(held))),

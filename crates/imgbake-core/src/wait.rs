@@ -187,7 +187,9 @@ where
     loop {
         let pause = pace(Instant::now() - start);
         if !pause.is_zero() {
-            tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
+            // A pause past the deadline (or too large to add) ends at the deadline: one last look.
+            let until = Instant::now().checked_add(pause).map_or(deadline, |t| t.min(deadline));
+            tokio::time::sleep_until(until).await;
         }
         match poll().await {
             Poll::Ready(value) => {
