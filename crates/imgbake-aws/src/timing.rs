@@ -48,15 +48,19 @@ pub enum Change {
     Running,
     /// StopInstances → `stopped`.
     Stopped,
-    /// CreateImage/CopyImage → `available`.
+    /// CreateImage → `available`.
     Available,
     /// TerminateInstances → `terminated`.
     Terminated,
+    /// CopyImage → `available` in the destination region (keyed by it): copies take longer than
+    /// captures and must not blur their timing.
+    Copied,
 }
 
 impl Change {
     /// Every kind, in build order.
-    pub const ALL: [Change; 4] = [Change::Running, Change::Stopped, Change::Available, Change::Terminated];
+    pub const ALL: [Change; 5] =
+        [Change::Running, Change::Stopped, Change::Available, Change::Terminated, Change::Copied];
 
     /// The state waited for (also the name in keys and tags).
     pub fn state(self) -> &'static str {
@@ -65,6 +69,7 @@ impl Change {
             Change::Stopped => "stopped",
             Change::Available => "available",
             Change::Terminated => "terminated",
+            Change::Copied => "copied",
         }
     }
 
@@ -89,7 +94,9 @@ pub struct Key {
 impl Key {
     /// A key; `disk_gib` is bucketed (powers of two from 8) and kept for images only.
     pub fn new(region: &str, instance_type: &str, change: Change, disk_gib: Option<u32>) -> Key {
-        let disk_gib = disk_gib.filter(|_| change == Change::Available).map(|g| g.max(8).next_power_of_two());
+        let disk_gib = disk_gib
+            .filter(|_| matches!(change, Change::Available | Change::Copied))
+            .map(|g| g.max(8).next_power_of_two());
         Key { region: region.into(), instance_type: instance_type.into(), change, disk_gib }
     }
 
@@ -154,6 +161,12 @@ pub fn expect(seen: &[Seen]) -> Option<Expect> {
     let recent: Vec<Seen> = seen.iter().filter(|s| s.valid()).copied().collect();
     let recent = &recent[recent.len().saturating_sub(RECENT)..];
     let newest = recent.last()?;
+    if newest.lo == 0.0 && newest.hi > 0.0 {
+        // Done by the first look: the change may have got faster than what was learned, and
+        // intersecting would keep the old start forever. Look earlier next time; a poll that sees
+        // the old state then gives a real lower bound again.
+        return Some(Expect::secs(newest.hi / 2.0, newest.hi));
+    }
     let (mut lo, mut hi, mut agree) = (newest.lo, newest.hi, 1);
     for s in recent.iter().rev().skip(1) {
         let (l, h) = (lo.max(s.lo), hi.min(s.hi));
@@ -318,6 +331,9 @@ pub enum WaitHistory {
 pub struct Timing {
     files: Mutex<HashMap<PathBuf, History>>,
     tagged: Mutex<History>,
+    /// One save at a time, each writing the state as it is then: parallel builds of this process
+    /// never replace a newer file with an older snapshot.
+    saving: tokio::sync::Mutex<()>,
 }
 
 impl Timing {
@@ -353,12 +369,9 @@ impl Timing {
     /// Record a change and write the history file.
     pub async fn record(&self, file: &Path, key: &Key, seen: Seen) -> Result<(), TimingError> {
         let _ = self.ensure(file).await;
-        let snapshot = {
-            let mut files = self.files();
-            let h = files.entry(file.to_path_buf()).or_default();
-            h.add(key, seen);
-            h.clone()
-        };
+        self.files().entry(file.to_path_buf()).or_default().add(key, seen);
+        let _saving = self.saving.lock().await;
+        let snapshot = self.files().get(file).cloned().unwrap_or_default();
         snapshot.save(file).await
     }
 
@@ -397,6 +410,18 @@ mod tests {
         assert_eq!(secs(expect(&[Seen::new(17.0, 20.5)]).unwrap()), (17.0, 20.5));
         let e = expect(&[Seen::new(17.0, 20.5), Seen::new(19.6, 20.4), Seen::new(19.9, 20.9)]).unwrap();
         assert_eq!(secs(e), (19.9, 20.4));
+    }
+
+    #[test]
+    fn a_change_done_by_the_first_look_is_looked_for_earlier_next_time() {
+        // Learned ~20 s; the change now takes 12 s, and the first look (at 19.9 s) already sees it.
+        let seen = [Seen::new(19.8, 20.1), Seen::new(19.9, 20.2), Seen::new(0.0, 19.9)];
+        let (from, to) = secs(expect(&seen).unwrap());
+        assert!(from < 12.0 && to >= 19.9, "{from}..{to}");
+        // Then a poll sees the old state at 11 s and the new one at 12.5 s: the window follows.
+        let seen = [Seen::new(19.8, 20.1), Seen::new(0.0, 19.9), Seen::new(11.0, 12.5)];
+        let (from, to) = secs(expect(&seen).unwrap());
+        assert!((11.0..=12.5).contains(&from) && to <= 12.5, "{from}..{to}");
     }
 
     #[test]

@@ -230,7 +230,7 @@ async fn copy_to(
     let started = tokio::time::Instant::now();
     let (id, r) =
         ctx.create(&dst_session, "image", &[], || copy::start(&dst, &spec)).await.map_err(|e| e.at(span(to)))?;
-    let watch = ctx.watch(to.get_ref(), Change::Available, started);
+    let watch = ctx.watch(to.get_ref(), Change::Copied, started);
     let made = waiters::image(&dst, &id, &ctx.wait(image_timeout), &watch, &ctx.events).await?;
     let snaps = image::snapshots(&made);
     let r = replace(ctx.job, r, dst_session.resource("image", &id).with("snapshots", snaps.join(",")))?;
