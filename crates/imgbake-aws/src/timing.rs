@@ -161,12 +161,19 @@ pub fn expect(seen: &[Seen]) -> Option<Expect> {
     let recent: Vec<Seen> = seen.iter().filter(|s| s.valid()).copied().collect();
     let recent = &recent[recent.len().saturating_sub(RECENT)..];
     let newest = recent.last()?;
+    let e = estimate(recent, newest)?;
     if newest.lo == 0.0 && newest.hi > 0.0 {
-        // Done by the first look: the change may have got faster than what was learned, and
-        // intersecting would keep the old start forever. Look earlier next time; a poll that sees
-        // the old state then gives a real lower bound again.
-        return Some(Expect::secs(newest.hi / 2.0, newest.hi));
+        // Done by the first look: the change may have got faster than what was learned, and the
+        // overlap alone would keep the old start for good. Start a little earlier (a tenth, at least
+        // half a second): a change that did not get faster shows its old state there, a real lower
+        // bound again; one that did is followed down build by build.
+        let from = e.from.as_secs_f64();
+        return Some(Expect::secs(from - (from / 10.0).max(0.5), e.to.as_secs_f64()));
     }
+    Some(e)
+}
+
+fn estimate(recent: &[Seen], newest: &Seen) -> Option<Expect> {
     let (mut lo, mut hi, mut agree) = (newest.lo, newest.hi, 1);
     for s in recent.iter().rev().skip(1) {
         let (l, h) = (lo.max(s.lo), hi.min(s.hi));
@@ -414,10 +421,19 @@ mod tests {
 
     #[test]
     fn a_change_done_by_the_first_look_is_looked_for_earlier_next_time() {
-        // Learned ~20 s; the change now takes 12 s, and the first look (at 19.9 s) already sees it.
-        let seen = [Seen::new(19.8, 20.1), Seen::new(19.9, 20.2), Seen::new(0.0, 19.9)];
-        let (from, to) = secs(expect(&seen).unwrap());
-        assert!(from < 12.0 && to >= 19.9, "{from}..{to}");
+        // Learned ~20 s; the change now takes 12 s, and the first look (at 19.9 s) already sees it:
+        // each build looks a tenth earlier until a look sees the old state.
+        let mut seen = vec![Seen::new(19.8, 20.1), Seen::new(19.9, 20.2), Seen::new(0.0, 19.9)];
+        let (mut from, to) = secs(expect(&seen).unwrap());
+        assert!(from < 19.9 * 0.95 && to >= 19.9, "{from}..{to}");
+        for _ in 0..20 {
+            if from < 12.0 {
+                break;
+            }
+            seen.push(Seen::new(0.0, from));
+            from = secs(expect(&seen).unwrap()).0;
+        }
+        assert!(from < 12.0, "followed the change down to {from}");
         // Then a poll sees the old state at 11 s and the new one at 12.5 s: the window follows.
         let seen = [Seen::new(19.8, 20.1), Seen::new(0.0, 19.9), Seen::new(11.0, 12.5)];
         let (from, to) = secs(expect(&seen).unwrap());
