@@ -3,6 +3,8 @@
 //! proxy, the bed's sshd as the machine) build it once: the loser waits for the lease, then reuses
 //! what the winner built. No lease parameter is left behind.
 
+#[path = "support/moto_env.rs"]
+mod moto_env;
 #[allow(dead_code)]
 #[path = "../../imgbake-aws/tests/aws/support.rs"]
 mod support;
@@ -49,15 +51,8 @@ steps = [{{ shell = {{ inline = ["echo tools"] }} }}]
 
 fn imgbake(bed: &Bed, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_imgbake"));
-    c.args(args)
-        .current_dir(bed.dir.path())
-        .env("AWS_ACCESS_KEY_ID", imgbake_testbed::ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", imgbake_testbed::SECRET_ACCESS_KEY)
-        .env_remove("AWS_PROFILE")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("NO_COLOR", "1");
+    c.args(args).current_dir(bed.dir.path());
+    moto_env::on_moto(&mut c);
     c
 }
 

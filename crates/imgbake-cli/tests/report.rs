@@ -7,6 +7,8 @@
 
 #[path = "support/events.rs"]
 mod events;
+#[path = "support/moto_env.rs"]
+mod moto_env;
 #[allow(dead_code)]
 #[path = "../../imgbake-aws/tests/aws/support.rs"]
 mod support;
@@ -97,16 +99,8 @@ parent = "broken"
 
 fn imgbake(bed: &Bed, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_imgbake"));
-    c.args(args)
-        .args(["--var", &format!("token={TOKEN}")])
-        .current_dir(bed.dir.path())
-        .env("AWS_ACCESS_KEY_ID", imgbake_testbed::ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", imgbake_testbed::SECRET_ACCESS_KEY)
-        .env_remove("AWS_PROFILE")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("NO_COLOR", "1");
+    c.args(args).args(["--var", &format!("token={TOKEN}")]).current_dir(bed.dir.path());
+    moto_env::on_moto(&mut c);
     c
 }
 

@@ -6,6 +6,8 @@
 //! `--report`, every file under the tree's directory — and the machine's sshd log (what would land
 //! in the image's auth log) is searched.
 
+#[path = "support/moto_env.rs"]
+mod moto_env;
 #[allow(dead_code)]
 #[path = "../../imgbake-aws/tests/aws/support.rs"]
 mod support;
@@ -67,14 +69,8 @@ fn imgbake(bed: &Bed, args: &[&str]) -> Command {
         .args(["--var", &format!("token={TOKEN}")])
         .current_dir(bed.dir.path())
         .env("IMGBAKE_VAR_db_password", PASSWORD)
-        .env("RUST_LOG", "debug")
-        .env("AWS_ACCESS_KEY_ID", imgbake_testbed::ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", imgbake_testbed::SECRET_ACCESS_KEY)
-        .env_remove("AWS_PROFILE")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("NO_COLOR", "1");
+        .env("RUST_LOG", "debug");
+    moto_env::on_moto(&mut c);
     c
 }
 

@@ -5,6 +5,8 @@
 
 #[path = "support/events.rs"]
 mod events;
+#[path = "support/moto_env.rs"]
+mod moto_env;
 #[allow(dead_code)]
 #[path = "../../imgbake-aws/tests/aws/support.rs"]
 mod support;
@@ -74,15 +76,8 @@ id = "cli-signals-0001"
 
 fn imgbake(bed: &Bed, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_imgbake"));
-    c.args(args)
-        .current_dir(bed.dir.path())
-        .env("AWS_ACCESS_KEY_ID", imgbake_testbed::ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", imgbake_testbed::SECRET_ACCESS_KEY)
-        .env_remove("AWS_PROFILE")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("NO_COLOR", "1");
+    c.args(args).current_dir(bed.dir.path());
+    moto_env::on_moto(c.as_std_mut());
     c
 }
 

@@ -44,6 +44,8 @@ endpoint = "{endpoint}"
 ssh_cidrs = ["127.0.0.1/32"]
 instance_timeout = "60s"
 image_timeout = "60s"
+# Builds on moto take well under a second: a name per build, not per second.
+ami_name = "{{{{ image.name }}}}-{{{{ uuid }}}}"
 
 [images.base]
 source = {{ ami_filter = {{ name = "debian-12-amd64-*", owners = ["self"], most_recent = true }} }}

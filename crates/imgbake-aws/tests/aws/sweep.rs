@@ -71,7 +71,8 @@ async fn planning_a_tree_is_one_describe_per_region() {
         s = bed.source,
         e = bed.proxy.endpoint()
     );
-    let tree = bed.tree("", &more);
+    // Two builds of base in one second would share the default `base-<unix seconds>` name.
+    let tree = bed.tree("ami_name = \"base-{{ uuid }}\"", &more);
     let (job, _) = bed.job(&builder, &tree, "base", Steps::new(&["true"])).await;
     let a = builder.build(job.clone()).await.unwrap_or_else(|e| panic!("{}", e.chain()));
     bed.unwind(&builder, &job).await;
