@@ -40,7 +40,8 @@ sensitive = true
 [defaults]
 builder = "aws"
 communicator = {{ username = "root", host = "127.0.0.1", port = {port}, timeout = "30s" }}
-aws = {{ region = "{REGION}", endpoint = "{endpoint}", ssh_cidrs = ["127.0.0.1/32"], poll_interval = "300ms" }}
+# `build --force` right after `build`: a name per build, not per second.
+aws = {{ region = "{REGION}", endpoint = "{endpoint}", ssh_cidrs = ["127.0.0.1/32"], poll_interval = "300ms", ami_name = "{{{{ image.name }}}}-{{{{ uuid }}}}" }}
 
 [images.base]
 source = {{ ami = "{source}" }}
