@@ -143,6 +143,15 @@ async fn tagged(c: &Clients, r: &Resource) -> Result<Vec<String>, BuildError> {
             )?;
             out.images().iter().filter_map(|i| i.image_id().map(str::to_string)).collect()
         }
+        "snapshot" => {
+            let out =
+                c.ec2.describe_snapshots().owner_ids("self").filters(by_build).filters(by_image).send().await.api(
+                    "DescribeSnapshots",
+                    region,
+                    None,
+                )?;
+            out.snapshots().iter().filter_map(|s| s.snapshot_id().map(str::to_string)).collect()
+        }
         "key_pair" => {
             let out = c.ec2.describe_key_pairs().filters(by_build).filters(by_image).send().await.api(
                 "DescribeKeyPairs",

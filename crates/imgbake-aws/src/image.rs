@@ -58,6 +58,75 @@ pub async fn create(
     }
 }
 
+/// What RegisterImage makes of a snapshot holding a whole disk (`aws.import`).
+#[derive(Clone, Debug)]
+pub struct Registration {
+    /// The AMI's name.
+    pub name: String,
+    /// Its description.
+    pub description: Option<String>,
+    /// `x86_64` or `arm64`.
+    pub architecture: String,
+    /// `legacy-bios`, `uefi` or `uefi-preferred`.
+    pub boot_mode: String,
+    /// The snapshot of the root disk.
+    pub snapshot: String,
+    /// The root volume's size (GiB) when launched; at least the snapshot's.
+    pub volume_gib: i32,
+    /// Its volume type (default gp3).
+    pub volume_type: String,
+    /// Instances launched from it require IMDSv2 tokens.
+    pub imds_v2: bool,
+    /// Tags of the AMI, set at creation.
+    pub tags: Vec<Tag>,
+}
+
+/// The root device of imported AMIs (what Xen-era and Nitro instances both accept).
+pub const IMPORT_ROOT_DEVICE: &str = "/dev/xvda";
+
+/// RegisterImage of a root disk snapshot: HVM, ENA on (the disk was checked for the driver), the
+/// boot mode and IMDS support given. Returns the AMI id.
+pub async fn register(c: &Clients, r: &Registration) -> Result<String, ApiError> {
+    use aws_sdk_ec2::types::{
+        ArchitectureValues, BlockDeviceMapping, BootModeValues, EbsBlockDevice, ImdsSupportValues, VolumeType,
+    };
+    let root = BlockDeviceMapping::builder()
+        .device_name(IMPORT_ROOT_DEVICE)
+        .ebs(
+            EbsBlockDevice::builder()
+                .snapshot_id(&r.snapshot)
+                .volume_size(r.volume_gib)
+                .volume_type(VolumeType::from(r.volume_type.as_str()))
+                .delete_on_termination(true)
+                .build(),
+        )
+        .build();
+    let out = c
+        .ec2
+        .register_image()
+        .name(&r.name)
+        .set_description(r.description.clone())
+        .architecture(ArchitectureValues::from(r.architecture.as_str()))
+        .boot_mode(BootModeValues::from(r.boot_mode.as_str()))
+        .virtualization_type("hvm")
+        .ena_support(true)
+        .root_device_name(IMPORT_ROOT_DEVICE)
+        .block_device_mappings(root)
+        .set_imds_support(r.imds_v2.then_some(ImdsSupportValues::V20))
+        .tag_specifications(tags::spec(ResourceType::Image, &r.tags))
+        .send()
+        .await
+        .api("RegisterImage", c.region(), Some(r.snapshot.clone()))?;
+    out.image_id().map(str::to_string).ok_or_else(|| ApiError {
+        operation: "RegisterImage",
+        region: c.region().into(),
+        target: Some(r.snapshot.clone()),
+        code: None,
+        status: None,
+        detail: "the answer has no image id".into(),
+    })
+}
+
 /// The snapshot ids of an image's EBS disks.
 pub fn snapshots(ami: &Ami) -> Vec<String> {
     ami.block_device_mappings()

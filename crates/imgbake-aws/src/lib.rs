@@ -25,6 +25,7 @@ mod build;
 pub mod clients;
 pub mod copy;
 pub mod destroy;
+pub mod disk;
 pub mod error;
 pub mod image;
 pub mod keypair;

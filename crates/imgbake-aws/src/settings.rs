@@ -137,6 +137,25 @@ pub struct AwsSettings {
     pub instance_timeout: Option<Duration>,
     /// How long to wait for the AMI to become available. Default 60m.
     pub image_timeout: Option<Duration>,
+    /// Make the AMI from the parent's disk file (a local image of the tree, e.g. built with qemu)
+    /// instead of on a build machine: `"ebs-direct"` writes the disk into a snapshot through the EBS
+    /// direct APIs and registers it. Not inherited by children.
+    pub import: Option<Spanned<String>>,
+    /// With `import`: the AMI's boot mode, `legacy-bios`, `uefi` or `uefi-preferred`. Default: read
+    /// from the disk's partition table.
+    pub boot_mode: Option<Spanned<String>>,
+    /// With `import`: `x86_64` or `arm64`. Default: read from the disk's kernel.
+    pub architecture: Option<Spanned<String>>,
+    /// With `import`: check that the disk's kernel has the drivers EC2 needs (ENA, NVMe) before
+    /// uploading. Default true.
+    pub check_drivers: Option<bool>,
+}
+
+impl AwsSettings {
+    /// The `import` method, if the AMI is made from the parent's disk.
+    pub fn import(&self) -> Option<&str> {
+        self.import.as_ref().map(|i| i.get_ref().as_str())
+    }
 }
 
 impl AwsSettings {

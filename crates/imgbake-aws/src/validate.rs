@@ -40,6 +40,13 @@ const OPERATIONAL: &[&str] = &[
     "force_deregister",
 ];
 
+/// The keys of an AMI made from the parent's disk: they stay with that image (its children build on
+/// a machine from the AMI).
+const IMPORT_KEYS: &[&str] = &["import", "boot_mode", "architecture", "check_drivers"];
+
+/// The ways `import` makes an AMI.
+pub const IMPORT_METHODS: &[&str] = &["ebs-direct"];
+
 fn span<T>(s: &Spanned<T>) -> Span {
     Span::new(s.span())
 }
@@ -88,6 +95,20 @@ impl BuilderSchema for AwsSchema {
 
     fn local_files<'a>(&self, image: &'a Image) -> Vec<&'a Spanned<String>> {
         image.settings::<AwsSettings>(NAME).and_then(|a| a.user_data_file.as_ref()).into_iter().collect()
+    }
+
+    fn imports_disk(&self, image: &Image) -> bool {
+        image.settings::<AwsSettings>(NAME).is_some_and(|a| a.import.is_some())
+    }
+
+    fn import_hint(&self) -> Option<&str> {
+        Some(
+            "set `aws = { import = \"ebs-direct\" }` on this image to make its AMI from that disk, without a build machine",
+        )
+    }
+
+    fn own_keys(&self) -> &[&str] {
+        IMPORT_KEYS
     }
 
     fn needs_tree_id(&self) -> bool {
@@ -205,6 +226,61 @@ pub fn ssm_parameter(image: &Image) -> Option<&Spanned<String>> {
     image.publish.as_ref()?.get::<AwsPublish>(NAME)?.ssm_parameter.as_ref()
 }
 
+/// `import` and the keys only it reads.
+fn check_import(cx: &mut Check<'_>, img: &Image, a: &AwsSettings) {
+    let name = &img.name;
+    let Some(i) = &a.import else {
+        for (key, set) in
+            [("boot_mode", a.boot_mode.as_ref().map(span)), ("architecture", a.architecture.as_ref().map(span))]
+        {
+            if let Some(at) = set {
+                cx.push(
+                    Diagnostic::at(
+                        at,
+                        format!("aws.{key} of image `{name}` only applies to an AMI made with `import`"),
+                    )
+                    .help("an AMI made on a build machine takes it from the source AMI; remove it"),
+                );
+            }
+        }
+        return;
+    };
+    if !IMPORT_METHODS.contains(&i.get_ref().as_str()) {
+        cx.push(
+            Diagnostic::at(span(i), format!("unknown aws.import `{}`", i.get_ref()))
+                .help(format!("one of: {}", IMPORT_METHODS.join(", "))),
+        );
+    }
+    if img.parent.is_none() {
+        cx.push(
+            Diagnostic::at(span(i), format!("image `{name}` imports a disk with aws.import, but has no `parent`"))
+                .help("set `parent` to an image of this tree that makes a disk file (e.g. a qemu image)"),
+        );
+    }
+    if let Some(b) = &a.boot_mode
+        && !["legacy-bios", "uefi", "uefi-preferred"].contains(&b.get_ref().as_str())
+    {
+        cx.push(
+            Diagnostic::at(span(b), format!("unknown aws.boot_mode `{}`", b.get_ref()))
+                .help("one of: legacy-bios, uefi, uefi-preferred (default: read from the disk)"),
+        );
+    }
+    if let Some(arch) = &a.architecture
+        && !["x86_64", "arm64"].contains(&arch.get_ref().as_str())
+    {
+        cx.push(
+            Diagnostic::at(span(arch), format!("unknown aws.architecture `{}`", arch.get_ref()))
+                .help("one of: x86_64, arm64 (default: read from the disk's kernel)"),
+        );
+    }
+    if img.communicator.os == Some(imgbake_config::Os::Windows) {
+        cx.push(
+            Diagnostic::at(span(i), format!("image `{name}` is Windows: aws.import makes Linux AMIs only"))
+                .help("Windows AMIs need AWS's licensing: build them on a machine from a Windows source AMI"),
+        );
+    }
+}
+
 fn check_settings(cx: &mut Check<'_>, img: &Image) {
     let name = &img.name;
     let Some(a) = img.settings::<AwsSettings>(NAME) else {
@@ -214,6 +290,7 @@ fn check_settings(cx: &mut Check<'_>, img: &Image) {
         );
         return;
     };
+    check_import(cx, img, a);
     match &a.region {
         None => cx.push(
             Diagnostic::at(img.span, format!("image `{name}` has no `aws.region`"))

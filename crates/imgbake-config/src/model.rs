@@ -61,6 +61,11 @@ pub struct Image {
     /// fingerprint takes only the settings of the builder it is for.
     #[serde(skip)]
     pub builder_settings: BTreeMap<String, Parsed>,
+    /// Builders of this image that start from a disk file its parent made with another builder
+    /// (builder → the parent's builder), set by validation (see
+    /// [`BuilderSchema::imports_disk`](crate::BuilderSchema::imports_disk)).
+    #[serde(skip)]
+    pub imports: BTreeMap<String, String>,
     /// Clean the machine of the build before capture (the `sanitize` phase). `None` means on.
     pub sanitize: Option<bool>,
     /// Where `[images.NAME]` is.
@@ -72,6 +77,17 @@ impl Image {
     /// Does this image build with `builder`?
     pub fn has_builder(&self, builder: &str) -> bool {
         self.builders.iter().any(|b| b.get_ref() == builder)
+    }
+
+    /// The parent's builder whose artifact this image starts from when built with `builder`: the same
+    /// builder, unless it imports a disk another builder made.
+    pub fn parent_builder<'a>(&'a self, builder: &'a str) -> &'a str {
+        self.imports.get(builder).map(String::as_str).unwrap_or(builder)
+    }
+
+    /// Does this image, built with `builder`, start from a disk file (no machine, no steps)?
+    pub fn imports_disk(&self, builder: &str) -> bool {
+        self.imports.contains_key(builder)
     }
 
     /// `builder`'s settings of this image, as the type its schema parsed them into; `None` when the

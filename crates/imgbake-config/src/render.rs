@@ -459,8 +459,23 @@ fn inherited_part<'a>(
     if let DeValue::Table(pt) = parent.get_ref() {
         for (k, v) in pt {
             let key: &str = k.get_ref().as_ref();
-            if INHERITED_KEYS.contains(&key) || schemas.get(key).is_some() {
+            if INHERITED_KEYS.contains(&key) {
                 t.insert(k.clone(), v.clone());
+            } else if let Some(schema) = schemas.get(key) {
+                // The builder's table, without the keys that stay with the parent.
+                let v = match v.get_ref() {
+                    DeValue::Table(bt) => {
+                        let mut kept = DeTable::default();
+                        for (bk, bv) in bt {
+                            if !schema.own_keys().contains(&bk.get_ref().as_ref()) {
+                                kept.insert(bk.clone(), bv.clone());
+                            }
+                        }
+                        Spanned::new(v.span(), DeValue::Table(kept))
+                    }
+                    _ => v.clone(),
+                };
+                t.insert(k.clone(), v);
             }
         }
     }
@@ -623,6 +638,7 @@ fn image_from<'a>(
         keep: raw.keep,
         publish,
         builder_settings,
+        imports: BTreeMap::new(),
         sanitize: raw.sanitize,
         span: kspan,
     })

@@ -82,6 +82,33 @@ pub trait BuilderSchema: Send + Sync + 'static {
     fn source_label(&self, _source: &Source) -> Option<String> {
         None
     }
+
+    /// Are its artifacts disk image files other builders can import? Such an artifact names the file
+    /// under the location key `path` (see `imgbake_core::artifact::DISK_LOCATION`), in any format
+    /// `qemu-img` reads (raw, qcow2 with its backing chain...).
+    fn makes_disks(&self) -> bool {
+        false
+    }
+
+    /// Does `image` (built with this builder) start from its parent's disk file, made by another
+    /// builder, instead of from the parent's artifact of its own kind? (e.g. `aws = { import =
+    /// "ebs-direct" }`: an AMI written from the disk, no build machine.) Such an image has no machine,
+    /// so it has no steps for this builder.
+    fn imports_disk(&self, _image: &Image) -> bool {
+        false
+    }
+
+    /// How an image of this builder can start from a disk another builder made, for the error shown
+    /// when its parent does not build with it (e.g. "set `aws = { import = \"ebs-direct\" }`...").
+    fn import_hint(&self) -> Option<&str> {
+        None
+    }
+
+    /// Keys of its settings table that belong to the image setting them: a child does not inherit
+    /// them from its parent (e.g. aws `import`: the child of an imported AMI builds on a machine).
+    fn own_keys(&self) -> &[&str] {
+        &[]
+    }
 }
 
 /// The builders a tree may use, in registration order, and the names of builders on the roadmap

@@ -1,7 +1,7 @@
 //! Checks on the typed tree that serde cannot express: references, cycles, files, per-builder rules.
 //! Everything here is offline: no network call is ever made while validating.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use toml::Spanned;
 
@@ -69,6 +69,7 @@ pub(crate) fn check(tree: &mut Tree, diags: &mut Vec<Diagnostic>) {
         return;
     }
     // Builders: inherited from the parent when not set.
+    let schemas = tree.schemas().clone();
     let order: Vec<String> = tree.order().into_iter().map(String::from).collect();
     for name in &order {
         let parent_builders = tree.model.images[name]
@@ -82,18 +83,57 @@ pub(crate) fn check(tree: &mut Tree, diags: &mut Vec<Diagnostic>) {
                 Some(b) => img.builders = b,
                 None => diags.push(Diagnostic::at(img.span, format!("image `{name}` has no `builder`")).help(format!(
                     "set `builder = \"NAME\"` on the image or under [defaults] (builders: {})",
-                    tree.schemas().listed()
+                    schemas.listed()
                 ))),
             }
         } else if let Some(pb) = parent_builders {
+            let parent = img.parent.as_ref().map(|p| p.get_ref().as_str()).unwrap_or("");
+            let disk_maker = pb
+                .iter()
+                .find(|x| schemas.get(x.get_ref()).is_some_and(|s| s.makes_disks()))
+                .map(|x| x.get_ref().clone());
+            let mut imports = BTreeMap::new();
             for b in &img.builders {
-                if !pb.iter().any(|x| x.get_ref() == b.get_ref()) {
-                    diags.push(Diagnostic::at(span_of(b), format!(
-                        "image `{name}` builds with `{}` but its parent `{}` does not, so there is no parent artifact to start from",
-                        b.get_ref(),
-                        img.parent.as_ref().map(|p| p.get_ref().as_str()).unwrap_or("")
-                    )));
+                let schema = schemas.get(b.get_ref());
+                if schema.is_some_and(|s| s.imports_disk(img)) {
+                    match &disk_maker {
+                        Some(m) => {
+                            imports.insert(b.get_ref().clone(), m.clone());
+                        }
+                        None => diags.push(
+                            Diagnostic::at(span_of(b), format!(
+                                "image `{name}` imports its parent's disk with `{}`, but its parent `{parent}` builds with {} and none of them makes disk files",
+                                b.get_ref(),
+                                pb.iter().map(|x| format!("`{}`", x.get_ref())).collect::<Vec<_>>().join(", ")
+                            ))
+                            .help(format!("builders that make disk files: {}", disk_makers(&schemas))),
+                        ),
+                    }
+                } else if !pb.iter().any(|x| x.get_ref() == b.get_ref()) {
+                    let d = Diagnostic::at(
+                        span_of(b),
+                        format!(
+                            "image `{name}` builds with `{}` but its parent `{parent}` does not, so there is no parent artifact to start from",
+                            b.get_ref(),
+                        ),
+                    );
+                    diags.push(match (schema.and_then(|s| s.import_hint()), &disk_maker) {
+                        (Some(hint), Some(m)) => d.help(format!("`{parent}` builds a disk with `{m}`: {hint}")),
+                        _ => d,
+                    });
                 }
+            }
+            img.imports = imports;
+        }
+        // An image made from a disk has no machine to run steps on.
+        for (b, from) in &img.imports {
+            if let Some((_, step)) = img.steps_for(b).next() {
+                diags.push(
+                    Diagnostic::at(step.span, format!(
+                        "image `{name}` is made with `{b}` from its parent's `{from}` disk, without a machine, so it cannot run steps"
+                    ))
+                    .help(format!("move the steps to the parent, or limit them to other builders with `except = [\"{b}\"]`")),
+                );
             }
         }
     }
@@ -103,6 +143,12 @@ pub(crate) fn check(tree: &mut Tree, diags: &mut Vec<Diagnostic>) {
     }
     check_tree_id(tree, diags);
     check_stores(tree, diags);
+}
+
+/// The builders whose artifacts are disk files, for people.
+fn disk_makers(schemas: &Schemas) -> String {
+    let names: Vec<String> = schemas.iter().filter(|s| s.makes_disks()).map(|s| format!("`{}`", s.name())).collect();
+    if names.is_empty() { "none is registered".into() } else { names.join(", ") }
 }
 
 /// A key's name and whether it is given.

@@ -30,6 +30,11 @@ pub mod tags {
     pub const COMPLETE: &str = "imgbake:complete";
 }
 
+/// The location key under which a builder whose artifacts are disk image files (its schema's
+/// `makes_disks`) puts the file's absolute path; an importing builder reads the disk from there, with
+/// `qemu-img` (any format it reads, backing chains included).
+pub const DISK_LOCATION: &str = "path";
+
 /// An image produced by a build: an AMI (in several regions), a disk image, a template...
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Artifact {

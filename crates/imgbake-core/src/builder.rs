@@ -216,6 +216,13 @@ impl SweepFilter {
 /// goes on the job's journal through [`BuildJob::record`].
 #[async_trait]
 pub trait Build: Send {
+    /// Does this build run a machine? `false`: the builder makes its artifact straight from its
+    /// source (e.g. an AMI written from the parent's disk file): core skips `launch`, `connect`,
+    /// provisioning and `shutdown`, and goes to `capture`. Validation refuses steps for such images.
+    fn machine(&self) -> bool {
+        true
+    }
+
     /// The `launch` phase: temporary resources and the machine, until it runs.
     async fn launch(&mut self) -> Result<(), BuildError>;
 
@@ -274,6 +281,12 @@ pub async fn run<B: Builder + ?Sized>(builder: &B, job: &BuildJob) -> Result<Art
 /// The phases after `prepare`.
 async fn phases(build: &mut (dyn Build + '_), job: &BuildJob) -> Result<Artifact, BuildError> {
     let phase = |phase| job.events.emit(EventKind::Phase { phase });
+    if !build.machine() {
+        phase(Phase::Capture);
+        let artifact = build.capture().await?;
+        phase(Phase::Distribute);
+        return build.distribute(artifact).await;
+    }
     phase(Phase::Launch);
     build.launch().await?;
     phase(Phase::Connect);

@@ -233,7 +233,7 @@ pub async fn plan(
             let parent = img
                 .parent
                 .as_ref()
-                .and_then(|p| decided.get(&(p.get_ref().clone(), kind.to_string())))
+                .and_then(|p| decided.get(&(p.get_ref().clone(), img.parent_builder(kind).to_string())))
                 .map(|&i| &decisions[i]);
             let d = decide(tree, &masked, img, masked_img, kind, existing, parent, registry, opts, &selected, &needed)
                 .await?;

@@ -325,7 +325,9 @@ pub async fn run(
             Action::Build => {
                 let (tx, rx) = watch::channel(Slot::Pending);
                 slots.insert(key, rx);
-                let parent_rx = d.parent.as_ref().and_then(|p| slots.get(&(p.clone(), d.builder.clone()))).cloned();
+                let parent_builder =
+                    ctx.tree.image(&d.image).map_or(d.builder.as_str(), |i| i.parent_builder(&d.builder)).to_string();
+                let parent_rx = d.parent.as_ref().and_then(|p| slots.get(&(p.clone(), parent_builder))).cloned();
                 let ctx = ctx.clone();
                 let d = d.clone();
                 let decision = d.clone();

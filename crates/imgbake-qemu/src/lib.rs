@@ -46,4 +46,5 @@ pub use settings::{Accelerator, OutputFormat, Settings};
 pub const KIND: &str = "qemu";
 
 /// The key of an artifact's disk path in [`imgbake_core::artifact::Artifact::locations`].
-pub const LOCATION: &str = "path";
+/// (Core's convention for disk files other builders import.)
+pub const LOCATION: &str = imgbake_core::artifact::DISK_LOCATION;

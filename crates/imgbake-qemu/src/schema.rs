@@ -157,4 +157,9 @@ impl BuilderSchema for QemuSchema {
     fn source_label(&self, source: &Source) -> Option<String> {
         source_of(source).disk.as_ref().map(|d| format!("disk {}", d.get_ref()))
     }
+
+    /// A qcow2 (or raw) file per image: other builders can import it (e.g. an AMI written from it).
+    fn makes_disks(&self) -> bool {
+        true
+    }
 }

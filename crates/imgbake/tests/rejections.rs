@@ -734,3 +734,91 @@ fn every_shipped_example_tree_validates_and_renders_for_plan() {
     }
     assert!(checked >= 2, "the aws and local examples: {checked}");
 }
+
+/// A qemu image and an AMI made from its disk (`aws.import`), for the import checks.
+fn import_tree(extra: &str) -> String {
+    format!(
+        r#"[settings]
+id = "config-test-0001"
+
+[images.base]
+builder = "qemu"
+communicator = {{ username = "root" }}
+source = {{ disk = "base.qcow2" }}
+
+[images.base-ami]
+parent = "base"
+builder = "aws"
+aws = {{ region = "eu-west-1", import = "ebs-direct" }}
+{extra}"#
+    )
+}
+
+#[test]
+fn an_ami_imported_from_a_qemu_disk_loads_and_its_children_build_on_machines() {
+    let text = import_tree(
+        r#"
+[images.app]
+parent = "base-ami"
+[[images.app.steps]]
+shell = { inline = ["true"] }
+"#,
+    );
+    let d = tree(&[("tree.toml", &text), ("base.qcow2", "")]);
+    let t = Tree::load(&d.path().join("tree.toml"), &opts()).unwrap();
+    let ami = t.image("base-ami").unwrap();
+    assert!(ami.imports_disk("aws"));
+    assert_eq!(ami.parent_builder("aws"), "qemu");
+    let app = t.image("app").unwrap();
+    assert_eq!(app.builders.iter().map(|b| b.get_ref().as_str()).collect::<Vec<_>>(), ["aws"]);
+    assert!(!app.imports_disk("aws"), "import stays with the image that sets it");
+    assert_eq!(aws_of(app).unwrap().import, None);
+    assert_eq!(app.parent_builder("aws"), "aws");
+}
+
+#[test]
+fn import_rejections() {
+    // Steps on an image that has no machine.
+    let d = tree(&[
+        ("tree.toml", &import_tree("[[images.base-ami.steps]]\nshell = { inline = [\"true\"] }\n")),
+        ("base.qcow2", ""),
+    ]);
+    let e = errors(d.path());
+    assert!(e.contains("T/tree.toml:13:1: image `base-ami` is made with `aws` from its parent's `qemu` disk, without a machine, so it cannot run steps"), "{e}");
+
+    // An unknown method, boot mode and architecture.
+    let text = import_tree("")
+        .replace("import = \"ebs-direct\" }", "import = \"vmie\", boot_mode = \"bios\", architecture = \"i386\" }");
+    let d = tree(&[("tree.toml", &text), ("base.qcow2", "")]);
+    let e = errors(d.path());
+    assert!(e.contains("unknown aws.import `vmie`"), "{e}");
+    assert!(e.contains("unknown aws.boot_mode `bios`"), "{e}");
+    assert!(e.contains("unknown aws.architecture `i386`"), "{e}");
+
+    // Import without a parent; boot_mode without import.
+    let d = tree(&[(
+        "tree.toml",
+        &with_head(
+            "[images.a]\nsource = { ami = \"ami-0abc\" }\naws = { import = \"ebs-direct\" }\n[images.b]\nsource = { ami = \"ami-0abc\" }\naws = { boot_mode = \"uefi\" }\n",
+        ),
+    )]);
+    let e = errors(d.path());
+    assert!(e.contains("image `a` imports a disk with aws.import, but has no `parent`"), "{e}");
+    assert!(e.contains("aws.boot_mode of image `b` only applies to an AMI made with `import`"), "{e}");
+
+    // A parent that makes no disk file; and a plain aws child of a qemu image is told about import.
+    let d = tree(&[(
+        "tree.toml",
+        &with_head(
+            "[images.a]\nsource = { ami = \"ami-0abc\" }\n[images.b]\nparent = \"a\"\naws = { import = \"ebs-direct\" }\n",
+        ),
+    )]);
+    let e = errors(d.path());
+    assert!(e.contains("image `b` imports its parent's disk with `aws`, but its parent `a` builds with `aws` and none of them makes disk files"), "{e}");
+    assert!(e.contains("builders that make disk files: `qemu`"), "{e}");
+    let text = import_tree("").replace(", import = \"ebs-direct\"", "");
+    let d = tree(&[("tree.toml", &text), ("base.qcow2", "")]);
+    let e = errors(d.path());
+    assert!(e.contains("image `base-ami` builds with `aws` but its parent `base` does not"), "{e}");
+    assert!(e.contains("`base` builds a disk with `qemu`: set `aws = { import = \"ebs-direct\" }`"), "{e}");
+}

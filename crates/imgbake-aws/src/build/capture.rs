@@ -21,12 +21,12 @@ use crate::{copy, image, launch, waiters};
 
 /// The AMI made in the build region, until it is distributed.
 pub(super) struct Captured {
-    ami: String,
+    pub(super) ami: String,
     /// Its journal entry (naming its snapshots).
-    entry: Resource,
-    snaps: Vec<String>,
-    tags: Vec<Tag>,
-    timeout: Duration,
+    pub(super) entry: Resource,
+    pub(super) snaps: Vec<String>,
+    pub(super) tags: Vec<Tag>,
+    pub(super) timeout: Duration,
 }
 
 /// The `shutdown` phase: stop the machine and wait until it is stopped.
@@ -90,33 +90,60 @@ pub(super) async fn capture(build: &mut AwsBuild<'_>) -> Result<Artifact, BuildE
 /// The `distribute` phase: copies, sharing and the completion tag, while the machine and the temporary
 /// resources go; then the AMIs are released from the journal (kept for good) and old AMIs of the same
 /// name deregistered (`force_deregister`).
-pub(super) async fn distribute(build: &mut AwsBuild<'_>, mut artifact: Artifact) -> Result<Artifact, BuildError> {
-    let (ctx, session, region) = (&build.ctx, &build.session, build.region.as_str());
-    let Some(cap) = &build.captured else { return Ok(artifact) };
-    let cleanup = async {
-        // The machine first: the security group can only go once it is terminated.
-        for r in build.temporaries.iter().rev() {
-            ctx.remove(r).await;
-        }
+pub(super) async fn distribute(build: &mut AwsBuild<'_>, artifact: Artifact) -> Result<Artifact, BuildError> {
+    let Some(captured) = &build.captured else { return Ok(artifact) };
+    let made = Made {
+        ctx: &build.ctx,
+        session: &build.session,
+        captured,
+        temporaries: &build.temporaries,
+        ami_name: &build.ami_name,
+        replaced: &build.replaced,
     };
-    let finish = finish(ctx, session, &cap.ami, &build.ami_name, &cap.snaps, &cap.tags, cap.timeout);
-    let ((), finished) = tokio::join!(cleanup, finish);
-    let (locations, mut extra, entries) =
-        finished.map_err(ctx.on("finishing the AMI (tags, copies, sharing)", region))?;
-    for r in std::iter::once(&cap.entry).chain(&entries) {
-        ctx.job.release(r)?;
+    made.distribute(artifact).await
+}
+
+/// An AMI made in the build region (on a machine or from a disk), to distribute.
+pub(super) struct Made<'b, 'a> {
+    pub(super) ctx: &'b Ctx<'a>,
+    pub(super) session: &'b Session,
+    pub(super) captured: &'b Captured,
+    /// What the build still has to remove (the machine, its key pair and security group).
+    pub(super) temporaries: &'b [Resource],
+    pub(super) ami_name: &'b str,
+    /// AMIs of the same name, deregistered once this one is ready (`force_deregister`).
+    pub(super) replaced: &'b [(Arc<Clients>, aws_sdk_ec2::types::Image)],
+}
+
+impl Made<'_, '_> {
+    /// Copies, sharing and the completion tag, while the temporaries go; then the AMIs are released
+    /// from the journal and the replaced ones deregistered.
+    pub(super) async fn distribute(&self, mut artifact: Artifact) -> Result<Artifact, BuildError> {
+        let (ctx, session, cap) = (self.ctx, self.session, self.captured);
+        let cleanup = async {
+            // The machine first: the security group can only go once it is terminated.
+            for r in self.temporaries.iter().rev() {
+                ctx.remove(r).await;
+            }
+        };
+        let finish = finish(ctx, session, &cap.ami, self.ami_name, &cap.snaps, &cap.tags, cap.timeout);
+        let ((), finished) = tokio::join!(cleanup, finish);
+        let (locations, mut extra, entries) =
+            finished.map_err(ctx.on("finishing the AMI (tags, copies, sharing)", &session.region))?;
+        for r in std::iter::once(&cap.entry).chain(&entries) {
+            ctx.job.release(r)?;
+        }
+        deregister_replaced(ctx, self.ami_name, self.replaced).await;
+        extra.insert("name".into(), self.ami_name.to_string());
+        artifact.locations = locations;
+        artifact.extra = extra;
+        Ok(artifact)
     }
-    deregister_replaced(build).await;
-    extra.insert("name".into(), build.ami_name.clone());
-    artifact.locations = locations;
-    artifact.extra = extra;
-    Ok(artifact)
 }
 
 /// `force_deregister`: the old AMIs of this name go only now that the new one is ready.
-async fn deregister_replaced(build: &AwsBuild<'_>) {
-    let (ctx, ami_name) = (&build.ctx, &build.ami_name);
-    for (c, old) in &build.replaced {
+async fn deregister_replaced(ctx: &Ctx<'_>, ami_name: &str, replaced: &[(Arc<Clients>, aws_sdk_ec2::types::Image)]) {
+    for (c, old) in replaced {
         let id = old.image_id().unwrap_or_default();
         match image::remove(c, id, &image::snapshots(old), &ctx.wait(ctx.b.options().cleanup_timeout)).await {
             Ok(()) => ctx.events.info(format!("deregistered the old AMI {id} named `{ami_name}` ({})", c.region())),

@@ -157,7 +157,7 @@ fn user_data(ctx: &Ctx<'_>, host_key: &HostKey, login_public: &str, ssh_port: u1
 /// AMIs of this account named `name` in the build region and every copy region. Without
 /// `force_deregister` one is a preflight error (EC2 would refuse the name after the whole build);
 /// with it, they are returned, to be deregistered once the new AMI is ready.
-async fn same_name(
+pub(super) async fn same_name(
     ctx: &Ctx<'_>,
     session: &Session,
     name: &str,
