@@ -388,12 +388,19 @@ pub struct Open {
     name: String,
     source_keys: Vec<&'static str>,
     operational: Vec<&'static str>,
+    disks: bool,
 }
 
 impl Open {
     /// A builder called `name` reading `source_keys`.
     pub fn new(name: &str, source_keys: &[&'static str]) -> Self {
-        Open { name: name.into(), source_keys: source_keys.to_vec(), operational: Vec::new() }
+        Open { name: name.into(), source_keys: source_keys.to_vec(), operational: Vec::new(), disks: false }
+    }
+
+    /// Its artifacts are disk files other builders import (see [`BuilderSchema::makes_disks`]).
+    pub fn disks(mut self) -> Self {
+        self.disks = true;
+        self
     }
 
     /// With these settings left out of fingerprints.
@@ -427,5 +434,9 @@ impl BuilderSchema for Open {
 
     fn operational_keys(&self) -> &[&str] {
         &self.operational
+    }
+
+    fn makes_disks(&self) -> bool {
+        self.disks
     }
 }
