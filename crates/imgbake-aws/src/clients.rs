@@ -26,7 +26,7 @@ pub struct Session {
     pub region: String,
     /// Named profile of the shared config files.
     pub profile: Option<String>,
-    /// Endpoint override for every service the builder uses (EC2, SSM, STS).
+    /// Endpoint override for every service the builder uses (EC2, SSM, STS, EBS).
     pub endpoint: Option<String>,
     /// Role assumed on top of the base credentials.
     pub role: Option<String>,
@@ -103,6 +103,8 @@ pub struct Clients {
     pub ec2: aws_sdk_ec2::Client,
     /// SSM.
     pub ssm: aws_sdk_ssm::Client,
+    /// EBS direct APIs (snapshots written block by block: [`crate::ebs_direct`]).
+    pub ebs: aws_sdk_ebs::Client,
     /// STS.
     pub sts: aws_sdk_sts::Client,
     credentials: Option<SharedCredentialsProvider>,
@@ -313,6 +315,7 @@ impl ClientCache {
             session: session.clone(),
             ec2: aws_sdk_ec2::Client::new(&conf),
             ssm: aws_sdk_ssm::Client::new(&conf),
+            ebs: aws_sdk_ebs::Client::new(&conf),
             sts: aws_sdk_sts::Client::new(&conf),
             credentials: conf.credentials_provider(),
             explicit_credentials: o.credentials.is_some(),

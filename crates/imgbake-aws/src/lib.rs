@@ -5,6 +5,7 @@
 //! on any exit path. One module per step: [`source`], [`preflight`], [`keypair`], [`security_group`],
 //! [`userdata`], [`launch`], [`waiters`] (polling around learned moments: [`timing`], [`schedule`]),
 //! [`address`], [`image`], [`copy`], [`share`], [`tags`];
+//! [`ebs_direct`] uploads a raw disk straight into a snapshot (an AMI without a build machine);
 //! [`destroy`], [`sweep`], [`artifacts`] and [`publish`] serve `imgbake clean`, `plan` and `publish`.
 //!
 //! ```no_run
@@ -26,6 +27,7 @@ pub mod clients;
 pub mod copy;
 pub mod destroy;
 pub mod disk;
+pub mod ebs_direct;
 pub mod error;
 pub mod image;
 pub mod keypair;

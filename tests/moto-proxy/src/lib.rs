@@ -8,6 +8,9 @@
 //! - every API call is counted per action and logged, and every state transition is logged with the
 //!   moment it really happened and the moment a client first saw it ([`Transition`]), so a benchmark
 //!   can tell how late a client noticed;
+//! - the EBS direct APIs are checked like AWS does (block length and SHA256, block count and LINEAR
+//!   aggregate checksum), EC2 shows their snapshots `pending` until completed, and an opt-in fast
+//!   mode answers AWS's block size and takes the blocks itself ([`MotoProxy::ebs_block_size`], [`ebs`]);
 //! - a hook sees each RunInstances' user data (to act like cloud-init would on the bed, e.g. install
 //!   an injected SSH host key into the bed's sshd).
 //!
@@ -25,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod ebs;
 mod faults;
 mod lifecycle;
 pub mod request;
@@ -48,6 +52,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+pub use ebs::EbsSnapshot;
 pub use faults::{Fault, FaultRule};
 use lifecycle::Lifecycle;
 pub use lifecycle::{Delays, ImageOutcome, Transition};
@@ -135,6 +140,8 @@ struct State {
     hidden: HashMap<String, Instant>,
     /// Answers held back this long after moto gave them, by action (a slow answer in flight).
     held_answers: HashMap<String, Duration>,
+    /// EBS direct API snapshots and the fast mode.
+    ebs: ebs::Ebs,
 }
 
 struct Shared {
@@ -252,6 +259,21 @@ impl MotoProxy {
         self.shared.state().deprecations.clone()
     }
 
+    /// Fast EBS mode for snapshots started from now on: StartSnapshot still goes to moto (the EC2
+    /// snapshot with its tags and size) but answers `block_size` bytes (AWS: 524288; moto: 512, at
+    /// about 500 requests a second), and the proxy takes PutSnapshotBlock itself (checked and
+    /// counted, not stored: such blocks cannot be read back); CompleteSnapshot is checked and
+    /// forwarded, so moto and EC2 see the snapshot completed. `None`: every call goes to moto
+    /// (checked all the same).
+    pub fn ebs_block_size(&self, block_size: impl Into<Option<u32>>) {
+        self.shared.state().ebs.fast_block_size = block_size.into().filter(|b| *b > 0);
+    }
+
+    /// The EBS direct API snapshots started through the proxy, in order, with the blocks accepted.
+    pub fn ebs_snapshots(&self) -> Vec<EbsSnapshot> {
+        self.shared.state().ebs.snapshots()
+    }
+
     /// Calls per action so far (injected faults included).
     pub fn calls(&self) -> BTreeMap<String, u32> {
         count(&self.shared.state().log)
@@ -284,6 +306,7 @@ impl MotoProxy {
         s.rules.clear();
         s.lifecycle.clear();
         s.hidden.clear();
+        s.ebs.clear();
     }
 }
 
@@ -353,8 +376,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     if parts.uri.path().starts_with("/_proxy/") {
         return Ok(control(&shared, parts.method.as_str(), parts.uri.path(), &body));
     }
-    let call = ApiCall::parse(&parts.headers, &body);
-    let json = parts.headers.contains_key("x-amz-target");
+    let call = ApiCall::parse_request(parts.method.as_str(), parts.uri.path(), &parts.headers, &body);
+    // JSON errors for the JSON protocol (SSM) and REST JSON (EBS); XML for the query protocol.
+    let json = parts.headers.contains_key("x-amz-target") || call.service == "ebs";
 
     let (fault, hook, call_hook) = {
         let mut s = shared.state();
@@ -380,6 +404,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         record(&shared, &call, 200, false);
         let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<EnableImageDeprecationResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>imgbake-moto-proxy</requestId><return>true</return></EnableImageDeprecationResponse>";
         return Ok(plain(StatusCode::OK, xml.into(), "text/xml"));
+    }
+    if call.service == "ebs"
+        && let Some(answer) = ebs_locally(&shared, &call, &parts.headers, &body)
+    {
+        return Ok(answer);
     }
     if call.action == "RunInstances"
         && let Some(hook) = hook
@@ -422,7 +451,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let status = rparts.status.as_u16();
     let answered = asked.elapsed();
     let rewriting = std::time::Instant::now();
-    let rbody = if rparts.status.is_success() { adjust(&shared, &call, rbody) } else { rbody };
+    let rbody = match (rparts.status.is_success(), call.service == "ebs") {
+        (true, true) => ebs_answered(&shared, &call, rbody),
+        (true, false) => adjust(&shared, &call, rbody),
+        (false, _) => rbody,
+    };
     let rewrite = rewriting.elapsed();
     let hold = shared.state().held_answers.get(&call.action).copied();
     if let Some(d) = hold {
@@ -507,12 +540,78 @@ fn adjust(shared: &Shared, call: &ApiCall, body: Bytes) -> Bytes {
             return body;
         }
         "DescribeImages" => rewrite_states(text, shapes::IMAGES, |id, real| lc.show(id, real)),
+        // moto's snapshot is `completed` from StartSnapshot on; AWS's only after CompleteSnapshot.
+        "DescribeSnapshots" => {
+            let ebs = &s.ebs;
+            rewrite_states(text, shapes::SNAPSHOTS, |id, real| {
+                (real == "completed" && ebs.pending(id)).then(|| Shown { code: None, name: "pending".into() })
+            })
+        }
         _ => return body,
     };
     match out {
         Ok(t) => Bytes::from(t),
         // An answer we cannot parse goes through as it is.
         Err(_) => body,
+    }
+}
+
+/// An EBS call the proxy answers itself: a refused block or completion (checked like AWS), or a
+/// fast-mode block. `None`: on to moto.
+fn ebs_locally(
+    shared: &Shared,
+    call: &ApiCall,
+    headers: &hyper::HeaderMap,
+    body: &Bytes,
+) -> Option<Response<Full<Bytes>>> {
+    let id = call.param("SnapshotId").unwrap_or_default();
+    let checked = {
+        let mut s = shared.state();
+        match call.action.as_str() {
+            "PutSnapshotBlock" => {
+                let index = call.param("BlockIndex").unwrap_or_default();
+                let fast = s.ebs.is_fast(id);
+                match s.ebs.put_block(id, index, headers, body) {
+                    Ok(checksum) if fast => Ok(Some(checksum)),
+                    Ok(_) => Ok(None),
+                    Err(r) => Err(r),
+                }
+            }
+            "CompleteSnapshot" => s.ebs.check_complete(id, headers).map(|()| None),
+            _ => Ok(None),
+        }
+    };
+    match checked {
+        Ok(None) => None,
+        // Fast mode: answer as AWS does (201, the checksum echoed, no body).
+        Ok(Some(checksum)) => {
+            record(shared, call, 201, false);
+            let mut r = plain(StatusCode::CREATED, String::new(), "application/json");
+            if let Ok(v) = checksum.parse() {
+                r.headers_mut().insert("x-amz-checksum", v);
+            }
+            r.headers_mut().insert("x-amz-checksum-algorithm", hyper::header::HeaderValue::from_static("SHA256"));
+            Some(r)
+        }
+        Err(refused) => {
+            record(shared, call, 400, false);
+            let mut r = plain(StatusCode::BAD_REQUEST, refused.body(), "application/json");
+            r.headers_mut().insert("x-amzn-errortype", hyper::header::HeaderValue::from_static("ValidationException"));
+            Some(r)
+        }
+    }
+}
+
+/// moto answered an EBS call: remember started snapshots (fast mode: our block size), completions.
+fn ebs_answered(shared: &Shared, call: &ApiCall, body: Bytes) -> Bytes {
+    let mut s = shared.state();
+    match call.action.as_str() {
+        "StartSnapshot" => s.ebs.started(&body).map(Bytes::from).unwrap_or(body),
+        "CompleteSnapshot" => {
+            s.ebs.completed(call.param("SnapshotId").unwrap_or_default());
+            body
+        }
+        _ => body,
     }
 }
 

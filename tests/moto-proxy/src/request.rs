@@ -3,6 +3,8 @@
 //! EC2 and STS use the query protocol (`Action=...` in a form body); SSM uses JSON with an
 //! `X-Amz-Target: AmazonSSM.PutParameter` header. The region and service are in the SigV4 credential
 //! scope of the `Authorization` header (`Credential=AKID/20240101/eu-west-1/ec2/aws4_request`).
+//! The EBS direct APIs are REST: the action is in the method and the path
+//! (`PUT /snapshots/snap-1/blocks/7` is PutSnapshotBlock), and the body is block data.
 
 use hyper::HeaderMap;
 
@@ -36,6 +38,22 @@ impl ApiCall {
         ApiCall { action, service, region, params }
     }
 
+    /// Read an API call from the whole request: REST calls (EBS) by their method and path, the
+    /// others as [`ApiCall::parse`] does. For EBS, `params` holds `SnapshotId` and `BlockIndex`
+    /// from the path.
+    pub fn parse_request(method: &str, path: &str, headers: &HeaderMap, body: &[u8]) -> ApiCall {
+        let (region, service) = headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(credential_scope)
+            .unwrap_or_default();
+        if service == "ebs" {
+            let (action, params) = ebs_action(method, path);
+            return ApiCall { action: action.to_string(), service, region, params };
+        }
+        ApiCall::parse(headers, body)
+    }
+
     /// The first value of a form parameter.
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
@@ -50,6 +68,25 @@ fn credential_scope(auth: &str) -> (String, String) {
     match parts.as_slice() {
         [_, _, region, service, ..] => (region.to_string(), service.to_string()),
         _ => Default::default(),
+    }
+}
+
+/// The EBS direct API action of a request, and the ids in its path.
+fn ebs_action(method: &str, path: &str) -> (&'static str, Vec<(String, String)>) {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let p = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), percent_decode(v))).collect();
+    match (method, parts.as_slice()) {
+        ("POST", ["snapshots"]) => ("StartSnapshot", Vec::new()),
+        ("POST", ["snapshots", "completion", id]) => ("CompleteSnapshot", p(&[("SnapshotId", id)])),
+        ("PUT", ["snapshots", id, "blocks", index]) => {
+            ("PutSnapshotBlock", p(&[("SnapshotId", id), ("BlockIndex", index)]))
+        }
+        ("GET", ["snapshots", id, "blocks", index]) => {
+            ("GetSnapshotBlock", p(&[("SnapshotId", id), ("BlockIndex", index)]))
+        }
+        ("GET", ["snapshots", id, "blocks"]) => ("ListSnapshotBlocks", p(&[("SnapshotId", id)])),
+        ("GET", ["snapshots", id, "changedblocks"]) => ("ListChangedBlocks", p(&[("SnapshotId", id)])),
+        _ => ("", Vec::new()),
     }
 }
 
@@ -112,6 +149,24 @@ mod tests {
         assert_eq!(call.service, "ec2");
         assert_eq!(call.param("UserData"), Some("aGk="));
         assert_eq!(call.param("TagSpecification.1.Tag.1.Value"), Some("a b"));
+    }
+
+    #[test]
+    fn ebs_rest_calls() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            hyper::header::AUTHORIZATION,
+            "AWS4-HMAC-SHA256 Credential=AKID/20240101/eu-west-1/ebs/aws4_request, SignedHeaders=host, Signature=x"
+                .parse()
+                .unwrap(),
+        );
+        let put = ApiCall::parse_request("PUT", "/snapshots/snap-1/blocks/7", &h, b"Action=Nope");
+        assert_eq!((put.action.as_str(), put.service.as_str()), ("PutSnapshotBlock", "ebs"));
+        assert_eq!((put.param("SnapshotId"), put.param("BlockIndex")), (Some("snap-1"), Some("7")));
+        assert_eq!(ApiCall::parse_request("POST", "/snapshots", &h, b"{}").action, "StartSnapshot");
+        assert_eq!(ApiCall::parse_request("POST", "/snapshots/completion/snap-1", &h, b"").action, "CompleteSnapshot");
+        assert_eq!(ApiCall::parse_request("GET", "/snapshots/snap-1/blocks", &h, b"").action, "ListSnapshotBlocks");
+        assert_eq!(ApiCall::parse_request("GET", "/snapshots/snap-1/blocks/7", &h, b"").action, "GetSnapshotBlock");
     }
 
     #[test]

@@ -198,6 +198,8 @@ pub mod shapes {
         ItemShape { set: "instanceStatusSet", id: "instanceId", state: "instanceState", coded: true };
     /// DescribeImages.
     pub const IMAGES: ItemShape = ItemShape { set: "imagesSet", id: "imageId", state: "imageState", coded: false };
+    /// DescribeSnapshots.
+    pub const SNAPSHOTS: ItemShape = ItemShape { set: "snapshotSet", id: "snapshotId", state: "status", coded: false };
 }
 
 #[cfg(test)]
