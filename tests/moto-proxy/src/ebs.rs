@@ -20,7 +20,6 @@ use std::collections::{BTreeMap, HashMap};
 use base64::Engine;
 use hyper::HeaderMap;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 const GIB: u64 = 1 << 30;
 
@@ -123,8 +122,16 @@ impl Ebs {
         serde_json::to_vec(&doc).ok()
     }
 
-    /// Check a PutSnapshotBlock; record it when good. Returns its checksum (base64).
-    pub fn put_block(&mut self, id: &str, index: &str, h: &HeaderMap, body: &[u8]) -> Result<String, Refused> {
+    /// Check a PutSnapshotBlock; record it when good. Returns its checksum (base64). `digest` is
+    /// the body's SHA256 (computed by the caller outside the proxy's lock).
+    pub fn put_block(
+        &mut self,
+        id: &str,
+        index: &str,
+        h: &HeaderMap,
+        body: &[u8],
+        digest: [u8; 32],
+    ) -> Result<String, Refused> {
         let Some(snap) = self.snapshots.get_mut(id) else {
             // Not started through the proxy: moto decides.
             return Ok(header(h, "x-amz-checksum").unwrap_or_default().to_string());
@@ -160,7 +167,6 @@ impl Ebs {
                     format!("block {index}: the checksum algorithm must be SHA256"),
                 ));
             }
-            let digest: [u8; 32] = Sha256::digest(body).into();
             let actual = b64(&digest);
             let stated = header(h, "x-amz-checksum").unwrap_or_default();
             if stated != actual {
@@ -243,16 +249,24 @@ impl Ebs {
 
 /// The LINEAR aggregate: SHA256 over the raw block digests in block order, base64.
 pub fn linear<'a>(digests: impl IntoIterator<Item = &'a [u8; 32]>) -> String {
-    let mut h = Sha256::new();
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
     for d in digests {
         h.update(d);
     }
-    b64(&h.finalize())
+    b64(h.finish().as_ref())
+}
+
+/// SHA256 with ring (assembly: fast in unoptimised test builds too).
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, data).as_ref());
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     fn put_headers(len: usize, checksum: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -274,16 +288,19 @@ mod tests {
         let a = vec![1u8; 1024];
         let b = vec![2u8; 1024];
         let sum = |d: &[u8]| b64(&Sha256::digest(d));
-        assert_eq!(ebs.put_block("snap-1", "7", &put_headers(1024, &sum(&b)), &b).unwrap(), sum(&b));
-        assert_eq!(ebs.put_block("snap-1", "3", &put_headers(1024, &sum(&a)), &a).unwrap(), sum(&a));
+        let raw = |d: &[u8]| -> [u8; 32] { Sha256::digest(d).into() };
+        assert_eq!(ebs.put_block("snap-1", "7", &put_headers(1024, &sum(&b)), &b, raw(&b)).unwrap(), sum(&b));
+        assert_eq!(ebs.put_block("snap-1", "3", &put_headers(1024, &sum(&a)), &a, raw(&a)).unwrap(), sum(&a));
         // Wrong checksum, wrong length, index beyond the volume.
         assert_eq!(
-            ebs.put_block("snap-1", "4", &put_headers(1024, &sum(&b)), &a).unwrap_err().reason,
+            ebs.put_block("snap-1", "4", &put_headers(1024, &sum(&b)), &a, raw(&a)).unwrap_err().reason,
             "INVALID_CHECKSUM"
         );
-        assert!(ebs.put_block("snap-1", "4", &put_headers(512, &sum(&a[..512])), &a[..512]).is_err());
+        assert!(ebs.put_block("snap-1", "4", &put_headers(512, &sum(&a[..512])), &a[..512], raw(&a[..512])).is_err());
         assert_eq!(
-            ebs.put_block("snap-1", &(1u64 << 20).to_string(), &put_headers(1024, &sum(&a)), &a).unwrap_err().reason,
+            ebs.put_block("snap-1", &(1u64 << 20).to_string(), &put_headers(1024, &sum(&a)), &a, raw(&a))
+                .unwrap_err()
+                .reason,
             "INVALID_BLOCK"
         );
 

@@ -33,6 +33,10 @@ struct Args {
     /// How long new AMIs stay `pending`.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     image_pending: Duration,
+    /// Fast EBS mode: answer this block size to StartSnapshot and take PutSnapshotBlock in the proxy
+    /// (AWS: 524288; moto's own 512-byte blocks go at ~500 requests/s).
+    #[arg(long)]
+    ebs_block_size: Option<u32>,
     /// Write the report here on exit.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -54,6 +58,7 @@ async fn main() -> std::process::ExitCode {
         instance_shutting_down: args.instance_shutting_down,
         image_pending: args.image_pending,
     });
+    proxy.ebs_block_size(args.ebs_block_size);
     println!("listening on {}", proxy.endpoint());
     let _ = std::io::stdout().flush();
 
