@@ -242,6 +242,9 @@ impl Builder for AwsBuilder {
     }
 
     async fn prepare<'a>(&'a self, job: &'a BuildJob) -> Result<Box<dyn Build + 'a>, BuildError> {
+        if settings(job.image()?)?.import().is_some() {
+            return Ok(Box::new(build::prepare_import(self, job).await?));
+        }
         Ok(Box::new(build::prepare(self, job).await?))
     }
 

@@ -10,12 +10,16 @@
 //! - `distribute` ([`capture`]): copies and sharing while the machine and the temporary resources are
 //!   removed, then the completion tag.
 //!
+//! An AMI made from the parent's disk file (`aws.import`) has no machine: [`import`] prepares,
+//! uploads and registers it, and distributes it the same way.
+//!
 //! Every resource goes on the journal the moment it exists (an intent entry just before the create
 //! call, see [`crate::destroy`]); the build removes its temporary resources itself once the image is
 //! made, and releases the AMIs from the journal only when everything succeeded. On any failure the
 //! scheduler's unwinding removes what is left.
 
 mod capture;
+mod import;
 mod launch;
 mod prepare;
 
@@ -52,6 +56,7 @@ use crate::userdata::HostKey;
 use crate::waiters::{Polling, Watch};
 use tokio::time::Instant;
 
+pub(crate) use import::prepare as prepare_import;
 pub(crate) use prepare::prepare;
 
 const DEFAULT_INSTANCE_TYPE: &str = "t3.micro";

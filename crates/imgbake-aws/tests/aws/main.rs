@@ -5,6 +5,7 @@ mod build;
 mod cancel;
 mod errors;
 mod failures;
+mod import;
 mod input;
 mod preflight;
 mod reboot_probe;
