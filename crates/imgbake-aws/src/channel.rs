@@ -78,7 +78,8 @@ pub async fn state(clients: &ClientCache, image: &Image, channel: &str) -> Resul
                 artifact: value.to_string(),
                 at: p.last_modified_date().map(chrono_of).unwrap_or(DateTime::UNIX_EPOCH),
                 record: p.description().and_then(PointRecord::parse),
-                platform_user: p.last_modified_user().map(str::to_string),
+                // moto answers "N/A"; AWS an IAM ARN.
+                platform_user: p.last_modified_user().filter(|u| !u.is_empty() && *u != "N/A").map(str::to_string),
                 version: Some(p.version().to_string()),
             });
         }

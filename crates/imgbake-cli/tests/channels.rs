@@ -172,6 +172,24 @@ async fn builds_feed_candidate_and_promotions_obey_soak_and_tests_keep_history_r
     assert!(o.status.success(), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("stable     {web2}")), "{}", text(&o));
 
+    // `--from` must be the channel `stable` declares; a dry run writes nothing.
+    let o = imgbake(&bed, "x", &["promote", "tree.toml", "web", "--to", "stable", "--from", "stable"]).watched();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("`stable` is promoted from `candidate`, not `stable`: use --from candidate"),
+        "{}",
+        text(&o)
+    );
+    let o = imgbake(&bed, "x", &["promote", "tree.toml", "web", "--to", "stable", "--rollback", "--dry-run"]).watched();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!("would roll `stable` back to {web1}")),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(parameter(&bed, "/images/web/stable").await.as_deref(), Some(web2.as_str()));
+    println!("{}", String::from_utf8_lossy(&imgbake(&bed, "x", &["channels", "tree.toml"]).watched().stdout));
+
     // Rollback returns stable to web1, recorded with who did it.
     let o = imgbake(&bed, "bob@oncall", &["promote", "tree.toml", "web", "--to", "stable", "--rollback"]).watched();
     assert!(o.status.success(), "{}", text(&o));
