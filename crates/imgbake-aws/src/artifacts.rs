@@ -105,6 +105,9 @@ fn assemble(images: &[&Image], found: Vec<(String, Ami)>) -> Vec<Artifact> {
         if let Some(n) = primary.name() {
             extra.insert("name".to_string(), n.to_string());
         }
+        if let Some(t) = t.get(keys::TESTS) {
+            extra.insert(imgbake_core::channel::EXTRA_TESTS.to_string(), t.clone());
+        }
         let mut locations = BTreeMap::new();
         for (region, ami) in &amis {
             if let Some(id) = ami.image_id() {

@@ -5,8 +5,10 @@
 //! on any exit path. One module per step: [`source`], [`preflight`], [`keypair`], [`security_group`],
 //! [`userdata`], [`launch`], [`waiters`] (polling around learned moments: [`timing`], [`schedule`]),
 //! [`address`], [`image`], [`copy`], [`share`], [`tags`];
-//! [`ebs_direct`] uploads a raw disk straight into a snapshot (an AMI without a build machine);
-//! [`destroy`], [`sweep`], [`artifacts`] and [`publish`] serve `imgbake clean`, `plan` and `publish`.
+//! [`ebs_direct`] uploads a raw disk straight into a snapshot (an AMI without a build machine, read
+//! first by [`disk`]);
+//! [`destroy`], [`sweep`], [`artifacts`] and [`publish`] serve `imgbake clean`, `plan` and `publish`;
+//! [`channel`] keeps release channels (`imgbake promote`).
 //!
 //! ```no_run
 //! use imgbake_aws::{AwsBuilder, AwsOptions};
@@ -23,6 +25,7 @@
 pub mod address;
 pub mod artifacts;
 mod build;
+pub mod channel;
 pub mod clients;
 pub mod copy;
 pub mod destroy;
@@ -281,5 +284,30 @@ impl Builder for AwsBuilder {
 
     async fn published(&self, _tree: &Tree, image: &Image) -> Result<Vec<String>, BuildError> {
         publish::published(&self.clients, image).await
+    }
+
+    async fn channel(
+        &self,
+        _tree: &Tree,
+        image: &Image,
+        channel: &str,
+    ) -> Result<Option<imgbake_core::channel::ChannelState>, BuildError> {
+        channel::state(&self.clients, image, channel).await.map(Some)
+    }
+
+    async fn point(
+        &self,
+        tree: &Tree,
+        image: &Image,
+        channel: &str,
+        artifact: &Artifact,
+        record: &imgbake_core::channel::PointRecord,
+        _events: &EventSink,
+    ) -> Result<Vec<String>, BuildError> {
+        channel::point(&self.clients, tree, image, channel, artifact, record).await
+    }
+
+    async fn label(&self, tree: &Tree, artifact: &Artifact, key: &str, value: &str) -> Result<(), BuildError> {
+        channel::label(&self.clients, tree, artifact, key, value).await
     }
 }

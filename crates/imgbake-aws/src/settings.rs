@@ -66,6 +66,9 @@ pub struct AwsSettings {
     /// Longest pause between two status polls while waiting (instance running, AMI available...).
     /// A change is noticed about half of it late on average; longer means fewer API calls. Default 3.5s.
     pub poll_interval: Option<Spanned<Duration>>,
+    /// The SSM parameter of each release channel (`[channels.NAME]`), in every region of the AMI:
+    /// `{image}` and `{channel}` are replaced. Default `/images/{image}/{channel}`.
+    pub channel_parameter: Option<Spanned<String>>,
     /// Learn how long EC2 state changes take (kept in `<state_dir>/aws-waits.json` and on the AMI's
     /// `imgbake:waits` tag) and poll around the moment a change is due. Default true.
     pub learn_waits: Option<bool>,

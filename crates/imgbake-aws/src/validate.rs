@@ -25,6 +25,7 @@ const OPERATIONAL: &[&str] = &[
     "image_timeout",
     "poll_interval",
     "learn_waits",
+    "channel_parameter",
     "ssh_cidrs",
     "ssh_interface",
     "subnet_id",
@@ -87,6 +88,7 @@ impl BuilderSchema for AwsSchema {
 
     fn check_all(&self, cx: &mut Check<'_>, image: &Image) {
         check_publish(cx, image);
+        check_channel_parameter(cx, image);
     }
 
     fn operational_keys(&self) -> &[&str] {
@@ -217,6 +219,42 @@ fn check_publish(cx: &mut Check<'_>, image: &Image) {
         cx.push(
             Diagnostic::at(span(p), format!("invalid SSM parameter name `{v}`"))
                 .help("use a path like /images/web/latest (letters, digits, / _ . -)"),
+        );
+    }
+}
+
+/// `aws.channel_parameter` must name one valid SSM parameter per channel, apart from
+/// `publish.ssm_parameter`.
+fn check_channel_parameter(cx: &mut Check<'_>, image: &Image) {
+    if let Some(pp) = ssm_parameter(image)
+        && image.has_builder(NAME)
+    {
+        let names: Vec<String> =
+            cx.tree().channels().keys().map(|c| crate::channel::parameter_name(image, c)).collect();
+        if names.contains(pp.get_ref()) {
+            cx.push(
+                Diagnostic::at(span(pp), format!("publish.ssm_parameter `{}` is also the parameter of a release channel", pp.get_ref()))
+                    .help("give the newest-AMI parameter and the channels (aws.channel_parameter, default /images/{image}/{channel}) different names"),
+            );
+        }
+    }
+    let Some(p) = image.settings::<AwsSettings>(NAME).and_then(|a| a.channel_parameter.as_ref()) else { return };
+    let v = p.get_ref();
+    if !v.contains("{channel}") {
+        cx.push(
+            Diagnostic::at(span(p), format!("aws.channel_parameter `{v}` does not contain `{{channel}}`: every channel would share one parameter"))
+                .help("use a template like /images/{image}/{channel}"),
+        );
+        return;
+    }
+    let sample = crate::channel::parameter_name(image, "candidate");
+    if !valid_ssm_name(&sample) {
+        cx.push(
+            Diagnostic::at(
+                span(p),
+                format!("aws.channel_parameter `{v}` makes the invalid SSM parameter name `{sample}`"),
+            )
+            .help("use a path like /images/{image}/{channel} (letters, digits, / _ . -)"),
         );
     }
 }

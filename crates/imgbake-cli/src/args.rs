@@ -136,6 +136,48 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Point a release channel of an image at an artifact (docs/channels.md): by default the one its
+    /// `from` channel points at, when the channel's policies (soak, require_tests) allow it.
+    ///
+    /// Exit code 0: promoted, rolled back, or already there; 1: refused (one line says why) or failed.
+    Promote {
+        #[command(flatten)]
+        tree: TreeArgs,
+        /// The image.
+        image: String,
+        /// The channel to point (e.g. stable).
+        #[arg(long, value_name = "CHANNEL")]
+        to: String,
+        /// The channel to take the artifact from: must be the one `to` declares (default candidate).
+        #[arg(long, value_name = "CHANNEL", conflicts_with = "rollback")]
+        from: Option<String>,
+        /// Promote this artifact (an AMI id in any of its regions) instead of what `from` points at
+        /// now; it must have been in `from`.
+        #[arg(long, value_name = "ID", conflicts_with = "rollback")]
+        artifact: Option<String>,
+        /// Point the channel back at its previous artifact (checks no policy; recorded like a promotion).
+        #[arg(long)]
+        rollback: bool,
+        /// Check the policies and say what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the result (or the refusal) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Where each release channel points (per region, with its age) and who moved it when.
+    Channels {
+        #[command(flatten)]
+        tree: TreeArgs,
+        /// Only these images (default: all).
+        images: Vec<String>,
+        /// How many earlier moves to list per channel.
+        #[arg(long, default_value_t = 5, value_name = "N")]
+        history: usize,
+        /// Print the channels as JSON (every move).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

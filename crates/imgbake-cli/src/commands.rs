@@ -75,6 +75,13 @@ async fn run_async(cmd: Command, color: bool) -> Result<ExitCode> {
             clean_cmd(&tree, build_id, older_than, dry_run, color).await
         }
         Command::Prune { tree, keep, only, dry_run } => prune_cmd(&tree, keep, only, dry_run, color).await,
+        Command::Promote { tree, image, to, from, artifact, rollback, dry_run, json } => {
+            let opts = imgbake::core::promote::PromoteOptions { to, from, artifact, rollback, dry_run, now: None };
+            crate::channels::promote_cmd(&tree, &image, &opts, json, color).await
+        }
+        Command::Channels { tree, images, history, json } => {
+            crate::channels::channels_cmd(&tree, &images, history, json, color).await
+        }
         Command::Validate(_) | Command::Graph { .. } | Command::Import(_) => unreachable!("handled without a runtime"),
     }
 }
@@ -96,7 +103,7 @@ fn report(d: &Diagnostics, color: bool) {
     eprintln!("{n} error{} in {file}", if n == 1 { "" } else { "s" });
 }
 
-fn load_or_report(t: &TreeArgs, color: bool) -> Option<Tree> {
+pub(crate) fn load_or_report(t: &TreeArgs, color: bool) -> Option<Tree> {
     report_failure(load(t), color)
 }
 
@@ -190,7 +197,7 @@ fn graph(t: &TreeArgs, format: GraphFormat, color: bool) -> Result<ExitCode> {
 }
 
 /// A library error with the configuration value it is about, rendered like a validation error.
-fn report_build_error(tree: &Tree, e: &imgbake::core::error::BuildError, color: bool) {
+pub(crate) fn report_build_error(tree: &Tree, e: &imgbake::core::error::BuildError, color: bool) {
     match e.span {
         Some(span) => eprint!("{}", tree.error_at(Some(span), e.chain()).render(color)),
         None => eprintln!("error: {}", e.chain()),

@@ -53,6 +53,7 @@
 //! assert!(err.to_string().contains("bad.toml:3:1: unknown key `sourse` in images.x (did you mean `source`?)"), "{err}");
 //! ```
 
+pub mod channels;
 mod diag;
 pub mod graph;
 mod load;
@@ -124,6 +125,17 @@ impl Tree {
     /// One store.
     pub fn store(&self, name: &str) -> Option<&Store> {
         self.model.stores.get(name)
+    }
+
+    /// The release channels (`[channels.NAME]`, with the implicit `candidate`), in file order; empty
+    /// when the tree declares none.
+    pub fn channels(&self) -> &IndexMap<String, channels::Channel> {
+        &self.model.channels
+    }
+
+    /// One channel.
+    pub fn channel(&self, name: &str) -> Option<&channels::Channel> {
+        self.model.channels.get(name)
     }
 
     /// The images, in file order.

@@ -511,6 +511,8 @@ pub struct TreeModel {
     pub settings: Settings,
     /// Artifact stores (`[stores.NAME]`), in file order.
     pub stores: IndexMap<String, Store>,
+    /// Release channels (`[channels.NAME]`, `candidate` added when any is declared), in file order.
+    pub channels: IndexMap<String, crate::channels::Channel>,
     /// Images in file order.
     pub images: IndexMap<String, Image>,
 }

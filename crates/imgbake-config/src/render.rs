@@ -21,7 +21,7 @@ use crate::suggest::did_you_mean;
 use crate::template::{Engine, Stamp, TemplateFailure};
 use crate::units::Duration;
 
-const ROOT_KEYS: &[&str] = &["include", "settings", "variables", "stores", "defaults", "images"];
+const ROOT_KEYS: &[&str] = &["include", "settings", "variables", "stores", "channels", "defaults", "images"];
 const INCLUDED_KEYS: &[&str] = &["include", "images"];
 /// The keys of `[images.NAME]` besides the builders' own tables.
 const IMAGE_KEYS: &[&str] = &[
@@ -366,6 +366,13 @@ impl Project {
             }
             None => IndexMap::new(),
         };
+        let channels = match root_table.remove("channels") {
+            Some(mut ch) => {
+                r.render(&mut ch, None, &base_ctx, &mut diags);
+                crate::channels::channels_from(ch, &mut diags)
+            }
+            None => IndexMap::new(),
+        };
         let defaults = match root_table.remove("defaults") {
             Some(d) if d.get_ref().is_table() => {
                 if let Some(DeValue::Table(t)) = Some(d.get_ref())
@@ -433,7 +440,7 @@ impl Project {
                 images.insert(name, img);
             }
         }
-        let model = TreeModel { settings, stores, images };
+        let model = TreeModel { settings, stores, channels, images };
         let mut tree = Tree::new(self.clone(), model);
         tree.masked = stamp.masked;
         crate::validate::check(&mut tree, &mut diags);

@@ -28,6 +28,9 @@ pub mod tags {
     /// Set on an artifact once everything about it succeeded (copies, sharing). Planning only trusts
     /// artifacts with it; `imgbake clean` treats artifacts without it as leftovers of failed builds.
     pub const COMPLETE: &str = "imgbake:complete";
+    /// The result of the artifact's on-box tests (`passed: 3 passed 0 failed 0 skipped`), put on by
+    /// builds in trees with release channels (see [`crate::channel`]).
+    pub const TESTS: &str = "imgbake:tests";
 }
 
 /// The location key under which a builder whose artifacts are disk image files (its schema's

@@ -370,6 +370,40 @@ pub trait Builder: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// Where `image`'s release channel `channel` points now, with its history (see
+    /// [`crate::channel`]). `None`: this builder keeps no channels (the default).
+    async fn channel(
+        &self,
+        _tree: &Tree,
+        _image: &Image,
+        _channel: &str,
+    ) -> Result<Option<crate::channel::ChannelState>, BuildError> {
+        Ok(None)
+    }
+
+    /// Point `image`'s channel `channel` at `artifact` everywhere the artifact is, storing `record`
+    /// with it ([`PointRecord::to_text`](crate::channel::PointRecord::to_text)). Returns what was
+    /// written, for people. Builders that keep channels implement it with [`Builder::channel`];
+    /// the default keeps none and writes nothing (so builds of its images in a tree with channels
+    /// go on; `promote` refuses them, as [`Builder::channel`] says `None`).
+    async fn point(
+        &self,
+        _tree: &Tree,
+        _image: &Image,
+        _channel: &str,
+        _artifact: &Artifact,
+        _record: &crate::channel::PointRecord,
+        _events: &EventSink,
+    ) -> Result<Vec<String>, BuildError> {
+        Ok(Vec::new())
+    }
+
+    /// Put a label (`key` = `value`) on an artifact everywhere it is (AWS: a tag on each AMI), to be
+    /// read back into [`Artifact::extra`] by [`Builder::list_artifacts`]. Default: nothing.
+    async fn label(&self, _tree: &Tree, _artifact: &Artifact, _key: &str, _value: &str) -> Result<(), BuildError> {
+        Ok(())
+    }
+
     /// Before the run builds `image`: can its `publish` work (credentials given, the target
     /// reachable)? Called only when the run publishes. Default: nothing to check.
     async fn check_publish(&self, _tree: &Tree, _image: &Image) -> Result<(), BuildError> {

@@ -15,6 +15,7 @@
 //! | [`fingerprint`], [`plan`] | what an artifact was built from; reuse or build, and why |
 //! | [`schedule`], [`manifest`] | running a plan: parents first, branches in parallel, cleanup on every path |
 //! | [`prune`], [`clean`] | deleting old artifacts; removing what interrupted builds left |
+//! | [`channel`], [`promote`] | release channels (`candidate`, `stable`...): pointers, history, policies, rollback |
 //! | [`artifact`], [`error`], [`registry`] | the result of a build; errors; builders by kind |
 //!
 //! Planning and building a tree with the builders you register:
@@ -43,6 +44,7 @@
 
 pub mod artifact;
 pub mod builder;
+pub mod channel;
 pub mod clean;
 pub mod cleanup;
 pub mod command;
@@ -53,6 +55,7 @@ pub mod fingerprint;
 pub mod lease;
 pub mod manifest;
 pub mod plan;
+pub mod promote;
 pub mod provision;
 pub mod prune;
 pub mod reboot;

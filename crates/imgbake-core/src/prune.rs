@@ -1,5 +1,6 @@
 //! Pruning: keep the newest N artifacts per image, delete the rest — never the newest one, never the
-//! published one (what consumers launch), never one a kept child was built from.
+//! published one (what consumers launch), never one a release channel points at (or would roll back
+//! to), never one a kept child was built from.
 
 use std::collections::BTreeSet;
 
@@ -61,14 +62,18 @@ pub async fn prune(
             let kind = b.get_ref().clone();
             let list = all.get(&(name.to_string(), kind.clone())).cloned().unwrap_or_default();
             let keep = opts.keep.or_else(|| img.keep.as_ref().map(|k| *k.get_ref()));
-            let published = match registry.get(&kind) {
-                Some(b) => b.published(tree, img).await?,
-                None => Vec::new(),
+            let (published, pointed) = match registry.get(&kind) {
+                Some(b) => (b.published(tree, img).await?, crate::promote::pointed(tree, b.as_ref(), img).await?),
+                None => (Vec::new(), Vec::new()),
             };
             let selected = opts.only.is_empty() || opts.only.iter().any(|o| o == name);
             for (i, a) in list.into_iter().enumerate() {
                 let why = if a.locations.values().any(|id| published.contains(id)) {
                     Some("published: consumers launch it".to_string())
+                } else if let Some((_, why)) =
+                    pointed.iter().find(|(id, _)| a.id == *id || a.locations.values().any(|l| l == id))
+                {
+                    Some(why.clone())
                 } else if i == 0 {
                     Some("newest".to_string())
                 } else if protected.contains(&(kind.clone(), a.id.clone())) {

@@ -735,5 +735,22 @@ async fn build_inner(
             }
         }
     }
+    // Release channels: the new artifact becomes `candidate` (see crate::channel).
+    if ctx.opts.publish
+        && res.error.is_none()
+        && let Some(img) = ctx.tree.image(&d.image)
+    {
+        match crate::channel::after_build(&ctx.tree, builder.as_ref(), img, &artifact, res.report.as_ref(), events)
+            .await
+        {
+            Ok(p) => res.published.extend(p),
+            Err(e) => {
+                res.status = Status::Failed;
+                res.error =
+                    Some(format!("built {} but pointing channel `candidate` failed: {}", artifact.id, e.chain()));
+                res.error_span = e.span;
+            }
+        }
+    }
     Ok(artifact)
 }
