@@ -298,6 +298,12 @@ impl ClientCache {
             .http_client(self.http.clone())
             .retry_config(retry)
             .timeout_config(timeouts);
+        if o.rate_limiter.is_some() {
+            // Upload stall protection would take the wait for a token for a stalled body (measured:
+            // ThroughputBelowMinimum after its 5 s grace); EC2 and SSM send small in-memory bodies.
+            use aws_config::stalled_stream_protection::StalledStreamProtectionConfig as Stall;
+            loader = loader.stalled_stream_protection(Stall::enabled().upload_enabled(false).build());
+        }
         if o.environment == Environment::Isolated {
             use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
             loader = loader
