@@ -226,6 +226,9 @@ pub struct ClientOptions {
     pub initial_backoff: Duration,
     /// The HTTP client; default hyper + rustls on ring.
     pub http_client: Option<SharedHttpClient>,
+    /// Spread EC2 and SSM calls over token buckets before they are sent ([`crate::rate`]); default the
+    /// process's limiter at EC2's documented limits; `None`: no limiting.
+    pub rate_limiter: Option<Arc<crate::rate::RateLimiter>>,
 }
 
 impl Default for ClientOptions {
@@ -236,6 +239,7 @@ impl Default for ClientOptions {
             max_attempts: 8,
             initial_backoff: Duration::from_millis(500),
             http_client: None,
+            rate_limiter: Some(crate::rate::RateLimiter::process_default()),
         }
     }
 }
@@ -244,6 +248,9 @@ impl Default for ClientOptions {
 pub fn default_http_client() -> SharedHttpClient {
     aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
 }
+
+/// How long one attempt of an API call may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Clients made so far, by session.
 #[derive(Debug)]
@@ -256,7 +263,13 @@ pub struct ClientCache {
 impl ClientCache {
     /// An empty cache.
     pub fn new(options: ClientOptions) -> Self {
-        let http = options.http_client.clone().unwrap_or_else(default_http_client);
+        let mut http = options.http_client.clone().unwrap_or_else(default_http_client);
+        if let Some(limiter) = &options.rate_limiter {
+            // The attempt timeout moves into the wrapper: waiting for a token is not a slow answer.
+            let limited =
+                crate::rate::RateLimitedClient::new(http, limiter.clone()).attempt_timeout(Some(ATTEMPT_TIMEOUT));
+            http = limited.shared();
+        }
         ClientCache { options, http, sessions: tokio::sync::Mutex::new(HashMap::new()) }
     }
 
@@ -277,15 +290,22 @@ impl ClientCache {
             .with_max_attempts(o.max_attempts.max(1))
             .with_initial_backoff(o.initial_backoff)
             .with_max_backoff(Duration::from_secs(20));
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .operation_attempt_timeout(Duration::from_secs(60))
-            .build();
+        let mut timeouts = TimeoutConfig::builder().connect_timeout(Duration::from_secs(10));
+        if o.rate_limiter.is_none() {
+            timeouts = timeouts.operation_attempt_timeout(ATTEMPT_TIMEOUT);
+        }
+        let timeouts = timeouts.build();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(session.region.clone()))
             .http_client(self.http.clone())
             .retry_config(retry)
             .timeout_config(timeouts);
+        if o.rate_limiter.is_some() {
+            // Upload stall protection would take the wait for a token for a stalled body (measured:
+            // ThroughputBelowMinimum after its 5 s grace); EC2 and SSM send small in-memory bodies.
+            use aws_config::stalled_stream_protection::StalledStreamProtectionConfig as Stall;
+            loader = loader.stalled_stream_protection(Stall::enabled().upload_enabled(false).build());
+        }
         if o.environment == Environment::Isolated {
             use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
             loader = loader

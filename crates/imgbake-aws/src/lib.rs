@@ -39,6 +39,7 @@ pub mod lease;
 pub mod preflight;
 pub mod public_ip;
 pub mod publish;
+pub mod rate;
 pub mod reboot;
 pub mod schedule;
 pub mod security_group;

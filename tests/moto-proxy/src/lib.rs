@@ -94,6 +94,10 @@ pub struct CallRecord {
     pub moto: std::time::Duration,
     /// How long the proxy took to rewrite moto's answer (held states).
     pub rewrite: std::time::Duration,
+    /// A query-protocol call with no parameter besides `Action` and `Version` (EC2 counts such a
+    /// describe as "unfiltered and unpaginated": a bucket of its own).
+    #[serde(default)]
+    pub bare: bool,
 }
 
 /// A RunInstances call, as the user-data hook sees it.
@@ -366,6 +370,8 @@ fn plain(status: StatusCode, body: String, content_type: &str) -> Response<Full<
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    // The log keeps when a call arrived, not when moto's answer came back (moto's queue would bunch them).
+    let arrived = now_ms();
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -386,7 +392,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         (fault, s.hook.clone(), s.call_hooks.clone())
     };
     let answer_fault = |f: &Fault| {
-        record(&shared, &call, f.status, true);
+        record(&shared, &call, arrived, f.status, true);
         let (text, ct) = f.body(json);
         plain(StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), text, ct)
     };
@@ -401,7 +407,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         let image = call.param("ImageId").unwrap_or_default().to_string();
         let at = call.param("DeprecateAt").unwrap_or_default().to_string();
         shared.state().deprecations.push((image, at));
-        record(&shared, &call, 200, false);
+        record(&shared, &call, arrived, 200, false);
         let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<EnableImageDeprecationResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>imgbake-moto-proxy</requestId><return>true</return></EnableImageDeprecationResponse>";
         return Ok(plain(StatusCode::OK, xml.into(), "text/xml"));
     }
@@ -435,7 +441,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let resp = match shared.client.request(up).await {
         Ok(r) => r,
         Err(e) => {
-            record(&shared, &call, 502, false);
+            record(&shared, &call, arrived, 502, false);
             return Ok(plain(
                 StatusCode::BAD_GATEWAY,
                 format!("moto at {} did not answer: {e}", shared.upstream),
@@ -464,19 +470,20 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     if let Some(f) = &fault {
         return Ok(answer_fault(f));
     }
-    record_timed(&shared, &call, status, false, answered, rewrite);
+    record_timed(&shared, &call, arrived, status, false, answered, rewrite);
     rparts.headers.remove(hyper::header::CONTENT_LENGTH);
     rparts.headers.remove(hyper::header::TRANSFER_ENCODING);
     Ok(Response::from_parts(rparts, Full::new(rbody)))
 }
 
-fn record(shared: &Shared, call: &ApiCall, status: u16, injected: bool) {
-    record_timed(shared, call, status, injected, Default::default(), Default::default());
+fn record(shared: &Shared, call: &ApiCall, arrived: u64, status: u16, injected: bool) {
+    record_timed(shared, call, arrived, status, injected, Default::default(), Default::default());
 }
 
 fn record_timed(
     shared: &Shared,
     call: &ApiCall,
+    arrived: u64,
     status: u16,
     injected: bool,
     moto: std::time::Duration,
@@ -489,11 +496,12 @@ fn record_timed(
         action: call.action.clone(),
         service: call.service.clone(),
         region: call.region.clone(),
-        at_unix_ms: now_ms(),
+        at_unix_ms: arrived,
         status,
         injected,
         moto,
         rewrite,
+        bare: !call.params.is_empty() && call.params.iter().all(|(k, _)| ["Action", "Version"].contains(&k.as_str())),
     });
 }
 
