@@ -595,7 +595,7 @@ fn ebs_locally(
         Ok(None) => None,
         // Fast mode: answer as AWS does (201, the checksum echoed, no body).
         Ok(Some(checksum)) => {
-            record(shared, call, 201, false);
+            record(shared, call, now_ms(), 201, false);
             let mut r = plain(StatusCode::CREATED, String::new(), "application/json");
             if let Ok(v) = checksum.parse() {
                 r.headers_mut().insert("x-amz-checksum", v);
@@ -604,7 +604,7 @@ fn ebs_locally(
             Some(r)
         }
         Err(refused) => {
-            record(shared, call, 400, false);
+            record(shared, call, now_ms(), 400, false);
             let mut r = plain(StatusCode::BAD_REQUEST, refused.body(), "application/json");
             r.headers_mut().insert("x-amzn-errortype", hyper::header::HeaderValue::from_static("ValidationException"));
             Some(r)
