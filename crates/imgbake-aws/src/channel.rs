@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use imgbake_config::{Image, Span, Tree};
 use imgbake_core::artifact::{Artifact, tags as keys};
 use imgbake_core::channel::{ChannelState, PointRecord, Pointing};
-use imgbake_core::error::BuildError;
+use imgbake_core::error::{BuildError, ErrorKind};
 
 use crate::clients::{ClientCache, Session};
 use crate::error::SdkResultExt;
@@ -105,6 +105,26 @@ pub async fn point(
     let a = crate::settings(image)?;
     let build_region = crate::region(image)?.get_ref().clone();
     let name = parameter_name(image, channel);
+    // Every region the image is in now must get the artifact: a region added since it was built
+    // would keep pointing at the artifact being moved away from.
+    let missing: Vec<&str> = a
+        .region
+        .iter()
+        .chain(&a.copy_regions)
+        .map(|r| r.get_ref().as_str())
+        .filter(|r| !artifact.locations.contains_key(*r))
+        .collect();
+    if !missing.is_empty() {
+        return Err(BuildError::new(
+            ErrorKind::Config,
+            format!(
+                "channel `{channel}` of image `{}` cannot point at {}: it has no AMI in {} (a region added since it was built); rebuild the image, or promote a newer artifact",
+                image.name,
+                artifact.id,
+                missing.join(", ")
+            ),
+        ));
+    }
     let tree_id = crate::tree_id(tree)?;
     let text = record.to_text();
     let tags: Vec<Tag> = [

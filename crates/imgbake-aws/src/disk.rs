@@ -187,8 +187,9 @@ async fn partitions(head: &[u8], f: &mut tokio::fs::File) -> std::io::Result<Vec
     else {
         return Ok(Vec::new());
     };
+    // The UEFI spec: entries of 128 × 2^n bytes; anything else (or absurdly large) is no table.
     let (count, size) = (count.min(256) as usize, size as usize);
-    if size < 128 {
+    if !(128..=4096).contains(&size) || !size.is_power_of_two() {
         return Ok(Vec::new());
     }
     use tokio::io::AsyncSeekExt;
@@ -220,7 +221,8 @@ async fn is_ext(raw: &Path, offset: u64) -> bool {
     use tokio::io::AsyncSeekExt;
     let Ok(mut f) = tokio::fs::File::open(raw).await else { return false };
     let mut magic = [0u8; 2];
-    f.seek(std::io::SeekFrom::Start(offset + 1024 + 56)).await.is_ok()
+    let Some(at) = offset.checked_add(1024 + 56) else { return false };
+    f.seek(std::io::SeekFrom::Start(at)).await.is_ok()
         && f.read_exact(&mut magic).await.is_ok()
         && magic == [0x53, 0xEF]
 }

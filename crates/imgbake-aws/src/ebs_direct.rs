@@ -149,8 +149,16 @@ pub async fn upload(
         .await
         .api("StartSnapshot", region, Some(shown.clone()))
         .map_err(|e| {
-            let message = format!("{e}; nothing was created: fix the cause and run the build again");
-            BuildError::new(ErrorKind::Platform, message).caused_by(e)
+            // Refused (a 4xx that is not throttling): nothing exists, and the error is `Config`, so a
+            // caller can drop its intent to clean up. Otherwise a snapshot may exist.
+            if e.status.is_some_and(|s| (400..500).contains(&s)) && !e.is_transient() {
+                let message = format!("{e}; nothing was created: fix the cause and run the build again");
+                BuildError::new(ErrorKind::Config, message).caused_by(e)
+            } else {
+                let message =
+                    format!("{e}; a snapshot may have been created: the build's cleanup looks for it by its tags");
+                BuildError::new(ErrorKind::Platform, message).caused_by(e)
+            }
         })?;
     let snapshot_id = out.snapshot_id().unwrap_or_default().to_string();
     if snapshot_id.is_empty() {

@@ -60,9 +60,11 @@ impl BuildTags {
         self.base.get(tags::BUILD_ID).map(String::as_str).unwrap_or_default()
     }
 
-    /// Base tags plus the role, plus `extra` (user tags first, so imgbake's own keys win).
+    /// Base tags plus the role, plus `extra` (user tags first, so imgbake's own keys win; user tags
+    /// in imgbake's `imgbake:` namespace are dropped — they could fake a test result or completion).
     pub fn with_role(&self, role: &str, extra: &BTreeMap<String, String>) -> Vec<Tag> {
-        let mut all: BTreeMap<String, String> = extra.clone();
+        let mut all: BTreeMap<String, String> =
+            extra.iter().filter(|(k, _)| !k.starts_with("imgbake:")).map(|(k, v)| (k.clone(), v.clone())).collect();
         all.extend(self.base.clone());
         all.insert(tags::ROLE.to_string(), role.to_string());
         to_tags(&all)

@@ -311,6 +311,14 @@ fn check_import(cx: &mut Check<'_>, img: &Image, a: &AwsSettings) {
                 .help("one of: x86_64, arm64 (default: read from the disk's kernel)"),
         );
     }
+    // Graviton instances boot UEFI only.
+    let arm = a.architecture.as_ref().is_some_and(|x| x.get_ref() == "arm64");
+    if let Some(b) = a.boot_mode.as_ref().filter(|b| arm && b.get_ref() != "uefi") {
+        cx.push(
+            Diagnostic::at(span(b), format!("aws.boot_mode `{}` cannot boot an arm64 AMI", b.get_ref()))
+                .help("arm64 instances boot with UEFI only: set boot_mode = \"uefi\""),
+        );
+    }
     if img.communicator.os == Some(imgbake_config::Os::Windows) {
         cx.push(
             Diagnostic::at(span(i), format!("image `{name}` is Windows: aws.import makes Linux AMIs only"))
@@ -329,6 +337,14 @@ fn check_settings(cx: &mut Check<'_>, img: &Image) {
         return;
     };
     check_import(cx, img, a);
+    for (key, tags) in [("ami_tags", &a.ami_tags), ("snapshot_tags", &a.snapshot_tags)] {
+        if let Some(k) = tags.keys().find(|k| k.starts_with("imgbake:")) {
+            cx.push(
+                Diagnostic::at(img.span, format!("aws.{key} of image `{name}` sets `{k}`: the `imgbake:` prefix is reserved for imgbake's own tags"))
+                    .help("imgbake sets these itself (fingerprint, tests, completion...); rename the tag"),
+            );
+        }
+    }
     match &a.region {
         None => cx.push(
             Diagnostic::at(img.span, format!("image `{name}` has no `aws.region`"))

@@ -439,6 +439,21 @@ fn check_image(tree: &Tree, img: &Image, diags: &mut Vec<Diagnostic>) {
         }
     }
     let own: Vec<_> = img.builders.iter().filter_map(|b| schemas.get(b.get_ref())).cloned().collect();
+    // An import set for a builder the image does not build with would be silently ignored.
+    for schema in schemas.iter().filter(|s| !img.has_builder(s.name()) && s.imports_disk(img)) {
+        let b = schema.name();
+        let with: Vec<String> = img.builders.iter().map(|x| format!("`{}`", x.get_ref())).collect();
+        diags.push(
+            Diagnostic::at(
+                img.span,
+                format!(
+                    "image `{name}` sets `{b}.import` but builds with {}, not `{b}`",
+                    if with.is_empty() { "nothing".to_string() } else { with.join(", ") }
+                ),
+            )
+            .help(format!("set `builder = \"{b}\"` on the image (it inherits its parent's builders otherwise)")),
+        );
+    }
 
     // Source or parent.
     match (&img.parent, &img.source) {

@@ -86,7 +86,8 @@ pub fn who() -> String {
     if let Ok(w) = std::env::var("IMGBAKE_PROMOTER")
         && !w.trim().is_empty()
     {
-        return w.trim().to_string();
+        // SSM descriptions hold 1024 characters: a long CI URL must not fail a promotion.
+        return w.trim().chars().take(200).collect();
     }
     let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -168,7 +169,10 @@ pub fn tests_label(report: &ProvisionReport) -> Option<String> {
         return None;
     }
     let (p, f, s) = report.test_totals();
-    let word = if report.tests.iter().all(|t| t.passed()) { "passed" } else { "failed" };
+    // Tests that were all skipped proved nothing. (A suite without a report, judged by its exit code
+    // alone, counts no case at all: it passes on exit 0.)
+    let all_skipped = p == 0 && s > 0;
+    let word = if !all_skipped && report.tests.iter().all(|t| t.passed()) { "passed" } else { "failed" };
     Some(format!("{word}: {p} passed {f} failed {s} skipped"))
 }
 
@@ -220,6 +224,25 @@ mod tests {
 
     fn state(history: Vec<Pointing>) -> ChannelState {
         ChannelState { channel: "stable".into(), location: String::new(), current: BTreeMap::new(), history }
+    }
+
+    #[test]
+    fn tests_that_all_skipped_do_not_pass() {
+        let suite = |passed, failed, skipped| crate::provision::TestSuiteReport {
+            step: "tests".into(),
+            passed,
+            failed,
+            skipped,
+            cases: Vec::new(),
+            report_file: None,
+            exit_code: Some(if failed > 0 { 1 } else { 0 }),
+        };
+        let report = |suites| ProvisionReport { steps: Vec::new(), tests: suites };
+        assert_eq!(tests_label(&report(vec![suite(0, 0, 5)])).as_deref(), Some("failed: 0 passed 0 failed 5 skipped"));
+        assert_eq!(tests_label(&report(vec![suite(3, 0, 1)])).as_deref(), Some("passed: 3 passed 0 failed 1 skipped"));
+        assert_eq!(tests_label(&report(vec![suite(3, 1, 0)])).as_deref(), Some("failed: 3 passed 1 failed 0 skipped"));
+        assert_eq!(tests_label(&report(vec![suite(0, 0, 0)])).as_deref(), Some("passed: 0 passed 0 failed 0 skipped"));
+        assert_eq!(tests_label(&report(Vec::new())), None);
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub async fn prune(
                     Some(why) => {
                         // A kept child's source is its parent's artifact: that one must stay too.
                         if img.parent.is_some() {
-                            protected.insert((kind.clone(), a.source.clone()));
+                            protected.insert((img.parent_builder(kind.as_str()).to_string(), a.source.clone()));
                         }
                         report.kept.push(Kept { artifact: a, why });
                     }

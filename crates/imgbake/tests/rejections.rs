@@ -822,3 +822,33 @@ fn import_rejections() {
     assert!(e.contains("image `base-ami` builds with `aws` but its parent `base` does not"), "{e}");
     assert!(e.contains("`base` builds a disk with `qemu`: set `aws = { import = \"ebs-direct\" }`"), "{e}");
 }
+
+#[test]
+fn import_review_rejections() {
+    // arm64 boots with UEFI only.
+    let text = import_tree("").replace(
+        "import = \"ebs-direct\" }",
+        "import = \"ebs-direct\", architecture = \"arm64\", boot_mode = \"legacy-bios\" }",
+    );
+    let d = tree(&[("tree.toml", &text), ("base.qcow2", "")]);
+    let e = errors(d.path());
+    assert!(e.contains("aws.boot_mode `legacy-bios` cannot boot an arm64 AMI"), "{e}");
+
+    // imgbake's own tag namespace is not the user's, in aws tag tables either.
+    let text = import_tree("").replace(
+        "import = \"ebs-direct\" }",
+        "import = \"ebs-direct\", ami_tags = { \"imgbake:tests\" = \"passed: 9 passed 0 failed 0 skipped\" } }",
+    );
+    let d = tree(&[("tree.toml", &text), ("base.qcow2", "")]);
+    let e = errors(d.path());
+    assert!(
+        e.contains("aws.ami_tags of image `base-ami` sets `imgbake:tests`: the `imgbake:` prefix is reserved"),
+        "{e}"
+    );
+
+    // An import on an image that inherits its parent's builders (qemu) would be ignored.
+    let text = import_tree("").replace("builder = \"aws\"\naws =", "aws =");
+    let d = tree(&[("tree.toml", &text), ("base.qcow2", "")]);
+    let e = errors(d.path());
+    assert!(e.contains("image `base-ami` sets `aws.import` but builds with `qemu`, not `aws`"), "{e}");
+}

@@ -111,6 +111,15 @@ pub(crate) async fn prepare<'a>(b: &'a AwsBuilder, job: &'a BuildJob) -> Result<
             .at(a.import.as_ref().map(span)));
         }
     };
+    let boot_mode = a.boot_mode.as_ref().map(|m| m.get_ref().as_str()).unwrap_or(&inspection.boot_mode);
+    if architecture == "arm64" && boot_mode != "uefi" {
+        return Err(config(format!(
+            "the disk {} of image `{}` is arm64 with boot mode {boot_mode}, but arm64 instances boot with UEFI only: give the parent a GPT disk with an EFI system partition (and no BIOS boot), or set aws.boot_mode = \"uefi\" if it boots that way",
+            disk.display(),
+            job.image
+        ))
+        .at(a.import.as_ref().map(span)));
+    }
     ctx.events.info(format!(
         "disk {}: {} GiB, boot mode {}, {architecture}, kernel {}",
         disk.display(),
@@ -197,9 +206,17 @@ impl ImportBuild<'_> {
             ctx.job.release(&pending)
         };
         let region = self.region.as_str();
-        let up = ebs_direct::upload(&ctx.c, &self.raw, &opts, &started, &ctx.events)
-            .await
-            .map_err(ctx.on("uploading the disk into a snapshot", region))?;
+        let up = match ebs_direct::upload(&ctx.c, &self.raw, &opts, &started, &ctx.events).await {
+            Ok(up) => up,
+            Err(e) => {
+                // StartSnapshot refused: it made nothing, so there is nothing for the intent to find.
+                let began = entry.lock().map(|e| e.is_some()).unwrap_or(true);
+                if !began && e.kind == ErrorKind::Config {
+                    ctx.job.release(&pending)?;
+                }
+                return Err(ctx.on("uploading the disk into a snapshot", region)(e));
+            }
+        };
         let entry = entry.into_inner().ok().flatten().unwrap_or_else(|| session.resource("snapshot", &up.snapshot_id));
         let secs = up.elapsed.as_secs_f64().max(0.001);
         ctx.events.info(format!(
