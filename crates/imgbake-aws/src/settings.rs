@@ -68,6 +68,8 @@ pub struct AwsSettings {
     pub poll_interval: Option<Spanned<Duration>>,
     /// The SSM parameter of each release channel (`[channels.NAME]`), in every region of the AMI:
     /// `{image}` and `{channel}` are replaced. Default `/images/{image}/{channel}`.
+    // New keys are left out when unset, so fingerprints of existing artifacts stay put.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel_parameter: Option<Spanned<String>>,
     /// Learn how long EC2 state changes take (kept in `<state_dir>/aws-waits.json` and on the AMI's
     /// `imgbake:waits` tag) and poll around the moment a change is due. Default true.
@@ -143,14 +145,22 @@ pub struct AwsSettings {
     /// Make the AMI from the parent's disk file (a local image of the tree, e.g. built with qemu)
     /// instead of on a build machine: `"ebs-direct"` writes the disk into a snapshot through the EBS
     /// direct APIs and registers it. Not inherited by children.
+    // New keys are left out when unset, so fingerprints of existing artifacts stay put.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import: Option<Spanned<String>>,
     /// With `import`: the AMI's boot mode, `legacy-bios`, `uefi` or `uefi-preferred`. Default: read
     /// from the disk's partition table.
+    // New keys are left out when unset, so fingerprints of existing artifacts stay put.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_mode: Option<Spanned<String>>,
     /// With `import`: `x86_64` or `arm64`. Default: read from the disk's kernel.
+    // New keys are left out when unset, so fingerprints of existing artifacts stay put.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub architecture: Option<Spanned<String>>,
     /// With `import`: check that the disk's kernel has the drivers EC2 needs (ENA, NVMe) before
     /// uploading. Default true.
+    // New keys are left out when unset, so fingerprints of existing artifacts stay put.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check_drivers: Option<bool>,
 }
 
