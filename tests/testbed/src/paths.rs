@@ -14,9 +14,25 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// The repository's root directory (this crate lives at `tests/testbed`).
+///
+/// The path compiled in is where this crate was built; a target directory shared by checkouts in
+/// different places (a relocated clone, a cache reused by CI) can hold a build from elsewhere, which
+/// cargo does not rebuild for a new path. So the compiled-in root is used only if it still holds
+/// the bed; otherwise the running test's package (`CARGO_MANIFEST_DIR`, set by cargo and nextest)
+/// or the working directory leads to it.
 pub fn repo_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| manifest.to_path_buf())
+    let compiled =
+        manifest.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| manifest.to_path_buf());
+    if compiled.join("tests/bed").is_dir() {
+        return compiled;
+    }
+    let starts = [std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from), std::env::current_dir().ok()];
+    starts
+        .into_iter()
+        .flatten()
+        .find_map(|start| start.ancestors().find(|d| d.join("tests/bed").is_dir()).map(Path::to_path_buf))
+        .unwrap_or(compiled)
 }
 
 /// moto's private virtualenv inside the cache.
