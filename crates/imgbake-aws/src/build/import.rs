@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use imgbake_core::artifact::{Artifact, DISK_LOCATION};
 use imgbake_core::builder::{Build, BuildJob, BuildSource};
 use imgbake_core::cleanup::Resource;
@@ -29,7 +29,6 @@ use crate::clients::{Clients, Session};
 use crate::destroy::intent;
 use crate::disk::Inspection;
 use crate::error::config;
-use crate::tags::BuildTags;
 use crate::timing::Change;
 use crate::{disk, ebs_direct, image, waiters};
 
@@ -56,24 +55,10 @@ pub(crate) struct ImportBuild<'a> {
 
 /// The `prepare` phase of an AMI made from the parent's disk.
 pub(crate) async fn prepare<'a>(b: &'a AwsBuilder, job: &'a BuildJob) -> Result<ImportBuild<'a>, BuildError> {
-    let image = job.image()?;
-    let a = crate::settings(image)?;
-    let region_v = crate::region(image)?;
-    let region = region_v.get_ref().clone();
-    let session = Session::of(a, &region);
-    let c = b.clients(&session).await;
-    let created = Utc::now().trunc_subsecs(3);
-    let tree_id = crate::tree_id(&job.tree)?;
-    let ctx = Ctx {
-        b,
-        job,
-        image,
-        a,
-        c: c.clone(),
-        events: job.events.clone(),
-        tags: BuildTags::new(&job.build_id, &job.image, &job.tree.name(), &tree_id, created),
-        disk_gib: None,
-    };
+    let (ctx, session, created) = Ctx::start(b, job).await?;
+    let (a, c) = (ctx.a, ctx.c.clone());
+    let region_v = crate::region(ctx.image)?;
+    let region = session.region.clone();
 
     // Local first: a disk EC2 cannot boot fails before any AWS call.
     let disk = parent_disk(job)?;

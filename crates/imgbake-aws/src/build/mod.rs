@@ -80,6 +80,34 @@ pub(crate) struct Ctx<'a> {
     disk_gib: Option<u32>,
 }
 
+impl<'a> Ctx<'a> {
+    /// The context of a build of `job` in its image's region, starting now; with its session and the
+    /// build's creation time.
+    async fn start(b: &'a AwsBuilder, job: &'a BuildJob) -> Result<(Ctx<'a>, Session, DateTime<Utc>), BuildError> {
+        use chrono::SubsecRound;
+        let image = job.image()?;
+        let a = crate::settings(image)?;
+        let session = Session::of(a, crate::region(image)?.get_ref());
+        let c = b.clients(&session).await;
+        // Milliseconds: the `imgbake:created` tag keeps no more, and the artifact found again by its
+        // tags must equal the one returned here. Whole seconds let two builds in one second tie, and
+        // prune then took the older one for the newest.
+        let created = Utc::now().trunc_subsecs(3);
+        let tree_id = crate::tree_id(&job.tree)?;
+        let ctx = Ctx {
+            b,
+            job,
+            image,
+            a,
+            c,
+            events: job.events.clone(),
+            tags: BuildTags::new(&job.build_id, &job.image, &job.tree.name(), &tree_id, created),
+            disk_gib: crate::source::disk_gib(a, &job.source),
+        };
+        Ok((ctx, session, created))
+    }
+}
+
 impl Ctx<'_> {
     /// Run `create` under an intent entry; journal what it made (with `extra` details). Returns the id
     /// and its entry.

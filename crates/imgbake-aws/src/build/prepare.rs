@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use chrono::{SubsecRound, Utc};
 use imgbake_config::Os;
 use imgbake_core::builder::BuildJob;
 use imgbake_core::error::{BuildError, ErrorKind};
@@ -10,34 +9,15 @@ use imgbake_core::error::{BuildError, ErrorKind};
 use super::{AwsBuild, Ctx, clean_name, span};
 use crate::clients::{Clients, Session};
 use crate::error::{SdkResultExt, config};
-use crate::tags::BuildTags;
 use crate::userdata::HostKey;
 use crate::{AwsBuilder, preflight, userdata};
 
 /// The `prepare` phase of a build of `job`.
 pub(crate) async fn prepare<'a>(b: &'a AwsBuilder, job: &'a BuildJob) -> Result<AwsBuild<'a>, BuildError> {
-    let image = job.image()?;
-    let a = crate::settings(image)?;
+    let (ctx, session, created) = Ctx::start(b, job).await?;
+    let (image, a, c) = (ctx.image, ctx.a, ctx.c.clone());
     let region_v = crate::region(image)?;
-    let region = region_v.get_ref().clone();
-    let session = Session::of(a, &region);
-    let c = b.clients(&session).await;
-    // Milliseconds: the `imgbake:created` tag keeps no more, and the artifact found again by its tags
-    // must equal the one returned here. Whole seconds let two builds in one second tie, and prune
-    // then took the older one for the newest.
-    let created = Utc::now().trunc_subsecs(3);
-    let tree_name = job.tree.name();
-    let tree_id = crate::tree_id(&job.tree)?;
-    let ctx = Ctx {
-        b,
-        job,
-        image,
-        a,
-        c: c.clone(),
-        events: job.events.clone(),
-        tags: BuildTags::new(&job.build_id, &job.image, &tree_name, &tree_id, created),
-        disk_gib: crate::source::disk_gib(a, &job.source),
-    };
+    let region = session.region.clone();
 
     c.check_credentials().await?;
     b.check_regions(&c, a, region_v).await?;
