@@ -21,6 +21,7 @@ main_needs=(
     qemu-system-x86_64:qemu-system-x86
     qemu-img:qemu-utils
     mkfs.ext4:e2fsprogs
+    debugfs:e2fsprogs
     sfdisk:fdisk
     mcopy:mtools
     mkfs.fat:dosfstools

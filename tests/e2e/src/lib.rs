@@ -22,3 +22,18 @@ pub fn write(dir: &Path, rel: &str, content: &str) -> PathBuf {
     }
     path
 }
+
+/// The repository's root directory.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The bed's QEMU base image (scripts/make-base-image.sh's cached build).
+pub fn base_image() -> PathBuf {
+    let out = std::process::Command::new(repo().join("scripts/make-base-image.sh"))
+        .arg("--check")
+        .output()
+        .expect("scripts/make-base-image.sh runs");
+    assert!(out.status.success(), "the QEMU base image is not built: run tests/bed/install.sh first");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}

@@ -8,8 +8,8 @@
 #[path = "../../../crates/imgbake-aws/tests/aws/support.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use imgbake_e2e::{base_image, repo};
+use std::path::Path;
 use std::sync::Arc;
 
 use imgbake_config::{LoadOptions, Tree};
@@ -19,10 +19,6 @@ use imgbake_core::registry::Registry;
 use imgbake_testbed::{Vcsim, VcsimOptions};
 use imgbake_vsphere::{Environment, VsphereBuilder, VsphereOptions};
 use support::{Bed, REGION};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// Copy `from` into `to`, leaving out build outputs and local state.
 fn copy_dir(from: &Path, to: &Path) {
@@ -53,12 +49,6 @@ fn example_trees() -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-fn base_image() -> PathBuf {
-    let out = Command::new(repo().join("scripts/make-base-image.sh")).arg("--check").output().unwrap();
-    assert!(out.status.success(), "the QEMU base image is not built: run tests/bed/install.sh first");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

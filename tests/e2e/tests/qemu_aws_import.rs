@@ -7,7 +7,6 @@
 #[path = "../../../crates/imgbake-aws/tests/aws/support.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
@@ -16,19 +15,9 @@ use imgbake_core::event::EventSink;
 use imgbake_core::plan::{Action, PlanOptions, plan};
 use imgbake_core::registry::Registry;
 use imgbake_core::schedule::{RunOptions, Status, run};
-use imgbake_e2e::write;
+use imgbake_e2e::{base_image, write};
 use imgbake_testbed::SshTarget;
 use support::{Bed, REGION};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn base_image() -> PathBuf {
-    let out = Command::new(repo().join("scripts/make-base-image.sh")).arg("--check").output().unwrap();
-    assert!(out.status.success(), "the QEMU base image is not built: run tests/bed/install.sh first");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 /// AWS's block size, answered by the proxy (moto's 512 bytes would mean 4 million requests here).
 const AWS_BLOCK: u32 = 524_288;

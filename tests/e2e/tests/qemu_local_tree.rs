@@ -10,17 +10,7 @@ use imgbake_core::artifact::Artifact;
 use imgbake_core::event::{EventKind, EventLog, EventSink};
 use imgbake_core::plan::{Action, PlanOptions, plan};
 use imgbake_core::schedule::{RunOptions, RunSummary, Status, run};
-use imgbake_e2e::write;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn base_image() -> PathBuf {
-    let out = Command::new(repo().join("scripts/make-base-image.sh")).arg("--check").output().unwrap();
-    assert!(out.status.success(), "the QEMU base image is not built: run tests/bed/install.sh first");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
+use imgbake_e2e::{base_image, repo, write};
 
 fn copy_dir(from: &Path, to: &Path) {
     for e in std::fs::read_dir(from).unwrap().flatten() {

@@ -4,8 +4,8 @@
 //! second tree on "another agent" starts from what the first published (plan + a verified
 //! download), and Debian's real Vagrant adds the published box from the catalog.
 
+use imgbake_e2e::{base_image, repo};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use imgbake_config::{LoadOptions, Tree};
 use imgbake_core::artifact::Artifact;
@@ -14,16 +14,6 @@ use imgbake_core::plan::{Action, PlanOptions, plan};
 use imgbake_core::schedule::{RunOptions, RunSummary, Status, run};
 use imgbake_testbed::{Nginx, NginxOptions, Vagrant};
 use imgbake_virtualbox::format;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn base_image() -> PathBuf {
-    let out = Command::new(repo().join("scripts/make-base-image.sh")).arg("--check").output().unwrap();
-    assert!(out.status.success(), "the QEMU base image is not built: run tests/bed/install.sh first");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
