@@ -287,6 +287,10 @@ impl Builder for AwsBuilder {
         publish::published(&self.clients, image).await
     }
 
+    async fn is_published(&self, _tree: &Tree, image: &Image, artifact: &Artifact) -> Result<Option<bool>, BuildError> {
+        publish::is_published(&self.clients, image, artifact).await
+    }
+
     async fn channel(
         &self,
         _tree: &Tree,

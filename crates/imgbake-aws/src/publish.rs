@@ -51,3 +51,17 @@ pub async fn published(clients: &ClientCache, image: &Image) -> Result<Vec<Strin
     }
     Ok(ids)
 }
+
+/// Does the image's `publish.ssm_parameter` hold `artifact`'s AMI in every region it is in? `None`
+/// when the image publishes no parameter (nothing to redo).
+pub async fn is_published(
+    clients: &ClientCache,
+    image: &Image,
+    artifact: &Artifact,
+) -> Result<Option<bool>, BuildError> {
+    if crate::validate::ssm_parameter(image).is_none() {
+        return Ok(None);
+    }
+    let held = published(clients, image).await?;
+    Ok(Some(artifact.locations.values().all(|ami| held.contains(ami))))
+}

@@ -388,13 +388,20 @@ pub struct Open {
     name: String,
     source_keys: Vec<&'static str>,
     operational: Vec<&'static str>,
+    publish: Vec<&'static str>,
     disks: bool,
 }
 
 impl Open {
     /// A builder called `name` reading `source_keys`.
     pub fn new(name: &str, source_keys: &[&'static str]) -> Self {
-        Open { name: name.into(), source_keys: source_keys.to_vec(), operational: Vec::new(), disks: false }
+        Open {
+            name: name.into(),
+            source_keys: source_keys.to_vec(),
+            operational: Vec::new(),
+            publish: Vec::new(),
+            disks: false,
+        }
     }
 
     /// Its artifacts are disk files other builders import (see [`BuilderSchema::makes_disks`]).
@@ -406,6 +413,12 @@ impl Open {
     /// With these settings left out of fingerprints.
     pub fn operational(mut self, keys: &[&'static str]) -> Self {
         self.operational = keys.to_vec();
+        self
+    }
+
+    /// Claiming these keys of `publish` (see [`BuilderSchema::publish_keys`]).
+    pub fn publishes(mut self, keys: &[&'static str]) -> Self {
+        self.publish = keys.to_vec();
         self
     }
 
@@ -438,5 +451,9 @@ impl BuilderSchema for Open {
 
     fn makes_disks(&self) -> bool {
         self.disks
+    }
+
+    fn publish_keys(&self) -> &[&str] {
+        &self.publish
     }
 }

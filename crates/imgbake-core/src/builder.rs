@@ -410,6 +410,20 @@ pub trait Builder: Send + Sync {
         Ok(())
     }
 
+    /// Does `image`'s announcement already name `artifact`? Asked when a run reuses an artifact of
+    /// an image that publishes: `Some(false)` makes the run publish it again (an earlier publish
+    /// failed half-way, or the build ran with `--no-publish`), so consumers are never left behind
+    /// an artifact that exists. `None` (the default): the builder cannot tell, nothing is redone.
+    /// [`Builder::publish`] must then be safe to repeat for the same artifact.
+    async fn is_published(
+        &self,
+        _tree: &Tree,
+        _image: &Image,
+        _artifact: &Artifact,
+    ) -> Result<Option<bool>, BuildError> {
+        Ok(None)
+    }
+
     /// Announce an image's newest artifact (e.g. SSM parameters). Returns what was written, for people.
     async fn publish(
         &self,

@@ -315,7 +315,15 @@ pub async fn run(
                 slots.insert(key, rx);
                 let mut r = result(d, Status::Reused, d.reasons.clone());
                 r.artifact = d.artifact.clone();
-                ctx.finish(d, r);
+                if ctx.opts.publish && ctx.tree.image(&d.image).is_some_and(|i| i.publish.is_some()) {
+                    // Children start from the artifact at once; its announcement is checked beside them.
+                    let (ctx, d) = (ctx.clone(), d.clone());
+                    let decision = d.clone();
+                    let task = tasks.spawn(async move { republish(ctx, d, r).await });
+                    task_of.insert(task.id(), decision);
+                } else {
+                    ctx.finish(d, r);
+                }
             }
             Action::Skip => {
                 let (_tx, rx) = watch::channel(Slot::Failed);
@@ -364,6 +372,45 @@ pub async fn run(
     results.sort_by_key(|r| order.get(&(r.image.as_str(), r.builder.as_str())).copied().unwrap_or(usize::MAX));
     let leftovers = ctx.leftovers.lock().map(|l| l.clone()).unwrap_or_default();
     Ok(RunSummary { build_id, results, manifest: manifest_path, leftovers })
+}
+
+/// A reused artifact of an image that publishes: announce it again when its builder says the
+/// announcement lacks it (an earlier publish failed half-way, or that run had `--no-publish`).
+async fn republish(ctx: Arc<Ctx>, d: Decision, mut r: ImageResult) {
+    let events = ctx.events.for_image(&d.image);
+    let (Some(img), Some(builder), Some(artifact)) =
+        (ctx.tree.image(&d.image), ctx.registry.get(&d.builder), d.artifact.as_ref())
+    else {
+        return ctx.finish(&d, r);
+    };
+    let outcome = std::panic::AssertUnwindSafe(async {
+        match builder.is_published(&ctx.tree, img, artifact).await? {
+            Some(false) => {
+                events.info(format!(
+                    "{} is not published yet (an earlier publish did not finish): publishing it",
+                    artifact.id
+                ));
+                builder.publish(&ctx.tree, img, artifact, &events).await.map(Some)
+            }
+            _ => Ok(None),
+        }
+    })
+    .catch_unwind()
+    .await
+    .unwrap_or_else(|p| Err(panicked("publishing", &*p)));
+    match outcome {
+        Ok(Some(published)) => {
+            r.reasons.push("published now: the announcement did not name it".into());
+            r.published = published;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            r.status = Status::Failed;
+            r.error = Some(format!("reused {} but publishing it failed: {}", artifact.id, e.chain()));
+            r.error_span = e.span;
+        }
+    }
+    ctx.finish(&d, r);
 }
 
 /// A panic's payload as an error (the message is a `&str` or a `String` for `panic!` and overflows).

@@ -136,6 +136,10 @@ impl Builder for VirtualboxBuilder {
     ) -> Result<Vec<String>, BuildError> {
         publish::publish(tree, image, artifact, events).await
     }
+
+    async fn is_published(&self, tree: &Tree, image: &Image, artifact: &Artifact) -> Result<Option<bool>, BuildError> {
+        publish::is_published(tree, image, artifact).await
+    }
 }
 
 /// What a killed build left in an output directory: `.IMAGE-BUILD.virtualbox.source` directories,

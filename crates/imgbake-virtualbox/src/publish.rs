@@ -82,21 +82,105 @@ pub async fn publish(
         }
         None => None,
     };
+    // Files first, then the catalog, then the store's record: the record is written last, so a
+    // publish that failed half-way leaves no record naming this artifact, and the next run (which
+    // asks `is_published`) publishes it again; the catalog step does not add a version twice.
     let mut urls = BTreeMap::new();
-    if let Some(client) = &store {
-        let record = upload(client, tree, image, artifact, &files, events).await?;
-        for (format, f) in &record.files {
-            urls.insert(format.clone(), f.url.clone());
-            written.push(format!("{} → {}", f.key, client.describe()));
+    let record = match &store {
+        Some(client) => {
+            let record = upload(client, tree, image, artifact, &files, events).await?;
+            for (format, f) in &record.files {
+                urls.insert(format.clone(), f.url.clone());
+                written.push(format!("{} → {}", f.key, client.describe()));
+            }
+            Some(record)
         }
-    }
+        None => None,
+    };
     if let Some(vp) = schema::vagrant_of(image) {
         written.push(add_to_catalog(tree, image, artifact, vp, &files, &urls, store.as_ref()).await?);
+    }
+    if let (Some(client), Some(record)) = (&store, &record) {
+        write_record(client, image, record).await?;
     }
     Ok(written)
 }
 
-/// Upload every file, then the record naming them.
+/// Is `artifact` what `image` announces: the store's record names it and the Vagrant catalog lists
+/// its boxes (by checksum)? `None` when the image publishes neither.
+pub async fn is_published(tree: &Tree, image: &Image, artifact: &Artifact) -> Result<Option<bool>, BuildError> {
+    let store = match image.publish.as_ref().and_then(|p| p.store()) {
+        Some(name) => match tree.store(name.get_ref()) {
+            Some(st) => Some(client(st, image).await?),
+            None => return Ok(None),
+        },
+        None => None,
+    };
+    let vagrant = schema::vagrant_of(image);
+    if store.is_none() && vagrant.is_none() {
+        return Ok(None);
+    }
+    if let Some(client) = &store {
+        let key = Published::key(&tree.name(), &image.name);
+        let bytes = client.get_bytes(&key).await.map_err(|e| {
+            BuildError::new(ErrorKind::Platform, format!("image `{}`: reading its publish record", image.name))
+                .caused_by(e)
+        })?;
+        let named =
+            bytes.and_then(|b| serde_json::from_slice::<Published>(&b).ok()).is_some_and(|r| r.artifact == artifact.id);
+        if !named {
+            return Ok(Some(false));
+        }
+    }
+    if let Some(vp) = vagrant {
+        let catalog = match &store {
+            Some(client) => {
+                let backend = StoreCatalog { client, key: vp.catalog.get_ref().clone() };
+                match backend.read().await {
+                    Ok(Some(b)) => imgbake_vagrant::Catalog::parse(&b).ok(),
+                    Ok(None) => None,
+                    Err(e) => return Err(catalog_failed(image, vp)(e)),
+                }
+            }
+            None => imgbake_vagrant::read_local(&tree.path(&vp.catalog)).map_err(catalog_failed(image, vp))?,
+        };
+        let sums = box_checksums(artifact);
+        if sums.is_empty() || !catalog.is_some_and(|c| listed(&c, &sums).is_some()) {
+            return Ok(Some(false));
+        }
+    }
+    Ok(Some(true))
+}
+
+/// The artifact's box checksums by Vagrant provider.
+fn box_checksums(artifact: &Artifact) -> BTreeMap<&'static str, String> {
+    schema::FORMATS
+        .iter()
+        .filter_map(|f| Some((provider_of(f)?, artifact.extra.get(&format!("sha256.{f}"))?.clone())))
+        .collect()
+}
+
+/// The catalog's version that already lists every one of these boxes (by provider and checksum).
+fn listed(c: &imgbake_vagrant::Catalog, sums: &BTreeMap<&'static str, String>) -> Option<imgbake_vagrant::Version> {
+    c.versions
+        .iter()
+        .find(|v| {
+            sums.iter().all(|(provider, sum)| {
+                v.providers.iter().any(|p| p.name == *provider && p.checksum.as_deref() == Some(sum.as_str()))
+            })
+        })
+        .cloned()
+}
+
+fn catalog_failed<'a>(image: &'a Image, vp: &'a VagrantPublish) -> impl Fn(CatalogError) -> BuildError + 'a {
+    move |e| {
+        BuildError::new(ErrorKind::Platform, format!("image `{}`: updating the Vagrant catalog", image.name))
+            .at(Span::new(vp.catalog.span()))
+            .caused_by(e)
+    }
+}
+
+/// Upload every file; the record naming them is written by [`write_record`] once all is done.
 async fn upload(
     client: &Client,
     tree: &Tree,
@@ -128,12 +212,19 @@ async fn upload(
             PublishedFile { key: object.key.clone(), sha256: object.sha256, size: object.size, url: object.url },
         );
     }
-    let json = serde_json::to_vec_pretty(&record)
-        .map_err(|e| BuildError::new(ErrorKind::Internal, format!("encoding the publish record: {e}")))?;
-    client.put_bytes(&Published::key(&tree_name, &image.name), json, "application/json").await.map_err(|e| {
-        BuildError::new(ErrorKind::Platform, format!("image `{}`: writing its publish record", image.name)).caused_by(e)
-    })?;
     Ok(record)
+}
+
+/// The record of what `image` published (`TREE/IMAGE/latest.json`): the last write of a publish.
+async fn write_record(client: &Client, image: &Image, record: &Published) -> Result<(), BuildError> {
+    let json = serde_json::to_vec_pretty(record)
+        .map_err(|e| BuildError::new(ErrorKind::Internal, format!("encoding the publish record: {e}")))?;
+    client.put_bytes(&Published::key(&record.tree, &image.name), json, "application/json").await.map(|_| ()).map_err(
+        |e| {
+            BuildError::new(ErrorKind::Platform, format!("image `{}`: writing its publish record", image.name))
+                .caused_by(e)
+        },
+    )
 }
 
 /// A catalog kept in a store.
@@ -195,19 +286,20 @@ async fn add_to_catalog(
     let name = vp.name.get_ref().clone();
     let keep = vp.keep.as_ref().map(|k| *k.get_ref() as usize).unwrap_or(5);
     let description = vp.description.clone();
+    let sums = box_checksums(artifact);
     let apply = move |c: &mut imgbake_vagrant::Catalog| {
         if c.description.is_none() {
             c.description.clone_from(&description);
+        }
+        // Published again after a half-finished publish: the version is there already.
+        if let Some(v) = listed(c, &sums) {
+            return Ok((v.version, Vec::new()));
         }
         let v = c.add(release.clone())?;
         let removed = c.keep(keep)?;
         Ok((v.version, removed))
     };
-    let failed = |e: CatalogError| {
-        BuildError::new(ErrorKind::Platform, format!("image `{}`: updating the Vagrant catalog", image.name))
-            .at(Span::new(vp.catalog.span()))
-            .caused_by(e)
-    };
+    let failed = catalog_failed(image, vp);
     let (location, (version, removed)) = match store {
         Some(client) => {
             let backend = StoreCatalog { client, key: vp.catalog.get_ref().clone() };

@@ -1,5 +1,5 @@
-//! What an image published to a store: `TREE/IMAGE/latest.json`, written after every file of the
-//! artifact is uploaded (so a reader never sees a record whose files are missing), naming each
+//! What an image published to a store: `TREE/IMAGE/latest.json`, written last (after every file of the
+//! artifact is uploaded and its boxes are in the Vagrant catalog: a reader never sees a record whose files are missing), naming each
 //! file's key and SHA-256. A child built on another agent starts from it
 //! (`source = { store = "NAME", image = "base" }`).
 

@@ -39,6 +39,8 @@ struct DirBuilder {
     built: Mutex<Vec<String>>,
     /// (image, start, end) of every build.
     spans: Mutex<Vec<(String, std::time::Instant, std::time::Instant)>>,
+    /// Successful `publish` calls.
+    publishes: AtomicUsize,
 }
 
 impl DirBuilder {
@@ -49,6 +51,7 @@ impl DirBuilder {
             builds: AtomicUsize::new(0),
             built: Mutex::new(Vec::new()),
             spans: Mutex::new(Vec::new()),
+            publishes: AtomicUsize::new(0),
         })
     }
 }
@@ -114,6 +117,28 @@ impl Builder for DirBuilder {
 
     async fn delete_artifact(&self, _tree: &Tree, a: &Artifact, _events: &EventSink) -> Result<(), BuildError> {
         std::fs::remove_file(self.out.join(format!("{}.json", a.id))).map_err(err)
+    }
+
+    /// The announcement is a file `announced-IMAGE` holding the artifact id; a file `publish-fails`
+    /// beside the tree makes publishing fail.
+    async fn publish(
+        &self,
+        _tree: &Tree,
+        image: &Image,
+        a: &Artifact,
+        _e: &EventSink,
+    ) -> Result<Vec<String>, BuildError> {
+        if self.work.with_file_name("publish-fails").exists() {
+            return Err(err("the announcement service is down"));
+        }
+        std::fs::write(self.work.with_file_name(format!("announced-{}", image.name)), &a.id).map_err(err)?;
+        self.publishes.fetch_add(1, Ordering::SeqCst);
+        Ok(vec![format!("announced {}", a.id)])
+    }
+
+    async fn is_published(&self, _tree: &Tree, image: &Image, a: &Artifact) -> Result<Option<bool>, BuildError> {
+        let held = std::fs::read_to_string(self.work.with_file_name(format!("announced-{}", image.name)));
+        Ok(Some(held.is_ok_and(|id| id == a.id)))
     }
 }
 
@@ -242,7 +267,8 @@ shell = {{ inline = ["echo tools"] }}
 impl Bed {
     fn tree(&self) -> Tree {
         // The fake builder's tree-file part: any settings, and `source.disk`.
-        let opts = LoadOptions { schemas: Schemas::new().with(Open::new(KIND, &["disk"]).arc()), ..Default::default() };
+        let schema = Open::new(KIND, &["disk"]).publishes(&["announce"]).arc();
+        let opts = LoadOptions { schemas: Schemas::new().with(schema), ..Default::default() };
         Tree::load(&self.dir.path().join("tree.toml"), &opts).expect("valid tree")
     }
 
@@ -540,4 +566,58 @@ async fn independent_branches_build_in_parallel_up_to_the_limit() {
     assert!(s.ok(), "{s:#?}");
     let spans = std::mem::take(&mut *bed.builder.spans.lock().unwrap());
     assert!(!overlap(&spans, "runtime", "tools"), "parallel = 1 builds one at a time");
+}
+
+#[tokio::test]
+async fn a_reused_artifact_whose_publish_failed_is_published_by_the_next_run() {
+    let bed = bed().await;
+    let tree = bed.dir.path().join("tree.toml");
+    let mut text = std::fs::read_to_string(&tree).unwrap();
+    text.push_str("\n[images.solo]\nsource = { disk = \"base.disk\" }\npublish = { announce = true }\n[[images.solo.steps]]\nshell = { inline = [\"echo solo\"] }\n");
+    std::fs::write(&tree, text).unwrap();
+    let flag = bed.dir.path().join("publish-fails");
+    let result =
+        |s: &imgbake_core::schedule::RunSummary| s.results.iter().find(|r| r.image == "solo").cloned().unwrap();
+
+    // Built, but the announcement failed: the run fails, the artifact stays.
+    std::fs::write(&flag, "").unwrap();
+    let s = bed.build(&PlanOptions::default()).await;
+    let r = result(&s);
+    assert_eq!(r.status, Status::Failed, "{r:#?}");
+    assert!(r.error.as_deref().unwrap_or_default().contains("publishing failed"), "{r:#?}");
+    let built = r.artifact.clone().expect("the artifact is kept").id;
+    assert_eq!(bed.builder.publishes.load(Ordering::SeqCst), 0);
+
+    // A run that does not publish leaves it alone.
+    std::fs::remove_file(&flag).unwrap();
+    let quiet = RunOptions { publish: false, ..RunOptions::default() };
+    let s = bed.build_with(&PlanOptions::default(), quiet, EventSink::discard()).await;
+    assert_eq!(result(&s).status, Status::Reused);
+    assert_eq!(bed.builder.publishes.load(Ordering::SeqCst), 0);
+
+    // The next run reuses it and publishes it, once; then there is nothing to do.
+    let s = bed.build(&PlanOptions::default()).await;
+    let r = result(&s);
+    assert!(s.ok(), "{s:#?}");
+    assert_eq!(r.status, Status::Reused);
+    assert_eq!(r.artifact.as_ref().map(|a| a.id.as_str()), Some(built.as_str()));
+    assert_eq!(r.published, vec![format!("announced {built}")]);
+    assert!(r.reasons.iter().any(|x| x.contains("published now")), "{:?}", r.reasons);
+    assert_eq!(bed.builder.publishes.load(Ordering::SeqCst), 1);
+    let s = bed.build(&PlanOptions::default()).await;
+    assert!(s.ok() && result(&s).published.is_empty(), "{s:#?}");
+    assert_eq!(bed.builder.publishes.load(Ordering::SeqCst), 1, "published once");
+    // Images without `publish` are never asked.
+    assert!(s.results.iter().filter(|r| r.image != "solo").all(|r| r.published.is_empty()));
+
+    // Publishing that fails on reuse fails the run, naming the artifact.
+    std::fs::remove_file(bed.dir.path().join("announced-solo")).unwrap();
+    std::fs::write(&flag, "").unwrap();
+    let s = bed.build(&PlanOptions::default()).await;
+    let r = result(&s);
+    assert_eq!(r.status, Status::Failed);
+    assert!(
+        r.error.as_deref().unwrap_or_default().contains(&format!("reused {built} but publishing it failed")),
+        "{r:#?}"
+    );
 }
