@@ -20,9 +20,8 @@ use crate::source::Events;
 /// A client of `store`, for `image`'s messages.
 pub async fn client(store: &Store, image: &Image) -> Result<Client, BuildError> {
     Client::open(store).await.map_err(|e| {
-        BuildError::new(ErrorKind::Config, format!("image `{}`: store `{}`", image.name, store.name))
-            .at(store.span)
-            .caused_by(e)
+        // The cause names the store.
+        BuildError::new(ErrorKind::Config, format!("image `{}`", image.name)).at(store.span).caused_by(e)
     })
 }
 
