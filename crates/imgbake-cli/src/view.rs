@@ -84,6 +84,44 @@ fn describe(e: &Event) -> Option<String> {
     })
 }
 
+/// How often a log (no live view) says how a long transfer is going.
+const TRANSFER_EVERY: Duration = Duration::from_secs(10);
+
+/// Progress of long transfers for logs: a line every [`TRANSFER_EVERY`] while one runs (CI logs
+/// would otherwise show nothing between "prepare" and the end of a 10-minute download).
+#[derive(Default)]
+struct TransferLog {
+    /// Per path: when it started, and when it was last said.
+    running: HashMap<String, (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>,
+}
+
+impl TransferLog {
+    fn line(&mut self, e: &Event) -> Option<String> {
+        let EventKind::Transfer { path, done, total } = &e.kind else { return None };
+        if total.is_some_and(|t| *done >= t) {
+            self.running.remove(path);
+            return None;
+        }
+        let (started, said) = *self.running.entry(path.clone()).or_insert((e.at, e.at));
+        let every = chrono::Duration::from_std(TRANSFER_EVERY).unwrap_or_default();
+        if e.at - said < every {
+            return None;
+        }
+        self.running.insert(path.clone(), (started, e.at));
+        let secs = (e.at - started).num_milliseconds().max(1) as f64 / 1000.0;
+        let rate = *done as f64 / 1e6 / secs;
+        Some(match total {
+            Some(t) if *t > 0 => format!(
+                "transferring {path}: {}% ({:.1} of {:.1} MB, {rate:.1} MB/s)",
+                done * 100 / t,
+                *done as f64 / 1e6,
+                *t as f64 / 1e6
+            ),
+            _ => format!("transferring {path}: {:.1} MB ({rate:.1} MB/s)", *done as f64 / 1e6),
+        })
+    }
+}
+
 /// Consume events until the stream ends.
 pub async fn render(mode: Mode, mut rx: EventStream) {
     match mode {
@@ -97,8 +135,9 @@ pub async fn render(mode: Mode, mut rx: EventStream) {
             }
         }
         Mode::Plain { timestamps } => {
+            let mut transfers = TransferLog::default();
             while let Some(e) = rx.recv().await {
-                let Some(text) = describe(&e) else { continue };
+                let Some(text) = transfers.line(&e).or_else(|| describe(&e)) else { continue };
                 let prefix = e.image.as_deref().map(|i| format!("[{i}] ")).unwrap_or_default();
                 if timestamps {
                     eprintln!("{} {prefix}{text}", e.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"));
@@ -193,5 +232,45 @@ pub fn choose(json: bool, timestamps: bool, live_ok: bool) -> Mode {
         Mode::Live
     } else {
         Mode::Plain { timestamps }
+    }
+}
+
+#[cfg(test)]
+mod transfer_tests {
+    use super::*;
+
+    fn at(secs: i64, done: u64, total: Option<u64>) -> Event {
+        Event {
+            at: chrono::DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap_or_default(),
+            image: Some("base".into()),
+            step: None,
+            kind: EventKind::Transfer { path: "https://store/base.box".into(), done, total },
+        }
+    }
+
+    #[test]
+    fn a_log_says_how_a_long_transfer_goes_every_ten_seconds() {
+        let mut log = TransferLog::default();
+        let said: Vec<(i64, String)> = [(0, 0), (3, 10), (9, 30), (10, 40), (15, 60), (21, 80), (30, 100)]
+            .into_iter()
+            .filter_map(|(t, pct)| log.line(&at(t, pct * 1_000_000, Some(100_000_000))).map(|l| (t, l)))
+            .collect();
+        assert_eq!(
+            said,
+            vec![
+                (10, "transferring https://store/base.box: 40% (40.0 of 100.0 MB, 4.0 MB/s)".to_string()),
+                (21, "transferring https://store/base.box: 80% (80.0 of 100.0 MB, 3.8 MB/s)".to_string()),
+            ],
+        );
+        // The end is `describe`'s line; a new transfer of the same path starts afresh.
+        assert_eq!(
+            describe(&at(30, 100_000_000, Some(100_000_000))).as_deref(),
+            Some("transferred https://store/base.box (100.0 MB)")
+        );
+        assert_eq!(log.line(&at(40, 1, None)), None);
+        assert_eq!(
+            log.line(&at(50, 5_000_000, None)).as_deref(),
+            Some("transferring https://store/base.box: 5.0 MB (0.5 MB/s)")
+        );
     }
 }
