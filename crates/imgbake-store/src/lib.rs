@@ -414,9 +414,9 @@ fn open_http(store: &imgbake_config::Store) -> Result<HttpStore, StoreError> {
 /// Downloads a plain `http(s)` URL into a content-addressed cache, `cache_dir/SHA256/FILENAME`
 /// (FILENAME: the URL's last path segment), and returns that path.
 ///
-/// A file already in the cache costs no request (only verified files get their final name);
-/// an interrupted download resumes from `FILENAME.partial` with a `Range` request; the bytes
-/// must hash to `sha256`, else nothing is kept.
+/// A file already in the cache costs no request, but is hashed again: a truncated or altered file
+/// is removed and fetched again. An interrupted download resumes from `FILENAME.partial` with a
+/// `Range` request; the bytes must hash to `sha256`, else nothing is kept.
 pub async fn fetch(url: &str, sha256: &str, cache_dir: &Path, progress: &dyn Progress) -> Result<PathBuf, StoreError> {
     let bad = |message: String| StoreError::Config { store: url.to_owned(), message };
     let sha = normalize_sha256(sha256).ok_or_else(|| bad(format!("`{sha256}` is not a sha256 (64 hex digits)")))?;
@@ -426,7 +426,14 @@ pub async fn fetch(url: &str, sha256: &str, cache_dir: &Path, progress: &dyn Pro
     };
     let dest = cache_dir.join(&sha).join(cache_file_name(uri.path()));
     if tokio::fs::try_exists(&dest).await.unwrap_or(false) {
-        return Ok(dest);
+        let held = digest::hash_file(&dest, None, None).await.ok().map(|(d, _)| d.sha256_hex());
+        if held.as_deref() == Some(sha.as_str()) {
+            return Ok(dest);
+        }
+        tokio::fs::remove_file(&dest).await.map_err(|source| StoreError::Io {
+            context: format!("removing {}, a cached download that no longer matches its sha256", dest.display()),
+            source,
+        })?;
     }
     let http = Http::new(format!("host {authority}"), None, "the URL needs credentials, and fetch sends none".into())
         .map_err(bad)?;

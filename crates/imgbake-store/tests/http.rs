@@ -315,6 +315,18 @@ async fn fetch_fills_a_content_addressed_cache_once() {
         assert_eq!(gets(&nginx).len(), before + 1, "a cache hit makes no request");
         assert_eq!(listing(&cache.join(&object.sha256)), ["base.box"]);
 
+        // A cached file altered (a flipped byte) or cut short is not used: it is fetched again.
+        let mut altered = bytes.clone();
+        altered[1000] ^= 0x40;
+        std::fs::write(&path, &altered).expect("alter the cached file");
+        let again = imgbake_store::fetch(&object.url, &object.sha256, &cache, &NoProgress).await.expect("refetch");
+        assert_eq!(std::fs::read(&again).expect("cached"), bytes);
+        assert_eq!(gets(&nginx).len(), before + 2, "the altered copy was replaced by a download");
+        std::fs::write(&path, &bytes[..1000]).expect("truncate the cached file");
+        imgbake_store::fetch(&object.url, &object.sha256, &cache, &NoProgress).await.expect("refetch");
+        assert_eq!(std::fs::read(&path).expect("cached"), bytes);
+        assert_eq!(gets(&nginx).len(), before + 3);
+
         let e = imgbake_store::fetch(&object.url, "abc", &cache, &NoProgress).await.unwrap_err();
         assert!(e.to_string().contains("is not a sha256"), "{e}");
         let missing = format!("{}/images/p/nothing.box", nginx.url());
