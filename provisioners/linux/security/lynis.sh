@@ -11,6 +11,8 @@
 # LYNIS_TESTS            run only these test ids (lynis --tests)
 # LYNIS_GROUPS           run only these test groups (lynis --tests-from-group, e.g. "ssh authentication")
 # LYNIS_PROFILE          a Lynis profile file (lynis --profile)
+# LYNIS_SKIP             tests or single checks to skip, as a profile's skip-test= values
+#                        (e.g. "SSH-7408:port KRNL-5820"; added to LYNIS_PROFILE, else to Lynis' default.prf)
 # LYNIS_REPORT           the JUnit file (default lynis.xml); Lynis' own report goes beside it
 #                        (lynis-report.dat, lynis.log)
 # GATE_NO_INSTALL        1: never install lynis (fail when it is missing)
@@ -44,7 +46,23 @@ fi
 set -- audit system --quick --no-colors --report-file "$dat" --log-file "$log"
 [ -n "${LYNIS_TESTS:-}" ] && set -- "$@" --tests "$LYNIS_TESTS"
 [ -n "${LYNIS_GROUPS:-}" ] && set -- "$@" --tests-from-group "$LYNIS_GROUPS"
-[ -n "${LYNIS_PROFILE:-}" ] && set -- "$@" --profile "$LYNIS_PROFILE"
+profile=${LYNIS_PROFILE:-}
+if [ -n "${LYNIS_SKIP:-}" ]; then
+    # A profile of our own: the chosen (or default) one plus a skip-test line per entry.
+    base=${profile:-/etc/lynis/default.prf}
+    profile=$(pwd)/lynis-gate.prf
+    {
+        cat "$base"
+        for t in $(gate_words "$LYNIS_SKIP"); do
+            echo "skip-test=$t"
+        done
+    } >"$profile" || {
+        gate_error "lynis ran" "could not write a profile from $base"
+        gate_end
+        exit 1
+    }
+fi
+[ -n "$profile" ] && set -- "$@" --profile "$profile"
 rm -f "$dat" "$log"
 echo "lynis $*"
 lynis "$@" >lynis.out 2>&1
