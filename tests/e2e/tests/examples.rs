@@ -70,7 +70,7 @@ async fn every_example_tree_validates_and_plans_against_the_bed() {
     let registry: Registry = registry;
 
     let names = example_trees();
-    for expected in ["aws", "boxes", "local", "vsphere"] {
+    for expected in ["aws", "boxes", "local", "security-gate", "vsphere"] {
         assert!(names.contains(&expected.to_string()), "{names:?}");
     }
     for name in &names {
