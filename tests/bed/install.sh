@@ -100,3 +100,27 @@ else
     rm -f "$log"
     echo "base image: built ($base)"
 fi
+
+# --- the SCAP Security Guide for the security-gate test (tests/e2e/tests/qemu_security_gate.rs) ---
+# trixie's ssg-base and ssg-debian (0.1.76: the first with ssg-debian12-ds.xml; bookworm's 0.1.65
+# has Debian 10 and 11 only), downloaded with apt-get from a private apt state: the host's apt
+# configuration and package lists are not touched. The test uploads them to its guest.
+ssg=$cache/security-gate/ssg
+if [ "$(find "$ssg" -maxdepth 1 -name '*.deb' 2>/dev/null | wc -l)" = 2 ]; then
+    echo "scap security guide: ok ($ssg)"
+else
+    apt_state=$cache/security-gate/apt
+    rm -rf "$apt_state" "$ssg"
+    mkdir -p "$apt_state/etc" "$apt_state/lists/partial" "$apt_state/cache/archives/partial" "$ssg.new"
+    printf 'Types: deb\nURIs: %s\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        "${IMGBAKE_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$apt_state/etc/trixie.sources"
+    apt_opts=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$apt_state/etc"
+        -o "Dir::State::Lists=$apt_state/lists" -o "Dir::Cache=$apt_state/cache" -o Dir::State::status=/dev/null
+        -o Acquire::Languages=none -o APT::Sandbox::User=root)
+    apt-get "${apt_opts[@]}" update -qq >/dev/null || die "apt-get update (trixie, for the SCAP Security Guide) failed"
+    (cd "$ssg.new" && apt-get "${apt_opts[@]}" download -qq ssg-base ssg-debian) ||
+        die "downloading ssg-base and ssg-debian from trixie failed"
+    rm -rf "$apt_state"
+    mv "$ssg.new" "$ssg"
+    echo "scap security guide: downloaded ($ssg: $(cd "$ssg" && ls))"
+fi

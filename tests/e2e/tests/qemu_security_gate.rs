@@ -5,7 +5,7 @@
 //! artifact, the hardened one must pass with its report in the manifest.
 //!
 //! Needs the bed's QEMU base image and network from the guest to deb.debian.org (the scanners are
-//! installed with apt-get), and from this host once (trixie's SCAP Security Guide, cached).
+//! installed with apt-get), and trixie's SCAP Security Guide, downloaded by tests/bed/install.sh.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,32 +54,13 @@ fn sh(cmd: &str) {
 }
 
 /// trixie's `ssg-base` and `ssg-debian` (0.1.76: the first with `ssg-debian12-ds.xml`; bookworm's
-/// 0.1.65 has Debian 10 and 11 only), fetched once with apt-get from a private apt state (the host's
-/// apt configuration is not touched) and cached under ~/.cache/imgbake/security-gate.
+/// 0.1.65 has Debian 10 and 11 only), downloaded by tests/bed/install.sh into the bed's cache.
 fn ssg_debs() -> PathBuf {
-    let home = std::env::var("HOME").expect("HOME");
-    let cache = PathBuf::from(home).join(".cache/imgbake/security-gate");
-    let debs = cache.join("ssg");
-    let have = |d: &Path| {
-        std::fs::read_dir(d)
-            .map(|r| r.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".deb")).count())
-            .unwrap_or(0)
-    };
-    if have(&debs) == 2 {
-        return debs;
-    }
-    let apt = cache.join("apt");
-    let a = apt.display();
-    sh(&format!(
-        "set -e; rm -rf '{a}' '{d}'; mkdir -p '{a}/etc' '{a}/lists/partial' '{a}/cache/archives/partial' '{d}'
-         printf 'Types: deb\\nURIs: http://deb.debian.org/debian\\nSuites: trixie\\nComponents: main\\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\\n' >'{a}/etc/trixie.sources'
-         O=\"-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts={a}/etc -o Dir::State::Lists={a}/lists -o Dir::Cache={a}/cache -o Dir::State::status=/dev/null -o Acquire::Languages=none -o APT::Sandbox::User=root\"
-         apt-get $O update -q
-         cd '{d}' && apt-get $O download ssg-base ssg-debian
-         rm -rf '{a}'",
-        d = debs.display()
-    ));
-    assert_eq!(have(&debs), 2, "ssg-base and ssg-debian in {}", debs.display());
+    let debs = imgbake_testbed::cache_dir().join("security-gate/ssg");
+    let have = std::fs::read_dir(&debs)
+        .map(|r| r.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".deb")).count())
+        .unwrap_or(0);
+    assert_eq!(have, 2, "ssg-base and ssg-debian in {} (run tests/bed/install.sh)", debs.display());
     debs
 }
 
