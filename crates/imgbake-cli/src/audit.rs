@@ -15,7 +15,9 @@ pub fn age(secs: u64) -> String {
     match (d, h, m) {
         (0, 0, 0) => format!("{secs}s"),
         (0, 0, m) => format!("{m}m"),
+        (0, h, 0) => format!("{h}h"),
         (0, h, m) => format!("{h}h {m}m"),
+        (d, 0, _) => format!("{d}d"),
         (d, h, _) => format!("{d}d {h}h"),
     }
 }
