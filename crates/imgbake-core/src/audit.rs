@@ -552,3 +552,180 @@ fn judge_machine(
     }
     Some(r)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use imgbake_config::{Image, Tree};
+
+    use super::*;
+    use crate::builder::{Build, BuildJob, Builder, ResolvedSource, SweepFilter};
+    use crate::channel::Pointing;
+    use crate::cleanup::Resource;
+    use crate::event::EventSink;
+
+    fn at(days: i64) -> DateTime<Utc> {
+        DateTime::UNIX_EPOCH + chrono::Duration::days(days)
+    }
+
+    fn art(image: &str, id: &str, day: i64, source: &str) -> Artifact {
+        Artifact {
+            image: image.into(),
+            builder: "vm".into(),
+            id: id.into(),
+            locations: BTreeMap::from([("here".to_string(), id.to_string())]),
+            fingerprint: String::new(),
+            source: source.into(),
+            parent: None,
+            build_id: format!("b-{id}"),
+            created: at(day),
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// A builder with fixed artifacts, channels and machines; `machines: None` lists none.
+    struct Fake {
+        artifacts: Vec<Artifact>,
+        channels: BTreeMap<(String, String), Vec<(String, i64)>>,
+        machines: Option<Vec<(String, String)>>,
+    }
+
+    #[async_trait]
+    impl Builder for Fake {
+        fn kind(&self) -> &'static str {
+            "vm"
+        }
+        async fn resolve_source(&self, _: &Tree, _: &Image) -> Result<ResolvedSource, BuildError> {
+            Ok(ResolvedSource::default())
+        }
+        async fn list_artifacts(&self, _: &Tree, images: &[&Image]) -> Result<Vec<Artifact>, BuildError> {
+            Ok(self.artifacts.iter().filter(|a| images.iter().any(|i| i.name == a.image)).cloned().collect())
+        }
+        async fn prepare<'a>(&'a self, _: &'a BuildJob) -> Result<Box<dyn Build + 'a>, BuildError> {
+            Err(config("not in this test"))
+        }
+        async fn destroy(&self, _: &Tree, _: &Resource, _: &EventSink) -> Result<(), BuildError> {
+            Ok(())
+        }
+        async fn sweep(&self, _: &Tree, _: &SweepFilter) -> Result<Vec<Resource>, BuildError> {
+            Ok(Vec::new())
+        }
+        async fn delete_artifact(&self, _: &Tree, _: &Artifact, _: &EventSink) -> Result<(), BuildError> {
+            Ok(())
+        }
+        async fn channel(&self, _: &Tree, image: &Image, channel: &str) -> Result<Option<ChannelState>, BuildError> {
+            // Oldest first here; newest first in the state.
+            let moves = self.channels.get(&(image.name.clone(), channel.to_string())).cloned().unwrap_or_default();
+            let history: Vec<Pointing> = moves
+                .iter()
+                .rev()
+                .map(|(id, day)| Pointing { artifact: id.clone(), at: at(*day), record: None, platform_user: None, version: None })
+                .collect();
+            let current = history.first().map(|p| BTreeMap::from([("here".to_string(), p.artifact.clone())])).unwrap_or_default();
+            Ok(Some(ChannelState { channel: channel.into(), location: String::new(), current, history }))
+        }
+        async fn running_machines(&self, _: &Tree, _: &[&Image]) -> Result<Option<Vec<RunningMachine>>, BuildError> {
+            let Some(m) = &self.machines else { return Ok(None) };
+            Ok(Some(
+                m.iter()
+                    .map(|(id, ami)| {
+                        let a = self.artifacts.iter().find(|a| a.id == *ami);
+                        let image_tags = a.map(|a| {
+                            BTreeMap::from([
+                                (tags::TREE_ID.to_string(), "tree-0001".to_string()),
+                                (tags::IMAGE.to_string(), a.image.clone()),
+                                (tags::PARENT.to_string(), a.source.clone()),
+                            ])
+                        });
+                        RunningMachine {
+                            id: id.clone(),
+                            image_id: ami.clone(),
+                            location: "here".into(),
+                            state: "running".into(),
+                            tags: BTreeMap::from([("Team".to_string(), "core".to_string())]),
+                            image_tags,
+                            ..Default::default()
+                        }
+                    })
+                    .collect(),
+            ))
+        }
+    }
+
+    fn load(text: &str) -> (tempfile::TempDir, Tree) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("d"), "disk").unwrap();
+        std::fs::write(d.path().join("tree.toml"), text).unwrap();
+        let vm = imgbake_config::schema::Open::new("vm", &["disk"]);
+        let opts =
+            imgbake_config::LoadOptions { schemas: imgbake_config::Schemas::new().with(vm.arc()), ..Default::default() };
+        let tree = Tree::load(&d.path().join("tree.toml"), &opts).unwrap_or_else(|e| panic!("{e}"));
+        (d, tree)
+    }
+
+    const TREE: &str = "[settings]\nid = \"tree-0001\"\n[channels.beta]\n[channels.stable]\nfrom = \"beta\"\n[images.base]\nbuilder = \"vm\"\nsource = { disk = \"d\" }\ncommunicator = { username = \"root\" }\n[images.app]\nparent = \"base\"\n";
+
+    #[test]
+    fn the_default_channel_ends_the_promotion_chain() {
+        let (_d, t) = load(TREE);
+        assert_eq!(default_channel(&t).as_deref(), Some("stable"));
+        let (_d, t) = load(&TREE.replace("[channels.beta]\n[channels.stable]\nfrom = \"beta\"\n", "[channels.candidate]\n"));
+        assert_eq!(default_channel(&t).as_deref(), Some("candidate"));
+        let (_d, t) = load(&TREE.replace("[channels.beta]\n[channels.stable]\nfrom = \"beta\"\n", ""));
+        assert_eq!(default_channel(&t), None);
+    }
+
+    #[tokio::test]
+    async fn lineage_rollbacks_and_unsupported_builders() {
+        let (_d, t) = load(TREE);
+        let fake = Fake {
+            artifacts: vec![
+                art("base", "b1", 0, "disk"),
+                art("base", "b2", 10, "disk"),
+                art("app", "a1", 1, "b1"),
+                art("app", "a2", 11, "b2"),
+                art("app", "a3", 12, "b2"),
+            ],
+            channels: BTreeMap::from([
+                (("base".to_string(), "stable".to_string()), vec![("b1".to_string(), 1), ("b2".to_string(), 20)]),
+                // a2 at day 15, rolled back to a1 at day 16, a3 at day 30: a1 superseded since day 30.
+                (
+                    ("app".to_string(), "stable".to_string()),
+                    vec![("a1".to_string(), 2), ("a2".to_string(), 15), ("a1".to_string(), 16), ("a3".to_string(), 30)],
+                ),
+            ]),
+            machines: Some(vec![("m1".into(), "a1".into()), ("m3".into(), "a3".into()), ("mx".into(), "zz".into())]),
+        };
+        let mut registry = Registry::new();
+        registry.register(Arc::new(fake));
+        let opts = AuditOptions {
+            now: Some(at(60)),
+            deadline: Some(std::time::Duration::from_secs(35 * 86400)),
+            ..Default::default()
+        };
+        let r = audit(&t, &registry, &opts).await.unwrap();
+        assert_eq!(r.channel.as_deref(), Some("stable"));
+        assert_eq!(r.summary.other_machines, 1);
+        let m1 = r.machines.iter().find(|m| m.machine == "m1").unwrap();
+        assert_eq!(m1.status, Status::Behind);
+        assert_eq!(m1.versions_behind, 2);
+        // Its own image since day 30 (after the rollback), its parent b1 since day 20: the earlier.
+        assert_eq!(m1.lineage.len(), 1);
+        assert_eq!(m1.lineage[0].superseded_at, Some(at(20)));
+        assert_eq!(m1.superseded_at, Some(at(20)));
+        assert_eq!(m1.behind_seconds, Some(40 * 86400));
+        assert!(m1.overdue);
+        assert_eq!(m1.owners.get("Team").map(String::as_str), Some("core"));
+        let m3 = r.machines.iter().find(|m| m.machine == "m3").unwrap();
+        assert_eq!((m3.status, m3.overdue), (Status::Current, false));
+        assert!(r.failed());
+        // Without a deadline nothing fails; a builder that cannot list machines is named.
+        let mut registry = Registry::new();
+        registry.register(Arc::new(Fake { artifacts: Vec::new(), channels: BTreeMap::new(), machines: None }));
+        let r = audit(&t, &registry, &AuditOptions::default()).await.unwrap();
+        assert_eq!(r.unsupported, vec!["builder vm cannot list running machines".to_string()]);
+        assert!(!r.failed());
+    }
+}
