@@ -127,10 +127,8 @@ async fn in_session(c: &Clients, page_size: i32) -> Result<Vec<RunningMachine>, 
         if let Some(ami) = amis.get(&m.image_id) {
             let t: BTreeMap<String, String> = tags::to_map(ami.tags());
             m.image_tags = Some(t);
-            m.image_created = ami
-                .creation_date()
-                .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
-                .map(|d| d.with_timezone(&Utc));
+            m.image_created =
+                ami.creation_date().and_then(|d| DateTime::parse_from_rfc3339(d).ok()).map(|d| d.with_timezone(&Utc));
         }
     }
     Ok(machines)

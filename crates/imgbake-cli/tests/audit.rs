@@ -244,7 +244,10 @@ async fn audit_finds_stale_machines_in_two_regions_follows_lineage_and_fails_pas
     assert!(out.starts_with("audit of tree `channels` against channel `stable`\n"), "{out}");
     assert!(out.contains(&format!("built from java-runtime {}", j1.0)), "{out}");
     assert!(out.contains("Owner=alice"), "{out}");
-    assert!(out.contains("5 machine(s) of the tree: 1 current, 3 behind, 1 ahead, 0 unknown, 0 past the 30d deadline"), "{out}");
+    assert!(
+        out.contains("5 machine(s) of the tree: 1 current, 3 behind, 1 ahead, 0 unknown, 0 past the 30d deadline"),
+        "{out}"
+    );
 
     // The library with the clock 31 days on: the three behind machines are overdue.
     let t = imgbake_config::Tree::load(&bed.dir.path().join("channels/tree.toml"), &imgbake::load_options()).unwrap();
@@ -263,14 +266,19 @@ async fn audit_finds_stale_machines_in_two_regions_follows_lineage_and_fails_pas
     }
     assert!(!by_id(&later, &ahead).overdue && by_id(&later, &ahead).status == Status::Ahead);
     // An explicit channel: against candidate, A3 is current and A2 (from J1, behind J2) is behind.
-    let cand = imgbake_core::audit::audit(&t, &registry, &AuditOptions { channel: Some("candidate".into()), ..Default::default() })
-        .await
-        .unwrap();
+    let cand = imgbake_core::audit::audit(
+        &t,
+        &registry,
+        &AuditOptions { channel: Some("candidate".into()), ..Default::default() },
+    )
+    .await
+    .unwrap();
     assert_eq!(by_id(&cand, &ahead).status, Status::Current);
     assert_eq!(by_id(&cand, &old_app).versions_behind, 2);
-    let err = imgbake_core::audit::audit(&t, &registry, &AuditOptions { channel: Some("beta".into()), ..Default::default() })
-        .await
-        .unwrap_err();
+    let err =
+        imgbake_core::audit::audit(&t, &registry, &AuditOptions { channel: Some("beta".into()), ..Default::default() })
+            .await
+            .unwrap_err();
     assert!(err.to_string().contains("the tree has no channel `beta` (channels: stable, candidate)"), "{err}");
 
     // Without channels, the newest artifact is current and a machine was superseded when the first

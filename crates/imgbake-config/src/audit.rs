@@ -44,7 +44,10 @@ pub(crate) fn audit_from(v: Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -
     let DeValue::Table(t) = v.get_ref() else {
         diags.push(Diagnostic::at(
             span_of(&v),
-            format!("`audit` must be a table ([audit] with deadline, channel, owner_tags), found {}", v.get_ref().type_str()),
+            format!(
+                "`audit` must be a table ([audit] with deadline, channel, owner_tags), found {}",
+                v.get_ref().type_str()
+            ),
         ));
         return Audit::default();
     };

@@ -241,8 +241,7 @@ pub fn default_channel(tree: &Tree) -> Option<String> {
     let sources: BTreeSet<&str> = channels.values().filter_map(|c| c.source()).collect();
     channels
         .keys()
-        .filter(|n| n.as_str() != CANDIDATE && !sources.contains(n.as_str()))
-        .last()
+        .rfind(|n| n.as_str() != CANDIDATE && !sources.contains(n.as_str()))
         .or_else(|| channels.keys().find(|n| n.as_str() != CANDIDATE))
         .cloned()
         .or_else(|| Some(CANDIDATE.to_string()))
@@ -329,7 +328,9 @@ pub async fn audit(tree: &Tree, registry: &Registry, opts: &AuditOptions) -> Res
             let key = (img.name.clone(), b.get_ref().clone());
             let list = artifacts.get(&key).cloned().unwrap_or_default();
             let state = match &channel {
-                Some(ch) => builder.channel(tree, img, ch).await?.filter(|s| !s.history.is_empty() || !s.current.is_empty()),
+                Some(ch) => {
+                    builder.channel(tree, img, ch).await?.filter(|s| !s.history.is_empty() || !s.current.is_empty())
+                }
                 None => None,
             };
             let view = match (&state, list.first()) {
@@ -495,7 +496,8 @@ fn judge_machine(
     let known = cur.find(&m.image_id);
     let primary = known.map(|a| a.id.clone()).unwrap_or_else(|| m.image_id.clone());
     r.created = known.map(|a| a.created).or(r.created);
-    r.current = cur.view.current.as_ref().map(|c| cur.view.locations.get(&m.location).cloned().unwrap_or_else(|| c.clone()));
+    r.current =
+        cur.view.current.as_ref().map(|c| cur.view.locations.get(&m.location).cloned().unwrap_or_else(|| c.clone()));
     let (status, behind, superseded) = cur.judge(&primary, r.created);
     r.status = status;
     r.versions_behind = behind;
@@ -621,9 +623,16 @@ mod tests {
             let history: Vec<Pointing> = moves
                 .iter()
                 .rev()
-                .map(|(id, day)| Pointing { artifact: id.clone(), at: at(*day), record: None, platform_user: None, version: None })
+                .map(|(id, day)| Pointing {
+                    artifact: id.clone(),
+                    at: at(*day),
+                    record: None,
+                    platform_user: None,
+                    version: None,
+                })
                 .collect();
-            let current = history.first().map(|p| BTreeMap::from([("here".to_string(), p.artifact.clone())])).unwrap_or_default();
+            let current =
+                history.first().map(|p| BTreeMap::from([("here".to_string(), p.artifact.clone())])).unwrap_or_default();
             Ok(Some(ChannelState { channel: channel.into(), location: String::new(), current, history }))
         }
         async fn running_machines(&self, _: &Tree, _: &[&Image]) -> Result<Option<Vec<RunningMachine>>, BuildError> {
@@ -659,8 +668,10 @@ mod tests {
         std::fs::write(d.path().join("d"), "disk").unwrap();
         std::fs::write(d.path().join("tree.toml"), text).unwrap();
         let vm = imgbake_config::schema::Open::new("vm", &["disk"]);
-        let opts =
-            imgbake_config::LoadOptions { schemas: imgbake_config::Schemas::new().with(vm.arc()), ..Default::default() };
+        let opts = imgbake_config::LoadOptions {
+            schemas: imgbake_config::Schemas::new().with(vm.arc()),
+            ..Default::default()
+        };
         let tree = Tree::load(&d.path().join("tree.toml"), &opts).unwrap_or_else(|e| panic!("{e}"));
         (d, tree)
     }
@@ -671,7 +682,8 @@ mod tests {
     fn the_default_channel_ends_the_promotion_chain() {
         let (_d, t) = load(TREE);
         assert_eq!(default_channel(&t).as_deref(), Some("stable"));
-        let (_d, t) = load(&TREE.replace("[channels.beta]\n[channels.stable]\nfrom = \"beta\"\n", "[channels.candidate]\n"));
+        let (_d, t) =
+            load(&TREE.replace("[channels.beta]\n[channels.stable]\nfrom = \"beta\"\n", "[channels.candidate]\n"));
         assert_eq!(default_channel(&t).as_deref(), Some("candidate"));
         let (_d, t) = load(&TREE.replace("[channels.beta]\n[channels.stable]\nfrom = \"beta\"\n", ""));
         assert_eq!(default_channel(&t), None);
