@@ -386,6 +386,7 @@ pub async fn audit(tree: &Tree, registry: &Registry, opts: &AuditOptions) -> Res
     let mut unsupported = Vec::new();
     let mut summary = Summary::default();
     let mut machines = Vec::new();
+    let mut seen = BTreeSet::new();
     for kind in kinds {
         let Some(builder) = registry.get(&kind) else { continue };
         let of: Vec<&Image> = images.iter().copied().filter(|i| i.has_builder(&kind)).collect();
@@ -394,6 +395,10 @@ pub async fn audit(tree: &Tree, registry: &Registry, opts: &AuditOptions) -> Res
             continue;
         };
         for m in found {
+            // Two account setups of the images (profiles) may reach the same account and region.
+            if !seen.insert((kind.clone(), m.location.clone(), m.account.clone(), m.id.clone())) {
+                continue;
+            }
             match judge_machine(tree, &kind, &m, &current, &owner_tags, deadline, now) {
                 Some(r) => machines.push(r),
                 None => summary.other_machines += 1,
