@@ -8,7 +8,8 @@
 //! [`ebs_direct`] uploads a raw disk straight into a snapshot (an AMI without a build machine, read
 //! first by [`disk`]);
 //! [`destroy`], [`sweep`], [`artifacts`] and [`publish`] serve `imgbake clean`, `plan` and `publish`;
-//! [`channel`] keeps release channels (`imgbake promote`).
+//! [`channel`] keeps release channels (`imgbake promote`); [`audit`] lists running instances for
+//! `imgbake audit`.
 //!
 //! ```no_run
 //! use imgbake_aws::{AwsBuilder, AwsOptions};
@@ -24,6 +25,7 @@
 
 pub mod address;
 pub mod artifacts;
+pub mod audit;
 mod build;
 pub mod channel;
 pub mod clients;
@@ -92,6 +94,8 @@ pub struct AwsOptions {
     /// have made before concluding it made nothing: EC2 lists a new resource only some time after
     /// it exists. Default 30 s.
     pub intent_settle: Duration,
+    /// `MaxResults` of each DescribeInstances page of `imgbake audit` (5 to 1000). Default 1000.
+    pub audit_page_size: i32,
 }
 
 impl Default for AwsOptions {
@@ -104,6 +108,7 @@ impl Default for AwsOptions {
             windows_openssh_url: None,
             cleanup_timeout: Duration::from_secs(15 * 60),
             intent_settle: Duration::from_secs(30),
+            audit_page_size: 1000,
         }
     }
 }
@@ -310,6 +315,14 @@ impl Builder for AwsBuilder {
         _events: &EventSink,
     ) -> Result<Vec<String>, BuildError> {
         channel::point(&self.clients, tree, image, channel, artifact, record).await
+    }
+
+    async fn running_machines(
+        &self,
+        _tree: &Tree,
+        images: &[&Image],
+    ) -> Result<Option<Vec<imgbake_core::audit::RunningMachine>>, BuildError> {
+        audit::running_machines(&self.clients, images, self.options.audit_page_size).await.map(Some)
     }
 
     async fn label(&self, tree: &Tree, artifact: &Artifact, key: &str, value: &str) -> Result<(), BuildError> {

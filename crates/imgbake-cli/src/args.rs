@@ -178,6 +178,31 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List running machines built from images of the tree that are no longer current (docs/audit.md):
+    /// their image, how far behind (versions, time), where, and whose (owner tags). Follows the
+    /// lineage: a machine of a current app image built from a superseded parent is behind too.
+    ///
+    /// Exit code 0: no machine is past the deadline (or no deadline is set); 1: a machine runs an
+    /// image superseded longer than the deadline ago, or the audit failed.
+    Audit {
+        #[command(flatten)]
+        tree: TreeArgs,
+        /// Fail (exit 1) when a machine's image was superseded longer ago than this, e.g. 30d
+        /// (default: `[audit] deadline` of the tree; none: report only).
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        deadline: Option<std::time::Duration>,
+        /// The channel that says what is current (default: `[audit] channel`, else the last channel
+        /// of the promotion chain; each image's newest artifact when the tree declares no channels).
+        #[arg(long, value_name = "CHANNEL")]
+        channel: Option<String>,
+        /// A tag key naming a machine's owner (repeatable; default: `[audit] owner_tags`, else
+        /// Owner, owner, Team, team, Contact, contact).
+        #[arg(long = "owner-tag", value_name = "KEY")]
+        owner_tags: Vec<String>,
+        /// Print the report as JSON (for dashboards).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -82,6 +82,15 @@ async fn run_async(cmd: Command, color: bool) -> Result<ExitCode> {
         Command::Channels { tree, images, history, json } => {
             crate::channels::channels_cmd(&tree, &images, history, json, color).await
         }
+        Command::Audit { tree, deadline, channel, owner_tags, json } => {
+            let opts = imgbake::core::audit::AuditOptions {
+                channel,
+                deadline,
+                owner_tags: if owner_tags.is_empty() { None } else { Some(owner_tags) },
+                now: None,
+            };
+            crate::audit::audit_cmd(&tree, &opts, json, color).await
+        }
         Command::Validate(_) | Command::Graph { .. } | Command::Import(_) => unreachable!("handled without a runtime"),
     }
 }

@@ -1,6 +1,7 @@
 //! `imgbake`: argument parsing and rendering only; the work is in the `imgbake` library.
 
 mod args;
+mod audit;
 mod channels;
 mod commands;
 mod interact;

@@ -53,6 +53,7 @@
 //! assert!(err.to_string().contains("bad.toml:3:1: unknown key `sourse` in images.x (did you mean `source`?)"), "{err}");
 //! ```
 
+pub mod audit;
 pub mod channels;
 mod diag;
 pub mod graph;
@@ -136,6 +137,11 @@ impl Tree {
     /// One channel.
     pub fn channel(&self, name: &str) -> Option<&channels::Channel> {
         self.model.channels.get(name)
+    }
+
+    /// The staleness audit's settings (`[audit]`; all unset when the tree has none).
+    pub fn audit(&self) -> &audit::Audit {
+        &self.model.audit
     }
 
     /// The images, in file order.

@@ -513,6 +513,8 @@ pub struct TreeModel {
     pub stores: IndexMap<String, Store>,
     /// Release channels (`[channels.NAME]`, `candidate` added when any is declared), in file order.
     pub channels: IndexMap<String, crate::channels::Channel>,
+    /// The staleness audit's settings (`[audit]`).
+    pub audit: crate::audit::Audit,
     /// Images in file order.
     pub images: IndexMap<String, Image>,
 }

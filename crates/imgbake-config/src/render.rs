@@ -21,7 +21,7 @@ use crate::suggest::did_you_mean;
 use crate::template::{Engine, Stamp, TemplateFailure};
 use crate::units::Duration;
 
-const ROOT_KEYS: &[&str] = &["include", "settings", "variables", "stores", "channels", "defaults", "images"];
+const ROOT_KEYS: &[&str] = &["include", "settings", "variables", "stores", "channels", "audit", "defaults", "images"];
 const INCLUDED_KEYS: &[&str] = &["include", "images"];
 /// The keys of `[images.NAME]` besides the builders' own tables.
 const IMAGE_KEYS: &[&str] = &[
@@ -373,6 +373,14 @@ impl Project {
             }
             None => IndexMap::new(),
         };
+        let audit = match root_table.remove("audit") {
+            Some(mut a) => {
+                r.render(&mut a, None, &base_ctx, &mut diags);
+                crate::audit::audit_from(a, &mut diags)
+            }
+            None => crate::audit::Audit::default(),
+        };
+        crate::audit::check_channel(&audit, &channels, &mut diags);
         let defaults = match root_table.remove("defaults") {
             Some(d) if d.get_ref().is_table() => {
                 if let Some(DeValue::Table(t)) = Some(d.get_ref())
@@ -440,7 +448,7 @@ impl Project {
                 images.insert(name, img);
             }
         }
-        let model = TreeModel { settings, stores, channels, images };
+        let model = TreeModel { settings, stores, channels, audit, images };
         let mut tree = Tree::new(self.clone(), model);
         tree.masked = stamp.masked;
         crate::validate::check(&mut tree, &mut diags);

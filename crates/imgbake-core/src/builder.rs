@@ -398,6 +398,18 @@ pub trait Builder: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// The machines running from images where this builder's `images` are (AWS: running and
+    /// pending EC2 instances in the images' regions), each with the tags of the image it runs, for
+    /// `imgbake audit` ([`crate::audit`]). `None`: this builder cannot list running machines (the
+    /// default); the audit says so.
+    async fn running_machines(
+        &self,
+        _tree: &Tree,
+        _images: &[&Image],
+    ) -> Result<Option<Vec<crate::audit::RunningMachine>>, BuildError> {
+        Ok(None)
+    }
+
     /// Put a label (`key` = `value`) on an artifact everywhere it is (AWS: a tag on each AMI), to be
     /// read back into [`Artifact::extra`] by [`Builder::list_artifacts`]. Default: nothing.
     async fn label(&self, _tree: &Tree, _artifact: &Artifact, _key: &str, _value: &str) -> Result<(), BuildError> {

@@ -16,6 +16,7 @@
 //! | [`schedule`], [`manifest`] | running a plan: parents first, branches in parallel, cleanup on every path |
 //! | [`prune`], [`clean`] | deleting old artifacts; removing what interrupted builds left |
 //! | [`channel`], [`promote`] | release channels (`candidate`, `stable`...): pointers, history, policies, rollback |
+//! | [`audit`] | running machines built from superseded images (lineage, deadline) |
 //! | [`artifact`], [`error`], [`registry`] | the result of a build; errors; builders by kind |
 //!
 //! Planning and building a tree with the builders you register:
@@ -43,6 +44,7 @@
 //! ```
 
 pub mod artifact;
+pub mod audit;
 pub mod builder;
 pub mod channel;
 pub mod clean;
