@@ -41,13 +41,14 @@ use crate::error::{BuildError, ErrorKind};
 use crate::event::{EventSink, LineSplitter, Stream};
 use crate::ssh_access::{SshAccess, SshHostKeys, SshIdentity};
 
-/// `ansible-playbook`'s exit codes, for the failure message.
+/// `ansible-playbook`'s exit codes, for the failure message. (Its playbook runs end with 4 for an
+/// unreachable host, the code its documentation gives parser errors; both are said.)
 fn exit_meaning(code: i32) -> &'static str {
     match code {
         1 => "an error",
         2 => "one or more tasks failed",
         3 => "the machine was unreachable",
-        4 => "a parser error in the playbook",
+        4 => "the machine was unreachable, or the playbook did not parse",
         5 => "bad or incomplete options",
         99 => "interrupted",
         250 => "an unexpected error",
@@ -396,8 +397,10 @@ pub(crate) async fn run(cx: &Ctx<'_>, a: &Ansible) -> Result<(), BuildError> {
         return Ok(());
     }
     let mut msg = format!("`{}` {}", cmd.display(), describe(status));
-    if let Some(c) = status.code() {
-        msg.push_str(&format!(" ({})", exit_meaning(c)));
+    match status.code() {
+        Some(_) if seen.unreachable => msg.push_str(" (the machine was unreachable)"),
+        Some(c) => msg.push_str(&format!(" ({})", exit_meaning(c))),
+        None => {}
     }
     if seen.host_key_failed {
         msg.push_str(
@@ -438,16 +441,16 @@ async fn close_control(control: &Path) {
 #[derive(Default)]
 struct Seen {
     host_key_failed: bool,
+    unreachable: bool,
 }
 
 async fn pump(mut r: impl AsyncRead + Unpin, stream: Stream, events: EventSink, seen: Arc<Mutex<Seen>>) {
     let mut buf = vec![0u8; 16 * 1024];
     let mut lines = LineSplitter::default();
     let emit = |l: &str| {
-        if l.contains("Host key verification failed")
-            && let Ok(mut s) = seen.lock()
-        {
-            s.host_key_failed = true;
+        if let Ok(mut s) = seen.lock() {
+            s.host_key_failed |= l.contains("Host key verification failed");
+            s.unreachable |= l.contains("UNREACHABLE!");
         }
         events.output(stream, l);
     };
@@ -505,7 +508,10 @@ async fn run_host(cx: &Ctx<'_>, mut cmd: Command, what: &Path) -> Result<(ExitSt
     for t in [out, err].into_iter().flatten() {
         let _ = t.await;
     }
-    let seen = seen.lock().map(|s| Seen { host_key_failed: s.host_key_failed }).unwrap_or_default();
+    let seen = seen
+        .lock()
+        .map(|s| Seen { host_key_failed: s.host_key_failed, unreachable: s.unreachable })
+        .unwrap_or_default();
     Ok((status, seen))
 }
 
@@ -755,6 +761,6 @@ mod tests {
     #[test]
     fn exit_codes_are_explained() {
         assert_eq!(exit_meaning(2), "one or more tasks failed");
-        assert_eq!(exit_meaning(4), "a parser error in the playbook");
+        assert!(exit_meaning(4).contains("unreachable"));
     }
 }
