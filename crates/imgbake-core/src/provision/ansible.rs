@@ -305,9 +305,11 @@ fn prepare(cx: &Ctx<'_>, a: &Ansible) -> Result<Prepared, BuildError> {
     Ok(Prepared { private, inventory, vars })
 }
 
-/// A search path with `first` in front of what the environment (or Ansible's default) has.
-fn path_with(first: &Path, env_var: &str, default: &str) -> String {
-    let rest = std::env::var(env_var).unwrap_or_else(|_| default.to_string());
+/// A search path with `first` in front of what the step's `env`, else imgbake's environment, else
+/// Ansible's default has.
+fn path_with(first: &Path, step_env: &BTreeMap<String, String>, env_var: &str, default: &str) -> String {
+    let rest =
+        step_env.get(env_var).cloned().or_else(|| std::env::var(env_var).ok()).unwrap_or_else(|| default.to_string());
     format!("{}:{rest}", first.display())
 }
 
@@ -339,7 +341,12 @@ pub(crate) async fn run(cx: &Ctx<'_>, a: &Ansible) -> Result<(), BuildError> {
             ("ANSIBLE_LOCAL_TEMP", p.private.path("tmp").display().to_string()),
             (
                 "ANSIBLE_ROLES_PATH",
-                path_with(&roles, "ANSIBLE_ROLES_PATH", "~/.ansible/roles:/usr/share/ansible/roles:/etc/ansible/roles"),
+                path_with(
+                    &roles,
+                    &a.env,
+                    "ANSIBLE_ROLES_PATH",
+                    "~/.ansible/roles:/usr/share/ansible/roles:/etc/ansible/roles",
+                ),
             ),
             (
                 "ANSIBLE_COLLECTIONS_PATH",
