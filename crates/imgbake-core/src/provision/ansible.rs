@@ -352,6 +352,7 @@ pub(crate) async fn run(cx: &Ctx<'_>, a: &Ansible) -> Result<(), BuildError> {
                 "ANSIBLE_COLLECTIONS_PATH",
                 path_with(
                     &collections,
+                    &a.env,
                     "ANSIBLE_COLLECTIONS_PATH",
                     "~/.ansible/collections:/usr/share/ansible/collections",
                 ),
