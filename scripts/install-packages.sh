@@ -50,6 +50,8 @@ bed_needs=(
     nginx:nginx
     vagrant:vagrant
     chromium:chromium
+    # become in the ansible step tests (Ansible escalates with sudo)
+    sudo:sudo
 )
 
 case ${1:-} in

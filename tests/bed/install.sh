@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Installs imgbake's local test bed: Debian packages (OpenSSH, QEMU, guest parts, network tools, Go
-# and govmomi), moto server in a private venv, vcsim (VMware's simulator, built here from
-# tests/bed/vcsim/main.go) and the QEMU test guest. Idempotent: a second run only checks
+# and govmomi), moto server in a private venv, ansible-core in another, vcsim (VMware's simulator,
+# built here from tests/bed/vcsim/main.go) and the QEMU test guest. Idempotent: a second run only checks
 # (a few seconds, no network). Prints one line per component.
 #
-#   IMGBAKE_CACHE   cache dir (default ~/.cache/imgbake): venv/, vcsim/, guest/
+#   IMGBAKE_CACHE   cache dir (default ~/.cache/imgbake): venv/, ansible/, vcsim/, guest/
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${IMGBAKE_CACHE:-$HOME/.cache/imgbake}
 venv=$cache/venv
 moto_version=5.2.5
+# Ansible (ansible and ansible_local step tests): its own venv, so its pins never fight moto's.
+ansible_venv=$cache/ansible
+ansible_version=2.17.14
 
 sudo=()
 [ "$(id -u)" = 0 ] || sudo=(sudo)
@@ -48,6 +51,30 @@ else
     rm -f "$log"
     moto_ok || die "moto $moto_version in $venv does not import after install"
     echo "moto: installed $moto_version in $venv"
+fi
+
+# --- Ansible (PyPI ansible-core) in a private venv; tests run its ansible-playbook by path ---
+ansible_ok() {
+    [ -x "$ansible_venv/bin/ansible-playbook" ] && [ -x "$ansible_venv/bin/ansible-galaxy" ] &&
+        "$ansible_venv/bin/ansible-playbook" --version 2>/dev/null | head -n 1 | grep -qF "[core $ansible_version]"
+}
+if ansible_ok; then
+    echo "ansible: ok (ansible-core $ansible_version in $ansible_venv)"
+else
+    mkdir -p "$cache"
+    if ! "$ansible_venv/bin/python" -m pip --version >/dev/null 2>&1; then
+        rm -rf "$ansible_venv"
+        python3 -m venv "$ansible_venv"
+    fi
+    log=$(mktemp)
+    if ! "$ansible_venv/bin/pip" install -q --disable-pip-version-check "ansible-core==$ansible_version" >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        die "pip install ansible-core==$ansible_version into $ansible_venv failed"
+    fi
+    rm -f "$log"
+    ansible_ok || die "ansible-playbook $ansible_version in $ansible_venv does not run after install"
+    echo "ansible: installed ansible-core $ansible_version in $ansible_venv"
 fi
 
 # --- vcsim: our main.go around govmomi's simulator, built offline (GOPATH mode, Debian's source) ---

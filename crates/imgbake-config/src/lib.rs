@@ -53,6 +53,7 @@
 //! assert!(err.to_string().contains("bad.toml:3:1: unknown key `sourse` in images.x (did you mean `source`?)"), "{err}");
 //! ```
 
+pub mod ansible;
 pub mod audit;
 pub mod channels;
 mod diag;
@@ -74,6 +75,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 pub use toml::Spanned;
 
+pub use ansible::{Ansible, AnsibleLocal};
 pub use diag::{Diagnostic, Diagnostics, REDACTED};
 pub use load::{ENV_PREFIX, LoadOptions, Project};
 pub use model::*;
@@ -281,8 +283,21 @@ impl Tree {
 
     fn files_of(&self, image: &Image, builder: Option<&str>) -> Vec<PathBuf> {
         let mut v: Vec<&Spanned<String>> = Vec::new();
+        let mut extra: Vec<PathBuf> = Vec::new();
         for s in image.steps.iter().filter(|s| builder.is_none_or(|b| s.runs_on(b))) {
             match &s.kind {
+                StepKind::Ansible(a) => extra.extend(ansible::fingerprint_files(
+                    self,
+                    &a.all_playbooks(),
+                    a.playbook_dir.as_ref(),
+                    a.galaxy_file.as_ref(),
+                )),
+                StepKind::AnsibleLocal(a) => extra.extend(ansible::fingerprint_files(
+                    self,
+                    &a.all_playbooks(),
+                    a.playbook_dir.as_ref(),
+                    a.galaxy_file.as_ref(),
+                )),
                 StepKind::Shell(sh) => v.extend(sh.script.iter().chain(&sh.scripts)),
                 StepKind::Powershell(p) => v.extend(p.script.iter().chain(&p.scripts)),
                 StepKind::File(f) if f.direction == Direction::Upload => v.extend(f.source.iter()),
@@ -293,7 +308,7 @@ impl Tree {
         for schema in self.schemas().iter().filter(|s| builder.is_none_or(|b| b == s.name())) {
             v.extend(schema.local_files(image));
         }
-        v.into_iter().map(|p| self.path(p)).collect()
+        v.into_iter().map(|p| self.path(p)).chain(extra).collect()
     }
 
     /// A diagnostic at a value of this tree, ready to print.

@@ -285,6 +285,10 @@ pub enum StepKind {
     Local(Local),
     /// Pause until Enter is pressed (only with `--debug`/interactive runs).
     Breakpoint(Breakpoint),
+    /// Run an Ansible playbook from the machine running imgbake against the build machine.
+    Ansible(crate::ansible::Ansible),
+    /// Upload an Ansible playbook and run it on the build machine itself.
+    AnsibleLocal(crate::ansible::AnsibleLocal),
 }
 
 impl StepKind {
@@ -299,13 +303,25 @@ impl StepKind {
             StepKind::Test(_) => "test",
             StepKind::Local(_) => "local",
             StepKind::Breakpoint(_) => "breakpoint",
+            StepKind::Ansible(_) => "ansible",
+            StepKind::AnsibleLocal(_) => "ansible_local",
         }
     }
 }
 
 /// The names of all step kinds, for messages.
-pub const STEP_KINDS: &[&str] =
-    &["shell", "file", "powershell", "reboot", "windows_update", "test", "local", "breakpoint"];
+pub const STEP_KINDS: &[&str] = &[
+    "shell",
+    "file",
+    "powershell",
+    "reboot",
+    "windows_update",
+    "test",
+    "local",
+    "breakpoint",
+    "ansible",
+    "ansible_local",
+];
 
 /// What to do when the machine reboots on its own during a step.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]

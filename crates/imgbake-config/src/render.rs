@@ -106,6 +106,8 @@ struct StepRaw {
     test: Option<TestStep>,
     local: Option<Local>,
     breakpoint: Option<Breakpoint>,
+    ansible: Option<crate::ansible::Ansible>,
+    ansible_local: Option<crate::ansible::AnsibleLocal>,
 }
 
 fn spread(v: Option<Spanned<OneOrMany>>) -> Vec<Spanned<String>> {
@@ -833,6 +835,12 @@ fn step_from(raw: StepRaw, span: Span, section: &str, diags: &mut Vec<Diagnostic
     }
     if let Some(k) = raw.breakpoint {
         kinds.push(StepKind::Breakpoint(k))
+    }
+    if let Some(k) = raw.ansible {
+        kinds.push(StepKind::Ansible(k))
+    }
+    if let Some(k) = raw.ansible_local {
+        kinds.push(StepKind::AnsibleLocal(k))
     }
     if kinds.len() != 1 {
         let msg = if kinds.is_empty() {

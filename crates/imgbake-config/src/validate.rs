@@ -398,7 +398,7 @@ pub(crate) fn local_path(tree: &Tree, p: &Spanned<String>, what: &str, dir_ok: b
     }
 }
 
-fn template_check(t: &Spanned<String>, diags: &mut Vec<Diagnostic>) {
+pub(crate) fn template_check(t: &Spanned<String>, diags: &mut Vec<Diagnostic>) {
     if let Err(f) = check_execute_command(t.get_ref()) {
         let d = Diagnostic::at(span_of(t), format!("execute_command: {}", f.message));
         diags.push(d.help("execute_command may use {{command}}, {{vars}}, {{workdir}}, {{encoded}} and {{quote ...}}"));
@@ -676,6 +676,8 @@ fn check_step(tree: &Tree, w: &str, step: &Step, os: crate::Os, diags: &mut Vec<
                 diags.push(Diagnostic::at(span_of(&l.command), format!("{w}: the local command is empty")));
             }
         }
+        StepKind::Ansible(a) => crate::ansible::check_ansible(tree, w, span, a, os, diags),
+        StepKind::AnsibleLocal(a) => crate::ansible::check_ansible_local(tree, w, span, a, os, diags),
         StepKind::Reboot(_) | StepKind::Breakpoint(_) => {}
     }
 }

@@ -236,6 +236,12 @@ pub trait Communicator: Send + Sync {
     /// Download a remote file or directory (recursively) to `local`, keeping modes. Returns bytes received.
     async fn download(&self, remote: &str, local: &Path, events: &EventSink) -> Result<u64, CommError>;
 
+    /// The connection's SSH settings, for steps that run another SSH client against the machine
+    /// (`ansible`). `None` (the default): this communicator does not talk SSH.
+    fn ssh_access(&self) -> Option<crate::ssh_access::SshAccess> {
+        None
+    }
+
     /// The command that prints the boot identity (a configured one, else the OS default).
     fn boot_identity_command(&self) -> String {
         crate::command::default_boot_identity_command(self.os()).to_string()

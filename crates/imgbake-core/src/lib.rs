@@ -64,4 +64,5 @@ pub mod reboot;
 pub mod registry;
 pub mod sanitize;
 pub mod schedule;
+pub mod ssh_access;
 pub mod wait;

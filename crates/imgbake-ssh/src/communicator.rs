@@ -142,6 +142,10 @@ impl Communicator for SshCommunicator {
         self.config.os
     }
 
+    fn ssh_access(&self) -> Option<imgbake_core::ssh_access::SshAccess> {
+        Some(crate::config::access(&self.config))
+    }
+
     async fn connect(&self, wait: &Wait) -> Result<(), CommError> {
         let mut guard = self.conn.lock().await;
         if let Some(c) = guard.as_ref() {

@@ -189,3 +189,30 @@ impl SshConfig {
         format!("{}@{}:{}", self.user, self.host, self.port)
     }
 }
+
+/// The settings other SSH clients need to reach the machine as this configuration does: the first
+/// key login (an in-memory key in OpenSSH format), the host key policy, the bastion.
+pub(crate) fn access(c: &SshConfig) -> imgbake_core::ssh_access::SshAccess {
+    use imgbake_core::ssh_access::{SshAccess, SshHostKeys, SshIdentity};
+    let identity = c.auth.iter().find_map(|a| match a {
+        Auth::KeyFile { path, .. } => Some(SshIdentity::File(path.clone())),
+        // An encoding failure leaves no key: the caller then says the connection has none it can use.
+        Auth::Key(k) => {
+            k.to_openssh(russh::keys::ssh_key::LineEnding::LF).ok().map(|s| SshIdentity::OpenSsh(s.to_string()))
+        }
+        Auth::Password(_) => None,
+    });
+    SshAccess {
+        host: c.host.clone(),
+        port: c.port,
+        user: c.user.clone(),
+        identity,
+        password: c.auth.iter().any(|a| matches!(a, Auth::Password(_))),
+        host_keys: match &c.host_key {
+            HostKeyPolicy::Pinned(k) => SshHostKeys::Pinned(k.clone()),
+            HostKeyPolicy::KnownHosts(p) => SshHostKeys::KnownHosts(p.clone()),
+            HostKeyPolicy::InsecureAcceptAny => SshHostKeys::Insecure,
+        },
+        bastion: c.bastion.as_ref().map(|b| Box::new(access(b))),
+    }
+}

@@ -65,7 +65,7 @@ pub use error::{BedError, Result};
 pub use keys::{KeyKind, KeyPair, generate_key, public_key_without_comment};
 pub use moto::{Moto, MotoOptions};
 pub use nginx::{Nginx, NginxOptions};
-pub use paths::{bed_dir, cache_dir, guest_dir, repo_root, venv_dir};
+pub use paths::{ansible_bin_dir, bed_dir, cache_dir, guest_dir, repo_root, venv_dir};
 pub use poll::{Backoff, read_ssh_banner, wait_for_port, wait_ssh_banner};
 pub use port::free_port;
 pub use process::{ChildGuard, descendants, pid_alive, spawn_guarded};

@@ -40,6 +40,12 @@ pub fn venv_dir() -> PathBuf {
     cache_dir().join("venv")
 }
 
+/// The `bin` directory of the Ansible virtualenv install.sh fills (`ansible-playbook`,
+/// `ansible-galaxy`).
+pub fn ansible_bin_dir() -> PathBuf {
+    cache_dir().join("ansible").join("bin")
+}
+
 /// `tests/bed` in the repository.
 pub fn bed_dir() -> PathBuf {
     repo_root().join("tests").join("bed")

@@ -15,14 +15,14 @@ use crate::error::{BuildError, ErrorKind};
 use crate::event::{EventSink, LineSplitter, Stream};
 
 /// Time between SIGTERM and SIGKILL for a command that ran past its timeout.
-const KILL_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// Kills the command's process group when dropped (timeout, Ctrl-C, a failed build): children of
 /// `sh -c` must not outlive the step.
-struct GroupGuard(Option<i32>);
+pub(crate) struct GroupGuard(pub(crate) Option<i32>);
 
 impl GroupGuard {
-    fn signal(&self, sig: i32) {
+    pub(crate) fn signal(&self, sig: i32) {
         if let Some(pgid) = self.0 {
             // SAFETY: plain syscall on a process group we created.
             unsafe {

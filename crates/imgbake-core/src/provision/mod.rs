@@ -5,7 +5,7 @@
 //! kind shares — `only`/`except`, `pause_before`, the per-step `timeout`, `retries` with backoff,
 //! breakpoints in debug mode, "what now?" after a failure ([`Interaction`]) — and runs the kind:
 //! [`shell`], [`file`], [`powershell`], [`reboot`](mod@reboot), [`windows_update`], [`test`], [`local`],
-//! [`breakpoint`]. Output streams as events stamped with the image and the step; secrets (the tree's
+//! [`breakpoint`], [`ansible`] (`ansible` and `ansible_local`). Output streams as events stamped with the image and the step; secrets (the tree's
 //! sensitive values) are redacted from every event, error and report. Unplanned reboots are noticed by
 //! the machine's boot identity ([`crate::reboot::recover`]), see [`remote`].
 //!
@@ -23,6 +23,7 @@
 //! # let _ = (result, report); }
 //! ```
 
+pub mod ansible;
 pub mod breakpoint;
 pub mod file;
 mod interaction;
@@ -317,6 +318,8 @@ impl StepRunner {
                 StepKind::Test(t) => test::run(&cx, t).await.map(|()| Done::Ok),
                 StepKind::Local(l) => local::run(&cx, l).await.map(|()| Done::Ok),
                 StepKind::Breakpoint(b) => breakpoint::run(&cx, b).await.map(|()| Done::Ok),
+                StepKind::Ansible(a) => ansible::run(&cx, a).await.map(|()| Done::Ok),
+                StepKind::AnsibleLocal(a) => ansible::run_local(&cx, a).await.map(|()| Done::Ok),
             }
         };
         match (timeout, cx.deadline) {

@@ -2,6 +2,7 @@
 //! to the same imgbake builder), provisioners become steps, post-processors publish settings.
 //! Every key passes through exactly one handler, which reports what became of it.
 
+mod ansible;
 mod aws;
 mod comm;
 mod local;

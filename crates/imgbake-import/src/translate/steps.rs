@@ -10,9 +10,6 @@ use crate::tree::{Image, Step, Table};
 /// What to do instead of a configuration-management provisioner imgbake does not run itself.
 fn recipe(kind: &str) -> Option<&'static str> {
     Some(match kind {
-        "ansible" | "ansible-local" => {
-            "imgbake has no Ansible step yet: upload the playbook directory with a `file` step and run `ansible-playbook -c local -i localhost, playbook.yml` in a `shell` step (install Ansible first), or run Ansible against the machine from a `local` step"
-        }
         "chef-solo" | "chef-client" => {
             "imgbake has no Chef step yet: upload the cookbooks with a `file` step, write the run list to a JSON file, and run `chef-solo -c solo.rb -j node.json` (or `chef-client -z`) in a `shell` / `powershell` step"
         }
@@ -34,8 +31,18 @@ fn recipe(kind: &str) -> Option<&'static str> {
 }
 
 /// The provisioners imgbake has a step for.
-const KINDS: &[&str] =
-    &["shell", "windows-shell", "powershell", "file", "windows-restart", "windows-update", "shell-local", "breakpoint"];
+const KINDS: &[&str] = &[
+    "shell",
+    "windows-shell",
+    "powershell",
+    "file",
+    "windows-restart",
+    "windows-update",
+    "shell-local",
+    "breakpoint",
+    "ansible",
+    "ansible-local",
+];
 
 /// The steps for one provisioner, appended to `img.steps`.
 pub(crate) fn provisioner(p: &Plugin, os: &Os, sources: &[(&str, &str)], img: &mut Image, tx: &mut Tx) {
@@ -53,7 +60,7 @@ pub(crate) fn provisioner(p: &Plugin, os: &Os, sources: &[(&str, &str)], img: &m
     if !KINDS.contains(&p.kind.as_str()) {
         let why = recipe(&p.kind)
             .map(str::to_string)
-            .unwrap_or_else(|| format!("imgbake has no `{}` step; the step kinds are shell, file, powershell, reboot, windows_update, test, local, breakpoint", p.kind));
+            .unwrap_or_else(|| format!("imgbake has no `{}` step; the step kinds are shell, file, powershell, reboot, windows_update, test, local, breakpoint, ansible, ansible_local", p.kind));
         tx.unmapped(&p.loc, &kind_key, why);
         return not_carried(p, p.body.entries.clone(), tx);
     }
@@ -114,6 +121,7 @@ fn kind(p: &Plugin, os: &Os, body: &mut Body, img: &Image, tx: &mut Tx) -> Optio
         "windows-restart" => vec![restart(p, body, img, tx)],
         "windows-update" => vec![windows_update(p, body, img, tx)],
         "shell-local" => vec![local(p, body, img, tx)?],
+        "ansible" | "ansible-local" => vec![super::ansible::provisioner(p, body, img, tx)?],
         _ => {
             let mut b = Table::new();
             if let Some(n) = take(body, "note") {
