@@ -50,6 +50,7 @@ bed_needs=(
     nginx:nginx
     vagrant:vagrant
     chromium:chromium
+    puppet:puppet
 )
 
 case ${1:-} in

@@ -54,6 +54,7 @@
 //! ```
 
 pub mod channels;
+mod cm;
 mod diag;
 pub mod graph;
 mod load;
@@ -75,6 +76,7 @@ pub use toml::Spanned;
 
 pub use diag::{Diagnostic, Diagnostics, REDACTED};
 pub use load::{ENV_PREFIX, LoadOptions, Project};
+pub use cm::{ChefFlavor, ChefSolo, PowershellDsc, PuppetApply};
 pub use model::*;
 pub use os::Os;
 pub use schema::{BuilderSchema, Check, Parsed, Publish, Raw, Schemas, Source};
@@ -281,6 +283,15 @@ impl Tree {
                 StepKind::Powershell(p) => v.extend(p.script.iter().chain(&p.scripts)),
                 StepKind::File(f) if f.direction == Direction::Upload => v.extend(f.source.iter()),
                 StepKind::Test(t) => v.extend(t.source.iter()),
+                StepKind::ChefSolo(c) => v.extend(
+                    c.cookbook_paths.iter().chain(&c.roles_path).chain(&c.data_bags_path).chain(&c.environments_path),
+                ),
+                StepKind::PuppetApply(p) => v.extend(
+                    std::iter::once(&p.manifest).chain(&p.module_paths).chain(&p.hiera_config).chain(&p.hiera_data),
+                ),
+                StepKind::PowershellDsc(d) => v.extend(
+                    std::iter::once(&d.configuration).chain(&d.configuration_data).chain(&d.module_paths),
+                ),
                 _ => {}
             }
         }

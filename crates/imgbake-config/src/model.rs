@@ -285,6 +285,12 @@ pub enum StepKind {
     Local(Local),
     /// Pause until Enter is pressed (only with `--debug`/interactive runs).
     Breakpoint(Breakpoint),
+    /// Run Chef Infra Client (or Cinc) in solo mode with cookbooks from the tree.
+    ChefSolo(crate::cm::ChefSolo),
+    /// Run masterless `puppet apply` with a manifest, modules and Hiera data from the tree.
+    PuppetApply(crate::cm::PuppetApply),
+    /// Compile and apply a PowerShell DSC configuration on Windows.
+    PowershellDsc(crate::cm::PowershellDsc),
 }
 
 impl StepKind {
@@ -299,13 +305,27 @@ impl StepKind {
             StepKind::Test(_) => "test",
             StepKind::Local(_) => "local",
             StepKind::Breakpoint(_) => "breakpoint",
+            StepKind::ChefSolo(_) => "chef_solo",
+            StepKind::PuppetApply(_) => "puppet_apply",
+            StepKind::PowershellDsc(_) => "powershell_dsc",
         }
     }
 }
 
 /// The names of all step kinds, for messages.
-pub const STEP_KINDS: &[&str] =
-    &["shell", "file", "powershell", "reboot", "windows_update", "test", "local", "breakpoint"];
+pub const STEP_KINDS: &[&str] = &[
+    "shell",
+    "file",
+    "powershell",
+    "reboot",
+    "windows_update",
+    "test",
+    "local",
+    "breakpoint",
+    "chef_solo",
+    "puppet_apply",
+    "powershell_dsc",
+];
 
 /// What to do when the machine reboots on its own during a step.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -398,7 +398,7 @@ pub(crate) fn local_path(tree: &Tree, p: &Spanned<String>, what: &str, dir_ok: b
     }
 }
 
-fn template_check(t: &Spanned<String>, diags: &mut Vec<Diagnostic>) {
+pub(crate) fn template_check(t: &Spanned<String>, diags: &mut Vec<Diagnostic>) {
     if let Err(f) = check_execute_command(t.get_ref()) {
         let d = Diagnostic::at(span_of(t), format!("execute_command: {}", f.message));
         diags.push(d.help("execute_command may use {{command}}, {{vars}}, {{workdir}}, {{encoded}} and {{quote ...}}"));
@@ -677,6 +677,9 @@ fn check_step(tree: &Tree, w: &str, step: &Step, os: crate::Os, diags: &mut Vec<
             }
         }
         StepKind::Reboot(_) | StepKind::Breakpoint(_) => {}
+        StepKind::ChefSolo(c) => crate::cm::check::chef_solo(tree, w, span, c, diags),
+        StepKind::PuppetApply(p) => crate::cm::check::puppet_apply(tree, w, span, p, os, diags),
+        StepKind::PowershellDsc(d) => crate::cm::check::powershell_dsc(tree, w, span, d, os, diags),
     }
 }
 

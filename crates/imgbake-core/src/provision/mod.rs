@@ -5,7 +5,8 @@
 //! kind shares — `only`/`except`, `pause_before`, the per-step `timeout`, `retries` with backoff,
 //! breakpoints in debug mode, "what now?" after a failure ([`Interaction`]) — and runs the kind:
 //! [`shell`], [`file`], [`powershell`], [`reboot`](mod@reboot), [`windows_update`], [`test`], [`local`],
-//! [`breakpoint`]. Output streams as events stamped with the image and the step; secrets (the tree's
+//! [`breakpoint`], and the configuration-management kinds [`chef`] (`chef_solo`), [`puppet`]
+//! (`puppet_apply`) and [`dsc`] (`powershell_dsc`). Output streams as events stamped with the image and the step; secrets (the tree's
 //! sensitive values) are redacted from every event, error and report. Unplanned reboots are noticed by
 //! the machine's boot identity ([`crate::reboot::recover`]), see [`remote`].
 //!
@@ -24,11 +25,15 @@
 //! ```
 
 pub mod breakpoint;
+pub mod chef;
+pub mod cm;
+pub mod dsc;
 pub mod file;
 mod interaction;
 pub mod junit;
 pub mod local;
 pub mod powershell;
+pub mod puppet;
 pub mod reboot;
 pub mod remote;
 mod report;
@@ -317,6 +322,9 @@ impl StepRunner {
                 StepKind::Test(t) => test::run(&cx, t).await.map(|()| Done::Ok),
                 StepKind::Local(l) => local::run(&cx, l).await.map(|()| Done::Ok),
                 StepKind::Breakpoint(b) => breakpoint::run(&cx, b).await.map(|()| Done::Ok),
+                StepKind::ChefSolo(c) => chef::run(&cx, c).await.map(|()| Done::Ok),
+                StepKind::PuppetApply(p) => puppet::run(&cx, p).await.map(|()| Done::Ok),
+                StepKind::PowershellDsc(d) => dsc::run(&cx, d).await.map(|()| Done::Ok),
             }
         };
         match (timeout, cx.deadline) {
