@@ -74,9 +74,9 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 pub use toml::Spanned;
 
+pub use cm::{ChefFlavor, ChefSolo, PowershellDsc, PuppetApply};
 pub use diag::{Diagnostic, Diagnostics, REDACTED};
 pub use load::{ENV_PREFIX, LoadOptions, Project};
-pub use cm::{ChefFlavor, ChefSolo, PowershellDsc, PuppetApply};
 pub use model::*;
 pub use os::Os;
 pub use schema::{BuilderSchema, Check, Parsed, Publish, Raw, Schemas, Source};
@@ -289,9 +289,9 @@ impl Tree {
                 StepKind::PuppetApply(p) => v.extend(
                     std::iter::once(&p.manifest).chain(&p.module_paths).chain(&p.hiera_config).chain(&p.hiera_data),
                 ),
-                StepKind::PowershellDsc(d) => v.extend(
-                    std::iter::once(&d.configuration).chain(&d.configuration_data).chain(&d.module_paths),
-                ),
+                StepKind::PowershellDsc(d) => {
+                    v.extend(std::iter::once(&d.configuration).chain(&d.configuration_data).chain(&d.module_paths))
+                }
                 _ => {}
             }
         }

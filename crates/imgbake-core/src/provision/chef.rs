@@ -182,7 +182,8 @@ pub fn attributes(c: &ChefSolo) -> Result<String, serde_json::Error> {
 /// The command that runs the client.
 pub fn run_command(c: &ChefSolo, os: Os, solo_rb_path: &str, json_path: &str) -> String {
     let cl = client(c.flavor, os);
-    let mut args = format!("--no-color --config {} --json-attributes {}", quote(os, solo_rb_path), quote(os, json_path));
+    let mut args =
+        format!("--no-color --config {} --json-attributes {}", quote(os, solo_rb_path), quote(os, json_path));
     if c.flavor == ChefFlavor::Chef {
         let license = c.chef_license.as_deref().unwrap_or(DEFAULT_CHEF_LICENSE);
         args.push_str(&format!(" --chef-license {}", quote(os, license)));
@@ -209,7 +210,8 @@ pub fn plan(c: &ChefSolo, os: Os, json_name: &str) -> Result<Plan, serde_json::E
         cookbooks.push(remote.clone());
         uploads.push(Upload { source: p.clone(), what: format!("the cookbooks ({})", p.get_ref()), remote });
     }
-    for (p, name) in [(&c.roles_path, "roles"), (&c.data_bags_path, "data_bags"), (&c.environments_path, "environments")]
+    for (p, name) in
+        [(&c.roles_path, "roles"), (&c.data_bags_path, "data_bags"), (&c.environments_path, "environments")]
     {
         if let Some(p) = p {
             uploads.push(Upload {

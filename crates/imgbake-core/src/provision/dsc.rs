@@ -218,7 +218,9 @@ pub fn arguments(round: u32, test: bool) -> String {
 
 pub(crate) async fn run(cx: &Ctx<'_>, d: &PowershellDsc) -> Result<(), BuildError> {
     if cx.os() != Os::Windows {
-        return Err(cx.fail(ErrorKind::Config, "powershell_dsc runs on Windows machines: set communicator.os = \"windows\""));
+        return Err(
+            cx.fail(ErrorKind::Config, "powershell_dsc runs on Windows machines: set communicator.os = \"windows\"")
+        );
     }
     let plan = plan(d);
     let execute_command = cx.execute_command(d.execute_command.as_ref());
@@ -272,7 +274,10 @@ async fn apply(
         let Some(result) = parse_result(&String::from_utf8_lossy(&out.stdout)) else {
             return Err(cx.fail(
                 ErrorKind::Step,
-                format!("the DSC script printed no result line (`{}{{...}}`); see its output above", RESULT_PREFIX.trim_end()),
+                format!(
+                    "the DSC script printed no result line (`{}{{...}}`); see its output above",
+                    RESULT_PREFIX.trim_end()
+                ),
             ));
         };
         if result.reboot_required {

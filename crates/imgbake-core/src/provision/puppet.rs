@@ -143,8 +143,7 @@ async fn apply(cx: &Ctx<'_>, plan: &Plan, execute_command: &Option<String>) -> R
         execute_command: execute_command.clone(),
         ..Default::default()
     };
-    let ran =
-        super::shell::exec_with_env(cx, &req, &plan.staging, RebootPolicy::default(), &VALID_EXIT_CODES).await?;
+    let ran = super::shell::exec_with_env(cx, &req, &plan.staging, RebootPolicy::default(), &VALID_EXIT_CODES).await?;
     match ran {
         Ran::Exited(out) => check(cx, &out),
         Ran::Rebooted | Ran::Rerun => Ok(()),
