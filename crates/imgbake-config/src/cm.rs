@@ -71,8 +71,8 @@ pub struct PuppetApply {
     pub module_paths: Vec<Spanned<String>>,
     /// A local `hiera.yaml` (Hiera 5), passed as `--hiera_config`.
     pub hiera_config: Option<Spanned<String>>,
-    /// A local directory of Hiera data, uploaded as `data` beside `hiera.yaml` (Hiera 5's default
-    /// `datadir`).
+    /// A local directory of Hiera data, uploaded beside `hiera.yaml` under its own name (so its
+    /// `datadir`, Hiera 5's default `data`, finds it as it does in the tree).
     pub hiera_data: Option<Spanned<String>>,
     /// Facts, set as `FACTER_<name>` in the run's environment (which travels in a 0600 file).
     #[serde(default)]
@@ -204,7 +204,7 @@ pub(crate) mod check {
             if p.hiera_config.is_none() {
                 diags.push(
                     Diagnostic::at(span_of(h), format!("{w}: `hiera_data` needs `hiera_config`"))
-                        .help("the data is uploaded as `data` beside the uploaded hiera.yaml"),
+                        .help("the data directory is uploaded beside the uploaded hiera.yaml"),
                 );
             }
         }

@@ -4,8 +4,8 @@
 //!    installed only when missing, with `install` (default for Debian/Ubuntu: `apt-get update`, then
 //!    `apt-get install -y --no-install-recommends puppet`).
 //! 2. The manifest (a file or a directory), the module directories and the Hiera config and data are
-//!    uploaded under `staging_dir`; the data goes to `data` beside the uploaded `hiera.yaml`, Hiera 5's
-//!    default `datadir`.
+//!    uploaded under `staging_dir`; the data directory goes beside the uploaded `hiera.yaml` under its
+//!    own name, so the `datadir` that works in the tree (Hiera 5's default is `data`) works there.
 //! 3. `puppet apply --detailed-exitcodes` runs with `--modulepath` and `--hiera_config`, through
 //!    `execute_command`. Facts are `FACTER_<name>` variables in its environment, which travels in a
 //!    0600 file read and deleted before Puppet starts (see [`super::shell::exec_with_env`]), so a fact
@@ -82,7 +82,8 @@ pub fn plan(p: &PuppetApply, manifest_is_dir: bool) -> Plan {
         uploads.push(Upload {
             source: d.clone(),
             what: format!("the Hiera data ({})", d.get_ref()),
-            remote: remote_join(&hiera, "data"),
+            // Under its own name beside hiera.yaml: a `datadir` that works in the tree works there.
+            remote: remote_join(&hiera, &file_name(d.get_ref())),
         });
     }
     let mut args = vec!["apply".to_string(), "--detailed-exitcodes".into(), "--color=false".into()];

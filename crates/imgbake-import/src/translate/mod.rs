@@ -3,6 +3,7 @@
 //! Every key passes through exactly one handler, which reports what became of it.
 
 mod aws;
+mod cm;
 mod comm;
 mod local;
 mod post;
