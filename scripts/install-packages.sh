@@ -52,6 +52,7 @@ bed_needs=(
     chromium:chromium
     # become in the ansible step tests (Ansible escalates with sudo)
     sudo:sudo
+    puppet:puppet
 )
 
 case ${1:-} in

@@ -56,6 +56,7 @@
 pub mod ansible;
 pub mod audit;
 pub mod channels;
+mod cm;
 mod diag;
 pub mod graph;
 mod load;
@@ -76,6 +77,7 @@ use indexmap::IndexMap;
 pub use toml::Spanned;
 
 pub use ansible::{Ansible, AnsibleLocal};
+pub use cm::{ChefFlavor, ChefSolo, PowershellDsc, PuppetApply};
 pub use diag::{Diagnostic, Diagnostics, REDACTED};
 pub use load::{ENV_PREFIX, LoadOptions, Project};
 pub use model::*;
@@ -302,6 +304,15 @@ impl Tree {
                 StepKind::Powershell(p) => v.extend(p.script.iter().chain(&p.scripts)),
                 StepKind::File(f) if f.direction == Direction::Upload => v.extend(f.source.iter()),
                 StepKind::Test(t) => v.extend(t.source.iter()),
+                StepKind::ChefSolo(c) => v.extend(
+                    c.cookbook_paths.iter().chain(&c.roles_path).chain(&c.data_bags_path).chain(&c.environments_path),
+                ),
+                StepKind::PuppetApply(p) => v.extend(
+                    std::iter::once(&p.manifest).chain(&p.module_paths).chain(&p.hiera_config).chain(&p.hiera_data),
+                ),
+                StepKind::PowershellDsc(d) => {
+                    v.extend(std::iter::once(&d.configuration).chain(&d.configuration_data).chain(&d.module_paths))
+                }
                 _ => {}
             }
         }

@@ -289,6 +289,12 @@ pub enum StepKind {
     Ansible(crate::ansible::Ansible),
     /// Upload an Ansible playbook and run it on the build machine itself.
     AnsibleLocal(crate::ansible::AnsibleLocal),
+    /// Run Chef Infra Client (or Cinc) in solo mode with cookbooks from the tree.
+    ChefSolo(crate::cm::ChefSolo),
+    /// Run masterless `puppet apply` with a manifest, modules and Hiera data from the tree.
+    PuppetApply(crate::cm::PuppetApply),
+    /// Compile and apply a PowerShell DSC configuration on Windows.
+    PowershellDsc(crate::cm::PowershellDsc),
 }
 
 impl StepKind {
@@ -305,6 +311,9 @@ impl StepKind {
             StepKind::Breakpoint(_) => "breakpoint",
             StepKind::Ansible(_) => "ansible",
             StepKind::AnsibleLocal(_) => "ansible_local",
+            StepKind::ChefSolo(_) => "chef_solo",
+            StepKind::PuppetApply(_) => "puppet_apply",
+            StepKind::PowershellDsc(_) => "powershell_dsc",
         }
     }
 }
@@ -321,6 +330,9 @@ pub const STEP_KINDS: &[&str] = &[
     "breakpoint",
     "ansible",
     "ansible_local",
+    "chef_solo",
+    "puppet_apply",
+    "powershell_dsc",
 ];
 
 /// What to do when the machine reboots on its own during a step.

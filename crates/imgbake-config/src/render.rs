@@ -108,6 +108,9 @@ struct StepRaw {
     breakpoint: Option<Breakpoint>,
     ansible: Option<crate::ansible::Ansible>,
     ansible_local: Option<crate::ansible::AnsibleLocal>,
+    chef_solo: Option<crate::cm::ChefSolo>,
+    puppet_apply: Option<crate::cm::PuppetApply>,
+    powershell_dsc: Option<crate::cm::PowershellDsc>,
 }
 
 fn spread(v: Option<Spanned<OneOrMany>>) -> Vec<Spanned<String>> {
@@ -841,6 +844,15 @@ fn step_from(raw: StepRaw, span: Span, section: &str, diags: &mut Vec<Diagnostic
     }
     if let Some(k) = raw.ansible_local {
         kinds.push(StepKind::AnsibleLocal(k))
+    }
+    if let Some(k) = raw.chef_solo {
+        kinds.push(StepKind::ChefSolo(k))
+    }
+    if let Some(k) = raw.puppet_apply {
+        kinds.push(StepKind::PuppetApply(k))
+    }
+    if let Some(k) = raw.powershell_dsc {
+        kinds.push(StepKind::PowershellDsc(k))
     }
     if kinds.len() != 1 {
         let msg = if kinds.is_empty() {

@@ -679,6 +679,9 @@ fn check_step(tree: &Tree, w: &str, step: &Step, os: crate::Os, diags: &mut Vec<
         StepKind::Ansible(a) => crate::ansible::check_ansible(tree, w, span, a, os, diags),
         StepKind::AnsibleLocal(a) => crate::ansible::check_ansible_local(tree, w, span, a, os, diags),
         StepKind::Reboot(_) | StepKind::Breakpoint(_) => {}
+        StepKind::ChefSolo(c) => crate::cm::check::chef_solo(tree, w, span, c, diags),
+        StepKind::PuppetApply(p) => crate::cm::check::puppet_apply(tree, w, span, p, os, diags),
+        StepKind::PowershellDsc(d) => crate::cm::check::powershell_dsc(tree, w, span, d, os, diags),
     }
 }
 

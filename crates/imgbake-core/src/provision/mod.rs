@@ -5,7 +5,9 @@
 //! kind shares — `only`/`except`, `pause_before`, the per-step `timeout`, `retries` with backoff,
 //! breakpoints in debug mode, "what now?" after a failure ([`Interaction`]) — and runs the kind:
 //! [`shell`], [`file`], [`powershell`], [`reboot`](mod@reboot), [`windows_update`], [`test`], [`local`],
-//! [`breakpoint`], [`ansible`] (`ansible` and `ansible_local`). Output streams as events stamped with the image and the step; secrets (the tree's
+//! [`breakpoint`], and the configuration-management kinds [`ansible`] (`ansible` and
+//! `ansible_local`), [`chef`] (`chef_solo`), [`puppet`] (`puppet_apply`) and [`dsc`]
+//! (`powershell_dsc`). Output streams as events stamped with the image and the step; secrets (the tree's
 //! sensitive values) are redacted from every event, error and report. Unplanned reboots are noticed by
 //! the machine's boot identity ([`crate::reboot::recover`]), see [`remote`].
 //!
@@ -25,11 +27,15 @@
 
 pub mod ansible;
 pub mod breakpoint;
+pub mod chef;
+pub mod cm;
+pub mod dsc;
 pub mod file;
 mod interaction;
 pub mod junit;
 pub mod local;
 pub mod powershell;
+pub mod puppet;
 pub mod reboot;
 pub mod remote;
 mod report;
@@ -320,6 +326,9 @@ impl StepRunner {
                 StepKind::Breakpoint(b) => breakpoint::run(&cx, b).await.map(|()| Done::Ok),
                 StepKind::Ansible(a) => ansible::run(&cx, a).await.map(|()| Done::Ok),
                 StepKind::AnsibleLocal(a) => ansible::run_local(&cx, a).await.map(|()| Done::Ok),
+                StepKind::ChefSolo(c) => chef::run(&cx, c).await.map(|()| Done::Ok),
+                StepKind::PuppetApply(p) => puppet::run(&cx, p).await.map(|()| Done::Ok),
+                StepKind::PowershellDsc(d) => dsc::run(&cx, d).await.map(|()| Done::Ok),
             }
         };
         match (timeout, cx.deadline) {

@@ -4,6 +4,7 @@
 
 mod ansible;
 mod aws;
+mod cm;
 mod comm;
 mod local;
 mod post;

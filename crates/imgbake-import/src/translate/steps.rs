@@ -10,11 +10,11 @@ use crate::tree::{Image, Step, Table};
 /// What to do instead of a configuration-management provisioner imgbake does not run itself.
 fn recipe(kind: &str) -> Option<&'static str> {
     Some(match kind {
-        "chef-solo" | "chef-client" => {
-            "imgbake has no Chef step yet: upload the cookbooks with a `file` step, write the run list to a JSON file, and run `chef-solo -c solo.rb -j node.json` (or `chef-client -z`) in a `shell` / `powershell` step"
+        "chef-client" => {
+            "imgbake runs Chef in solo mode only (a `chef_solo` step with the cookbooks from the tree); to converge against a Chef server, run `chef-client` in a `shell` / `powershell` step with the client key uploaded by a `file` step"
         }
-        "puppet-masterless" | "puppet-server" => {
-            "imgbake has no Puppet step yet: upload the manifests and modules with `file` steps and run `puppet apply --modulepath=... manifest.pp` in a `shell` step"
+        "puppet-server" => {
+            "imgbake runs Puppet masterless only (a `puppet_apply` step with the manifest and modules from the tree); to run against a Puppet server, run `puppet agent --test` in a `shell` step"
         }
         "salt-masterless" => {
             "imgbake has no Salt step: upload the states with a `file` step and run `salt-call --local state.apply` in a `shell` step"
@@ -57,10 +57,10 @@ pub(crate) fn provisioner(p: &Plugin, os: &Os, sources: &[(&str, &str)], img: &m
     if applies.is_empty() {
         return tx.dropped(&p.loc, &kind_key, format!("`only`/`except` leave it out of image `{}`", img.name));
     }
-    if !KINDS.contains(&p.kind.as_str()) {
+    if !KINDS.contains(&p.kind.as_str()) && !super::cm::KINDS.contains(&p.kind.as_str()) {
         let why = recipe(&p.kind)
             .map(str::to_string)
-            .unwrap_or_else(|| format!("imgbake has no `{}` step; the step kinds are shell, file, powershell, reboot, windows_update, test, local, breakpoint, ansible, ansible_local", p.kind));
+            .unwrap_or_else(|| format!("imgbake has no `{}` step; the step kinds are shell, file, powershell, reboot, windows_update, test, local, breakpoint, ansible, ansible_local, chef_solo, puppet_apply, powershell_dsc", p.kind));
         tx.unmapped(&p.loc, &kind_key, why);
         return not_carried(p, p.body.entries.clone(), tx);
     }
@@ -122,6 +122,8 @@ fn kind(p: &Plugin, os: &Os, body: &mut Body, img: &Image, tx: &mut Tx) -> Optio
         "windows-update" => vec![windows_update(p, body, img, tx)],
         "shell-local" => vec![local(p, body, img, tx)?],
         "ansible" | "ansible-local" => vec![super::ansible::provisioner(p, body, img, tx)?],
+        "chef-solo" => vec![super::cm::chef_solo(p, os, body, img, tx)],
+        "puppet-masterless" => vec![super::cm::puppet_masterless(p, os, body, img, tx)],
         _ => {
             let mut b = Table::new();
             if let Some(n) = take(body, "note") {

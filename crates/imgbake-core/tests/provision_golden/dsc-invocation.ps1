@@ -1,0 +1,1 @@
+$ProgressPreference = 'SilentlyContinue'; & 'C:/Windows/Temp/imgbake-dsc/imgbake-dsc.ps1' -Compile -Test
