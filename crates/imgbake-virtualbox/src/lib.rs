@@ -14,7 +14,8 @@
 //!
 //! Every output is verified with `qemu-img` before it becomes the artifact. After the build,
 //! `publish.store` uploads the files to an artifact store and `publish.vagrant` adds a version to a
-//! Vagrant catalog (`vagrant box outdated` / `update` then see it).
+//! Vagrant catalog (`vagrant box outdated` / `update` then see it). With a store, the builder keeps
+//! release channels ([`channel`]): a pointer object per channel, and a Vagrant catalog per channel.
 //!
 //! VirtualBox itself is not needed (nor driven: a `vboxmanage` driver waits for a machine with
 //! VirtualBox to test it on). See docs/builders/virtualbox.md.
@@ -38,6 +39,7 @@ use imgbake_core::error::{BuildError, ErrorKind};
 use imgbake_core::event::{EventKind, EventSink};
 
 mod build;
+pub mod channel;
 pub mod format;
 pub mod publish;
 pub mod published;
@@ -139,6 +141,31 @@ impl Builder for VirtualboxBuilder {
 
     async fn is_published(&self, tree: &Tree, image: &Image, artifact: &Artifact) -> Result<Option<bool>, BuildError> {
         publish::is_published(tree, image, artifact).await
+    }
+
+    async fn channel(
+        &self,
+        tree: &Tree,
+        image: &Image,
+        channel: &str,
+    ) -> Result<Option<imgbake_core::channel::ChannelState>, BuildError> {
+        channel::state(tree, image, channel).await
+    }
+
+    async fn point(
+        &self,
+        tree: &Tree,
+        image: &Image,
+        channel: &str,
+        artifact: &Artifact,
+        record: &imgbake_core::channel::PointRecord,
+        _events: &EventSink,
+    ) -> Result<Vec<String>, BuildError> {
+        channel::point(tree, image, channel, artifact, record).await
+    }
+
+    async fn label(&self, tree: &Tree, artifact: &Artifact, key: &str, value: &str) -> Result<(), BuildError> {
+        channel::label(tree, artifact, key, value).await
     }
 }
 

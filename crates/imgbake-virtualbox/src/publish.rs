@@ -42,7 +42,7 @@ pub async fn check(tree: &Tree, image: &Image) -> Result<(), BuildError> {
 }
 
 /// The Vagrant provider of a format.
-fn provider_of(format: &str) -> Option<&'static str> {
+pub(crate) fn provider_of(format: &str) -> Option<&'static str> {
     match format {
         "box" => Some("virtualbox"),
         "libvirt" => Some("libvirt"),
@@ -144,7 +144,7 @@ pub async fn is_published(tree: &Tree, image: &Image, artifact: &Artifact) -> Re
             None => imgbake_vagrant::read_local(&tree.path(&vp.catalog)).map_err(catalog_failed(image, vp))?,
         };
         let sums = box_checksums(artifact);
-        if sums.is_empty() || !catalog.is_some_and(|c| listed(&c, &sums).is_some()) {
+        if sums.is_empty() || catalog.is_none_or(|c| listed(&c, &sums).is_none()) {
             return Ok(Some(false));
         }
     }
@@ -152,7 +152,7 @@ pub async fn is_published(tree: &Tree, image: &Image, artifact: &Artifact) -> Re
 }
 
 /// The artifact's box checksums by Vagrant provider.
-fn box_checksums(artifact: &Artifact) -> BTreeMap<&'static str, String> {
+pub(crate) fn box_checksums(artifact: &Artifact) -> BTreeMap<&'static str, String> {
     schema::FORMATS
         .iter()
         .filter_map(|f| Some((provider_of(f)?, artifact.extra.get(&format!("sha256.{f}"))?.clone())))
@@ -160,7 +160,10 @@ fn box_checksums(artifact: &Artifact) -> BTreeMap<&'static str, String> {
 }
 
 /// The catalog's version that already lists every one of these boxes (by provider and checksum).
-fn listed(c: &imgbake_vagrant::Catalog, sums: &BTreeMap<&'static str, String>) -> Option<imgbake_vagrant::Version> {
+pub(crate) fn listed(
+    c: &imgbake_vagrant::Catalog,
+    sums: &BTreeMap<&'static str, String>,
+) -> Option<imgbake_vagrant::Version> {
     c.versions
         .iter()
         .find(|v| {
@@ -198,6 +201,7 @@ async fn upload(
         build_id: artifact.build_id.clone(),
         published: Utc::now(),
         files: BTreeMap::new(),
+        labels: BTreeMap::new(),
     };
     for (format, path) in files {
         let key = Published::file_key(&tree_name, &image.name, &artifact.id, &file_name(path));
@@ -215,7 +219,7 @@ async fn upload(
 }
 
 /// The record of what `image` published (`TREE/IMAGE/latest.json`): the last write of a publish.
-async fn write_record(client: &Client, image: &Image, record: &Published) -> Result<(), BuildError> {
+pub(crate) async fn write_record(client: &Client, image: &Image, record: &Published) -> Result<(), BuildError> {
     let json = serde_json::to_vec_pretty(record)
         .map_err(|e| BuildError::new(ErrorKind::Internal, format!("encoding the publish record: {e}")))?;
     client.put_bytes(&Published::key(&record.tree, &image.name), json, "application/json").await.map(|_| ()).map_err(
@@ -227,9 +231,9 @@ async fn write_record(client: &Client, image: &Image, record: &Published) -> Res
 }
 
 /// A catalog kept in a store.
-struct StoreCatalog<'a> {
-    client: &'a Client,
-    key: String,
+pub(crate) struct StoreCatalog<'a> {
+    pub(crate) client: &'a Client,
+    pub(crate) key: String,
 }
 
 #[async_trait::async_trait]
@@ -315,12 +319,17 @@ async fn add_to_catalog(
             (path.display().to_string(), r)
         }
     };
-    // Boxes of versions the catalog no longer lists are removed when they are this store's.
+    // Boxes of versions the catalog no longer lists are removed when they are this store's, unless
+    // a release channel points at their artifact (or would roll back to it).
     if let Some(client) = store {
         let base = client.url_of("");
+        let prefix = format!("{}/{}/", tree.name(), image.name);
+        let protected =
+            if removed.is_empty() { Default::default() } else { crate::channel::protected(tree, image).await? };
         for p in removed.iter().flat_map(|v| &v.providers) {
             if let Some(key) = p.url.strip_prefix(&base)
-                && key.starts_with(&format!("{}/{}/", tree.name(), image.name))
+                && key.starts_with(&prefix)
+                && !protected.iter().any(|a| key.starts_with(&format!("{prefix}{a}/")))
                 && let Err(e) = client.delete(key).await
             {
                 tracing::warn!("removing {key} of an old box version: {e}");

@@ -46,6 +46,9 @@ pub struct Published {
     pub published: DateTime<Utc>,
     /// Its files by format (`ova`, `box`, `libvirt`).
     pub files: BTreeMap<String, PublishedFile>,
+    /// Labels of the artifact (`tests`: its on-box tests' result, see `imgbake_core::channel`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Published {

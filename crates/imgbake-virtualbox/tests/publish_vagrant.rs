@@ -155,7 +155,7 @@ async fn boxes_published_by_imgbake_are_added_outdated_and_updated_by_vagrant() 
 
         // The developer sees the rebuild and fetches it.
         let out = vagrant.run(&["box", "outdated", "--global"]).await.expect("vagrant");
-        assert!(out.stdout.contains(&format!("{v2}")) && out.stdout.contains("outdated"), "{out}");
+        assert!(out.stdout.contains(&v2) && out.stdout.contains("outdated"), "{out}");
         let out =
             vagrant.run(&["box", "update", "--box", "team/base", "--provider", "virtualbox"]).await.expect("vagrant");
         assert!(out.success(), "{out}");
