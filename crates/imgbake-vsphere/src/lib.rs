@@ -161,7 +161,7 @@ impl VsphereBuilder {
             .map_err(|e| platform(&format!("looking up {dc}"), e))?
             .ok_or_else(|| BuildError::new(ErrorKind::Config, format!("no datacenter {dc} at {}", endpoint.url)))?;
         let all = vim
-            .all_of(&dc_ref, "VirtualMachine", &["name", "config.template", "config.extraConfig"])
+            .all_of(&dc_ref, "VirtualMachine", &["name", "config.template", "config.extraConfig", "runtime.powerState"])
             .await
             .map_err(|e| platform(&format!("listing the VMs of {dc} at {}", endpoint.url), e))?;
         Ok(all
@@ -171,6 +171,7 @@ impl VsphereBuilder {
                 (extra.get(&config_key(tags::TREE_ID)).map(String::as_str) == Some(tree_id)).then(|| Found {
                     name: text(&props, "name").unwrap_or_default().to_string(),
                     template: text(&props, "config.template") == Some("true"),
+                    power: text(&props, "runtime.powerState").unwrap_or_default().to_string(),
                     vm,
                     extra,
                 })
@@ -199,6 +200,8 @@ struct Found {
     vm: MoRef,
     name: String,
     template: bool,
+    /// `poweredOn`, `poweredOff`, `suspended`.
+    power: String,
     extra: BTreeMap<String, String>,
 }
 
@@ -219,6 +222,30 @@ impl Found {
 
     fn path(&self) -> String {
         self.extra.get(PATH_KEY).cloned().unwrap_or_else(|| self.name.clone())
+    }
+
+    /// A machine someone cloned from one of the tree's templates, running: vSphere copies the
+    /// template's extraConfig into the clone, so it carries the template's record under another
+    /// name (imgbake's own build VMs and templates carry their own path).
+    fn running_machine(&self, endpoint: &Endpoint) -> Option<imgbake_core::audit::RunningMachine> {
+        if self.template || self.is_recorded_one() || self.power != "poweredOn" {
+            return None;
+        }
+        let keys =
+            [tags::TREE_ID, tags::TREE, tags::IMAGE, tags::BUILD_ID, tags::CREATED, tags::FINGERPRINT, tags::PARENT];
+        let image_tags: BTreeMap<String, String> =
+            keys.iter().filter_map(|k| self.tag(k).map(|v| (k.to_string(), v.to_string()))).collect();
+        Some(imgbake_core::audit::RunningMachine {
+            id: self.vm.value.clone(),
+            image_id: self.path(),
+            location: LOCATION.into(),
+            account: Some(endpoint.url.clone()),
+            state: self.power.clone(),
+            launched: None,
+            tags: BTreeMap::from([("Name".to_string(), self.name.clone())]),
+            image_created: self.tag(tags::CREATED).and_then(|c| c.parse().ok()),
+            image_tags: Some(image_tags),
+        })
     }
 
     fn artifact(&self, endpoint: &Endpoint) -> Option<Artifact> {
@@ -296,6 +323,18 @@ impl Builder for VsphereBuilder {
 
     async fn prepare<'a>(&'a self, job: &'a BuildJob) -> Result<Box<dyn Build + 'a>, BuildError> {
         build::prepare(self, job).await
+    }
+
+    async fn running_machines(
+        &self,
+        tree: &Tree,
+        images: &[&Image],
+    ) -> Result<Option<Vec<imgbake_core::audit::RunningMachine>>, BuildError> {
+        let mut out = Vec::new();
+        for (endpoint, dc, _) in self.places(tree, images).await? {
+            out.extend(self.tree_vms(tree, &endpoint, &dc).await?.iter().filter_map(|f| f.running_machine(&endpoint)));
+        }
+        Ok(Some(out))
     }
 
     async fn destroy(&self, _tree: &Tree, resource: &Resource, _events: &EventSink) -> Result<(), BuildError> {

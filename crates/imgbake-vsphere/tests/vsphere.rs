@@ -342,3 +342,86 @@ async fn an_expired_session_is_renewed_once() {
     let after = bed.vcsim.requests().iter().filter(|r| *r == "Login").count();
     assert_eq!(after, before + 1, "exactly one new login");
 }
+
+/// Clone template `template` (a name in /DC0/vm) to a VM `name`, powered on or not, as a consumer
+/// of the tree's templates would. vSphere copies a template's extraConfig into its clones; vcsim
+/// does not, so the spec carries the template's `imgbake.*` keys as vCenter would copy them.
+async fn clone_from(bed: &Bed, template: &str, name: &str, power_on: bool) {
+    let vim = bed.vim().await;
+    let source = vim.find_by_path(&format!("/DC0/vm/{template}")).await.unwrap().expect("the template");
+    let folder = vim.find_by_path("/DC0/vm").await.unwrap().unwrap();
+    let pool = vim.find_by_path("/DC0/host/DC0_H0/Resources").await.unwrap().unwrap();
+    let copied: String = bed
+        .imgbake_vms()
+        .await
+        .into_iter()
+        .find(|v| v.0 == template)
+        .expect("the template's record")
+        .2
+        .iter()
+        .filter(|(k, _)| k.starts_with("imgbake."))
+        .map(|(k, v)| imgbake_vsphere::vim::option_value(k, v))
+        .collect();
+    let spec = format!(
+        "<location>{}</location><template>false</template><config>{copied}</config><powerOn>false</powerOn>",
+        pool.xml("pool")
+    );
+    let task = vim.clone_vm(&source, &folder, name, &spec).await.unwrap();
+    let made = vim.wait_task(&task, &format!("cloning to {name}"), Duration::from_secs(30)).await.unwrap();
+    // (vcsim ignores `powerOn` in a clone spec: powered on by its own call.)
+    if power_on {
+        let vm = MoRef::of(made.as_ref().expect("the clone")).expect("the clone's id");
+        vm::power_on(&vim, &vm, Duration::from_secs(30)).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_finds_running_clones_of_superseded_templates() {
+    use imgbake_core::audit::{AuditOptions, Status, audit};
+    let bed = Bed::start().await;
+    bed.write_tree("echo app v1 > /dev/null", "");
+    let (s, _) = build(&bed).await;
+    assert!(s.ok(), "{s:#?}");
+    let template = |prefix: &'static str, vms: &[(String, bool, BTreeMap<String, String>)]| {
+        vms.iter().filter(|v| v.1 && v.0.starts_with(prefix)).map(|v| v.0.clone()).max().expect("a template")
+    };
+    let app_v1 = template("app-", &bed.imgbake_vms().await);
+    let base = template("base-", &bed.imgbake_vms().await);
+    clone_from(&bed, &app_v1, "web-old", true).await;
+    clone_from(&bed, &app_v1, "web-stopped", false).await;
+    clone_from(&bed, &base, "base-user", true).await;
+
+    // app is rebuilt: machines cloned from its first template are one version behind.
+    bed.write_tree("echo app v2 > /dev/null", "");
+    let (s, _) = build(&bed).await;
+    assert!(s.ok(), "{s:#?}");
+    let vms = bed.imgbake_vms().await;
+    let app_v2 = vms.iter().filter(|v| v.1 && v.0.starts_with("app-") && v.0 != app_v1).map(|v| v.0.clone()).next();
+    clone_from(&bed, &app_v2.expect("app's second template"), "web-new", true).await;
+
+    let report = audit(&bed.tree(), &bed.registry(), &AuditOptions::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    let by_name: BTreeMap<String, &imgbake_core::audit::MachineReport> =
+        report.machines.iter().map(|m| (m.name.clone().unwrap_or_default(), m)).collect();
+    let names: Vec<&String> = by_name.keys().collect();
+    assert_eq!(
+        names,
+        ["base-user", "web-new", "web-old"],
+        "running clones only, never templates or build VMs: {report:#?}"
+    );
+    assert!(report.unsupported.is_empty(), "{:?}", report.unsupported);
+    let old = by_name["web-old"];
+    assert_eq!((old.status, old.versions_behind, old.image.as_str()), (Status::Behind, 1, "app"), "{old:#?}");
+    assert_eq!(old.artifact, format!("/DC0/vm/{app_v1}"), "{old:#?}");
+    assert_eq!(by_name["web-new"].status, Status::Current, "{:#?}", by_name["web-new"]);
+    assert_eq!(by_name["base-user"].status, Status::Current, "{:#?}", by_name["base-user"]);
+
+    // Superseded just now: within a 30-day deadline; 31 days later it is overdue.
+    let deadline = Some(Duration::from_secs(30 * 86_400));
+    let now = audit(&bed.tree(), &bed.registry(), &AuditOptions { deadline, ..Default::default() }).await.unwrap();
+    assert!(now.machines.iter().all(|m| !m.overdue), "{now:#?}");
+    let later = chrono::Utc::now() + chrono::Duration::days(31);
+    let opts = AuditOptions { deadline, now: Some(later), ..Default::default() };
+    let then = audit(&bed.tree(), &bed.registry(), &opts).await.unwrap();
+    let overdue: Vec<_> = then.machines.iter().filter(|m| m.overdue).filter_map(|m| m.name.clone()).collect();
+    assert_eq!(overdue, ["web-old"], "{then:#?}");
+}
