@@ -33,7 +33,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
 use super::Ctx;
-use super::local::{GroupGuard, KILL_GRACE};
+use super::local::{GroupGuard, wait_in_time};
 use super::remote::{Ran, RebootPolicy, remote_join};
 use crate::command::quote;
 use crate::communicator::{ExecRequest, ExecStatus};
@@ -493,29 +493,7 @@ async fn run_host(cx: &Ctx<'_>, mut cmd: Command, what: &Path) -> Result<(ExitSt
     let seen = Arc::new(Mutex::new(Seen::default()));
     let out = child.stdout.take().map(|o| tokio::spawn(pump(o, Stream::Stdout, cx.events.clone(), seen.clone())));
     let err = child.stderr.take().map(|e| tokio::spawn(pump(e, Stream::Stderr, cx.events.clone(), seen.clone())));
-    let status = match cx.remaining() {
-        None => child.wait().await,
-        Some(left) => match tokio::time::timeout(left, child.wait()).await {
-            Ok(s) => s,
-            Err(_) => {
-                guard.signal(libc::SIGTERM);
-                if tokio::time::timeout(KILL_GRACE, child.wait()).await.is_err() {
-                    guard.signal(libc::SIGKILL);
-                    let _ = child.wait().await;
-                }
-                drop(guard);
-                for t in [out, err].into_iter().flatten() {
-                    let _ = t.await;
-                }
-                return Err(cx.timed_out(cx.step.timeout.map(|t| t.get()).unwrap_or_default()));
-            }
-        },
-    }
-    .map_err(|e| cx.fail(ErrorKind::Local, format!("waiting for {}: {e}", what.display())))?;
-    drop(guard);
-    for t in [out, err].into_iter().flatten() {
-        let _ = t.await;
-    }
+    let status = wait_in_time(cx, &mut child, guard, [out, err], &what.display().to_string()).await?;
     let seen = seen
         .lock()
         .map(|s| Seen { host_key_failed: s.host_key_failed, unreachable: s.unreachable })

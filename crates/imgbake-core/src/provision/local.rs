@@ -74,6 +74,26 @@ pub(crate) async fn run(cx: &Ctx<'_>, l: &Local) -> Result<(), BuildError> {
     let guard = GroupGuard(child.id().map(|p| p as i32));
     let out = child.stdout.take().map(|o| tokio::spawn(pump(o, Stream::Stdout, cx.events.clone())));
     let err = child.stderr.take().map(|e| tokio::spawn(pump(e, Stream::Stderr, cx.events.clone())));
+    let status = wait_in_time(cx, &mut child, guard, [out, err], "the local command").await?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(c) => {
+            Err(cx.fail(ErrorKind::Step, format!("the local command exited with code {c}; see its output above")))
+        }
+        None => Err(cx.fail(ErrorKind::Step, format!("the local command was killed ({status})"))),
+    }
+}
+
+/// Wait for a host process under the step's deadline. Past it: SIGTERM to its process group,
+/// SIGKILL after [`KILL_GRACE`], the output pumps drained, and the step's timeout error. Either
+/// way, whatever the process left running in its group goes (the pipes close) before the pumps end.
+pub(super) async fn wait_in_time(
+    cx: &Ctx<'_>,
+    child: &mut tokio::process::Child,
+    guard: GroupGuard,
+    pumps: [Option<tokio::task::JoinHandle<()>>; 2],
+    what: &str,
+) -> Result<std::process::ExitStatus, BuildError> {
     let status = match cx.remaining() {
         None => child.wait().await,
         Some(left) => match tokio::time::timeout(left, child.wait()).await {
@@ -85,24 +105,17 @@ pub(crate) async fn run(cx: &Ctx<'_>, l: &Local) -> Result<(), BuildError> {
                     let _ = child.wait().await;
                 }
                 drop(guard);
-                for t in [out, err].into_iter().flatten() {
+                for t in pumps.into_iter().flatten() {
                     let _ = t.await;
                 }
                 return Err(cx.timed_out(cx.step.timeout.map(|t| t.get()).unwrap_or_default()));
             }
         },
     }
-    .map_err(|e| cx.fail(ErrorKind::Local, format!("waiting for the local command: {e}")))?;
-    // The command is done; whatever it left running in its group goes now, so the pipes close.
+    .map_err(|e| cx.fail(ErrorKind::Local, format!("waiting for {what}: {e}")))?;
     drop(guard);
-    for t in [out, err].into_iter().flatten() {
+    for t in pumps.into_iter().flatten() {
         let _ = t.await;
     }
-    match status.code() {
-        Some(0) => Ok(()),
-        Some(c) => {
-            Err(cx.fail(ErrorKind::Step, format!("the local command exited with code {c}; see its output above")))
-        }
-        None => Err(cx.fail(ErrorKind::Step, format!("the local command was killed ({status})"))),
-    }
+    Ok(status)
 }
